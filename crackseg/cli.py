@@ -1,0 +1,73 @@
+"""The ``crackseg`` command.
+
+Each subcommand lives in a module of :mod:`crackseg.commands` that defines
+``register(subparsers)``; the parser it adds sets ``func`` to the function
+that runs it.  Command modules import heavy libraries (torch, Lightning)
+inside that function, so ``crackseg --help`` stays fast.
+
+User errors (:class:`crackseg.errors.CracksegError`) print one line to stderr
+and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from crackseg._version import __version__
+from crackseg.errors import CracksegError
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Parser with every subcommand found in :mod:`crackseg.commands`."""
+    import crackseg.commands as commands
+
+    parser = argparse.ArgumentParser(
+        prog="crackseg",
+        description="Segment particles, cracks and pores in electrode tomograms and "
+        "report the damage distribution with honest uncertainty.",
+    )
+    parser.add_argument("--version", action="version", version=f"crackseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"crackseg.commands.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Training uses LightningCLI, which parses its own arguments.
+    if argv and argv[0] == "train":
+        from crackseg.commands.train import run_lightning_cli
+
+        try:
+            return run_lightning_cli(argv[1:])
+        except CracksegError as e:
+            print(f"crackseg train: error: {e}", file=sys.stderr)
+            return EXIT_USER_ERROR
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        status = args.func(args)
+    except CracksegError as e:
+        print(f"crackseg {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"crackseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
