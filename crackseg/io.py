@@ -449,6 +449,7 @@ def _read_tiff(p: Path, ds, lazy):
     with tifffile.TiffFile(p) as tif:
         if not tif.series:
             raise InputError(f"{p}: TIFF holds no image")
+        _check_tiff_complete(tif, p)
         series = tif.series[0]
         ndim = sum(1 for s in series.shape if s > 1) or len(series.shape)
         vs = _tiff_voxel_size(tif, min(ndim, 3))
@@ -464,6 +465,27 @@ def _read_tiff(p: Path, ds, lazy):
 
         store = tifffile.imread(p, aszarr=True)
         return zarr.open_array(store, mode="r"), vs, meta
+
+
+def _check_tiff_complete(tif, p: Path) -> None:
+    """Raise if the pages announced by the file are not all present."""
+    size = p.stat().st_size
+    expected = None
+    if tif.is_imagej and tif.imagej_metadata:
+        expected = tif.imagej_metadata.get("images")
+    n_pages = len(tif.pages)
+    if expected is not None and n_pages < int(expected):
+        raise InputError(
+            f"{p}: truncated TIFF ({n_pages} of {int(expected)} slices present); re-export or re-copy the file"
+        )
+    for page in (tif.pages[0], tif.pages[-1]):
+        offsets = getattr(page, "dataoffsets", ()) or ()
+        counts = getattr(page, "databytecounts", ()) or ()
+        if offsets and counts and offsets[-1] + counts[-1] > size:
+            raise InputError(
+                f"{p}: truncated TIFF (image data runs past the end of the file); "
+                "re-export or re-copy the file"
+            )
 
 
 def _natural_key(path: Path):
