@@ -1,0 +1,137 @@
+"""``crackseg predict``: segment volumes with a model, then label particles."""
+
+from __future__ import annotations
+
+import sys
+
+DESCRIPTION = (
+    "Segment tomograms (or 2-D images with a 2-D model) with a crackseg model: sliding-window "
+    "inference in chunks of bounded memory, optional posterior samples (TTA or MC dropout), "
+    "then particle instances. Each input gets a folder OUT/<name>/ with segmentation.tif "
+    "(or .zarr for big volumes), particles.tif, uncertainty.tif and particle_samples.npz "
+    "(with --uncertainty) and prediction.json (provenance). Finished inputs are skipped and "
+    "interrupted ones resume from their last finished chunk; --overwrite redoes them. A broken "
+    "input is reported and skipped; the exit status is non-zero if any input failed."
+)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="segment volumes and label particles",
+                              description=DESCRIPTION)
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="volume files, folders, glob patterns or manifests (.txt/.csv list)")
+    p.add_argument("--model", default=None,
+                   help="model directory or shipped model name (default: the default model)")
+    p.add_argument("-o", "--out", required=True, help="output folder (one subfolder per input)")
+    p.add_argument("--roi", type=int, nargs="+", metavar="N",
+                   help="window size in voxels, one value or one per axis (default: 128 with "
+                   "--blend valid, the model card's with --blend gaussian)")
+    p.add_argument("--overlap", type=float, default=None,
+                   help="window overlap for --blend gaussian (default: the model card's)")
+    p.add_argument("--blend", choices=("valid", "gaussian"), default="valid",
+                   help="stitch window centres only (valid, fast) or blend with Gaussian "
+                   "weights (default: valid)")
+    p.add_argument("--halo", type=int, default=None,
+                   help="context voxels around window centres and chunks (default: window/8)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="windows per forward pass (default: 1 on CPU, 4 on GPU)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="network arithmetic; auto uses bfloat16 where the hardware has it "
+                   "(default: auto)")
+    p.add_argument("--uncertainty", choices=("none", "tta", "mc"), default="none",
+                   help="posterior samples by test-time augmentation or MC dropout; costs "
+                   "--samples forward passes (default: none)")
+    p.add_argument("--samples", type=int, default=8,
+                   help="posterior samples with --uncertainty (default: 8, at most 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of TTA order and MC dropout")
+    p.add_argument("--voxel-size", type=float, nargs="+", metavar="UM",
+                   help="voxel size in µm (one value, or Z Y X), overriding the file's")
+    p.add_argument("--max-memory", type=float, default=None, metavar="GB",
+                   help="memory budget that sets the chunk size (default: 3)")
+    p.add_argument("--chunk", type=int, default=None, metavar="N",
+                   help="core chunk edge in voxels (default: from --max-memory)")
+    p.add_argument("--format", choices=("auto", "tif", "zarr"), default="auto",
+                   help="output image format (default: tif, zarr above ~645^3 voxels)")
+    p.add_argument("--nan-policy", choices=("error", "replace"), default="error",
+                   help="NaN/Inf voxels are an error, or replaced by the low grey value")
+    p.add_argument("--no-particles", action="store_true", help="skip particle instances")
+    p.add_argument("--min-volume", type=float, default=None, metavar="UM3",
+                   help="drop particles smaller than this (µm³; default: 27 voxels)")
+    p.add_argument("--overwrite", action="store_true", help="redo finished outputs")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start interrupted inputs from scratch")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run inputs in parallel on a local Dask cluster of N workers")
+    g.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run inputs on the Dask scheduler at ADDRESS (tcp://host:8786)")
+    p.set_defaults(func=run)
+
+
+def options_from_args(args) -> dict:
+    """Keyword arguments of :func:`crackseg.batch.predict_to_folder` from parsed arguments."""
+    vs = args.voxel_size
+    if vs is not None and len(vs) not in (1, 3):
+        from crackseg.errors import CracksegError
+
+        raise CracksegError("--voxel-size takes one value or three (Z Y X)")
+    roi = args.roi
+    if roi is not None and len(roi) == 1:
+        roi = roi[0]
+    particle_options = {}
+    if args.min_volume is not None:
+        particle_options["min_volume_um3"] = args.min_volume
+    return dict(
+        overwrite=args.overwrite, resume=not args.no_resume, fmt=args.format,
+        particles=not args.no_particles, particle_options=particle_options,
+        progress=not args.quiet, voxel_size_um=vs, roi_size=roi, overlap=args.overlap,
+        blend=args.blend, halo=args.halo, device=args.device, batch_size=args.batch_size,
+        precision=args.precision, uncertainty=args.uncertainty, n_samples=args.samples,
+        seed=args.seed, max_memory_gb=args.max_memory, chunk_size=args.chunk,
+        nan_policy=args.nan_policy,
+    )
+
+
+def run(args) -> int:
+    from crackseg.batch import expand_inputs, run_batch
+    from crackseg.errors import CracksegError
+    from crackseg.model_io import load_model
+
+    inputs = expand_inputs(args.inputs)
+    if not inputs:
+        raise CracksegError("no inputs found")
+    options = options_from_args(args)
+    if args.workers or args.dask:
+        from crackseg.scaleout import run_distributed
+
+        results = run_distributed(inputs, args.out, model=args.model, address=args.dask,
+                                  n_workers=args.workers, **options)
+    else:
+        model = load_model(args.model)
+        quiet = args.quiet
+
+        def report(r):
+            print(f"crackseg predict: {r['error']}", file=sys.stderr)
+
+        results = run_batch(inputs, args.out, model=model, on_error=report, **options)
+        if not quiet:
+            for r in results:
+                if r["status"] == "done":
+                    print(f"{r['input']}: {r.get('n_particles')} particles -> {r['folder']} "
+                          f"({r['seconds']:.1f} s)", file=sys.stderr)
+    return summarize(results, quiet=args.quiet)
+
+
+def summarize(results, *, quiet: bool = False) -> int:
+    """Print a one-line summary (and the failures); exit status 1 if any input failed."""
+    done = sum(r["status"] == "done" for r in results)
+    skipped = sum(r["status"] == "skipped" for r in results)
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed or not quiet:
+        print(f"crackseg predict: {done} done, {skipped} already finished (skipped), "
+              f"{len(failed)} failed", file=sys.stderr)
+    for r in failed:
+        print(f"  failed: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,199 @@
+"""Figures of images, segmentations and particle maps (matplotlib, no display).
+
+Statistics figures (histograms, depth profiles, representativeness) live in
+:mod:`crackseg.stats.figures`; this module draws the pictures of the volume
+itself.
+
+Examples
+--------
+>>> import numpy as np
+>>> from crackseg.figures import orthoslices_figure
+>>> img = np.random.default_rng(0).random((16, 20, 24))
+>>> seg = (img > 0.5).astype(np.uint8)
+>>> fig = orthoslices_figure(img, seg)
+>>> len(fig.axes)
+3
+"""
+
+from __future__ import annotations
+
+import base64
+import io as _io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+from crackseg.labels import NMC4, LabelSchema  # noqa: E402
+
+CLASS_COLOURS = {"matrix": None, "particle": (0.95, 0.85, 0.3, 0.18),
+                 "crack": (0.9, 0.1, 0.1, 0.85), "pore": (0.1, 0.45, 1.0, 0.8)}
+"""Overlay colour (RGBA) per class name; other classes get a tab10 colour."""
+
+
+def figure_png(fig, *, dpi: int = 110) -> bytes:
+    """PNG bytes of a matplotlib figure (the figure is closed)."""
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def png_data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...`` URI for embedding a PNG in HTML."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _overlay_rgba(seg2d: np.ndarray, schema: LabelSchema) -> np.ndarray:
+    rgba = np.zeros(seg2d.shape + (4,), dtype=np.float32)
+    tab = plt.get_cmap("tab10")
+    for i, (name, value) in enumerate(schema.classes.items()):
+        colour = CLASS_COLOURS.get(name, (*tab(i)[:3], 0.5))
+        if colour is None:
+            continue
+        rgba[seg2d == value] = colour
+    return rgba
+
+
+def _display_range(img: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(img[:: max(1, img.size // 200_000 + 1)] if img.ndim == 1 else img, [1, 99])
+    return float(lo), float(hi) if hi > lo else float(lo) + 1.0
+
+
+def central_slices(vol, index=None) -> list[tuple[str, np.ndarray]]:
+    """The three orthogonal slices through ``index`` (default: the centre) of a ZYX volume."""
+    z, y, x = index or tuple(s // 2 for s in vol.shape)
+    return [(f"YX (z = {z})", np.asarray(vol[z])), (f"ZX (y = {y})", np.asarray(vol[:, y])),
+            (f"ZY (x = {x})", np.asarray(vol[:, :, x]))]
+
+
+def orthoslices_figure(image, seg=None, *, schema: LabelSchema = NMC4, voxel_size_um=None,
+                       title: str | None = None):
+    """Orthogonal slices of a volume with the segmentation overlaid.
+
+    Parameters
+    ----------
+    image : array_like, shape (Z, Y, X) or (Y, X)
+        Grey values.
+    seg : array_like of int, same shape, optional
+        Semantic labels (crack red, pore blue, particle faint yellow).
+    schema : LabelSchema
+        Schema of ``seg``.
+    voxel_size_um : sequence of float, optional
+        Used to draw slices with the right aspect ratio.
+    """
+    image = np.asarray(image) if np.ndim(image) == 2 else image
+    if np.ndim(image) == 2:
+        panels = [("YX", np.asarray(image))]
+        segs = [np.asarray(seg)] if seg is not None else [None]
+        aspects = [1.0]
+    else:
+        panels = central_slices(image)
+        segs = [s for _, s in central_slices(seg)] if seg is not None else [None] * 3
+        vs = voxel_size_um or (1.0, 1.0, 1.0)
+        aspects = [vs[1] / vs[2], vs[0] / vs[2], vs[0] / vs[1]]
+    sample = np.concatenate([p.ravel() for _, p in panels]).astype(np.float32)
+    lo, hi = np.percentile(sample, [1, 99])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
+    for ax, (name, sl), s, asp in zip(axes[0], panels, segs, aspects):
+        ax.imshow(sl, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, aspect=asp,
+                  interpolation="nearest")
+        if s is not None:
+            ax.imshow(_overlay_rgba(s, schema), aspect=asp, interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def damage_lut(instances_max: int, labels, values, *, fill: float = np.nan) -> np.ndarray:
+    """Lookup table instance id -> value (``fill`` for ids not in ``labels``)."""
+    lut = np.full(int(instances_max) + 1, fill, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    keep = labels <= instances_max
+    lut[labels[keep]] = np.asarray(values, dtype=np.float32)[keep]
+    return lut
+
+
+def particle_damage_figure(instances, labels, damage, *, vmax: float | None = None,
+                           n_slices: int = 3, depth_axis: int = 0, title: str | None = None):
+    """Particle map coloured by each particle's damage degree.
+
+    Shows ``n_slices`` slices through the instance map at evenly spaced depths
+    and a projection along x in which each pixel shows the first particle met,
+    shaded by its distance, coloured by its ``crack_fraction``.
+
+    Parameters
+    ----------
+    instances : array_like of int, shape (Z, Y, X)
+        Particle instance labels (0 = none).
+    labels, damage : sequence
+        Instance ids and their damage (e.g. ``crack_fraction``) from the
+        particle table.
+    vmax : float, optional
+        Upper end of the colour scale (default: 95th percentile of damage).
+    """
+    inst = np.asarray(instances)
+    if depth_axis != 0:
+        inst = np.moveaxis(inst, depth_axis, 0)
+    damage = np.asarray(damage, dtype=np.float32)
+    vmax = float(np.nanpercentile(damage, 95)) if vmax is None and damage.size else (vmax or 1.0)
+    vmax = vmax if vmax > 0 else 1.0
+    lut = damage_lut(int(inst.max()), labels, damage)
+    cmap = plt.get_cmap("inferno").copy()
+    cmap.set_bad((0.12, 0.12, 0.16))
+    depths = np.linspace(0, inst.shape[0] - 1, n_slices + 2)[1:-1].astype(int)
+    fig, axes = plt.subplots(1, n_slices + 1, figsize=(3.6 * (n_slices + 1), 3.9))
+    im = None
+    for ax, z in zip(axes[:-1], depths):
+        sl = lut[inst[z]]
+        sl = np.where(inst[z] == 0, np.nan, sl)
+        im = ax.imshow(sl, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"slice at depth {z}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    hit = inst != 0
+    first = np.argmax(hit, axis=2)
+    any_hit = hit.any(axis=2)
+    zz, yy = np.indices(first.shape)
+    front = inst[zz, yy, first]
+    proj = np.where(any_hit, lut[front], np.nan)
+    shade = 1.0 - 0.6 * first / max(1, inst.shape[2] - 1)
+    rgba = cmap(np.clip(proj / vmax, 0, 1))
+    rgba[..., :3] *= shade[..., None]
+    rgba[~any_hit] = (0.12, 0.12, 0.16, 1.0)
+    axes[-1].imshow(rgba, interpolation="nearest", aspect="auto")
+    axes[-1].set_title("projection along x (first particle, shaded by distance)", fontsize=9)
+    axes[-1].set_xlabel("y")
+    axes[-1].set_ylabel("depth (z)")
+    axes[-1].set_xticks([])
+    axes[-1].set_yticks([])
+    if im is not None:
+        cb = fig.colorbar(im, ax=list(axes), shrink=0.8, pad=0.01)
+        cb.set_label("crack_fraction (damage degree)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def uncertainty_figure(entropy, *, title: str | None = None):
+    """Central orthogonal slices of a per-voxel predictive entropy map."""
+    panels = central_slices(entropy) if np.ndim(entropy) == 3 else [("YX", np.asarray(entropy))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    vmax = max(float(np.nanmax([np.nanmax(p.astype(np.float32)) for _, p in panels])), 1e-6)
+    im = None
+    for ax, (name, sl) in zip(axes[0], panels):
+        im = ax.imshow(sl.astype(np.float32), cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    cb = fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
+    cb.set_label("predictive entropy (nats)")
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -1,0 +1,670 @@
+"""Whole-volume inference: sliding windows, chunks, resume, posterior samples.
+
+:func:`predict_volume` segments a volume (ZYX) or image (YX) of any size with
+a model directory.  The volume is cut into chunks (:mod:`crackseg.tiling`)
+read lazily with a halo of context; within a chunk MONAI's
+:func:`~monai.inferers.sliding_window_inference` runs the network window by
+window and stitches the class scores; only the chunk's core is kept.  Peak
+memory is therefore set by the chunk and window sizes, not by the volume.
+
+Two ways of stitching windows (``blend``):
+
+``"valid"`` (default)
+    Windows of ``roi_size`` voxels overlap by twice a halo; each voxel takes
+    the scores of the window in whose centre it lies (MONAI with a weight
+    map that is 1 in the window's centre and 1e-4 in its halo).  No compute is
+    spent on down-weighted window borders.
+``"gaussian"``
+    MONAI's Gaussian blending with the window and overlap of the model card.
+
+With ``out`` set, outputs are written chunk by chunk into Zarr stores in that
+folder, and the indices of finished chunks into ``progress.json`` after each
+chunk; calling again with the same settings skips finished chunks and gives
+bit-identical results.
+
+Examples
+--------
+>>> import numpy as np, tempfile, os
+>>> from crackseg.nets import unet_architecture, build_network
+>>> from crackseg.model_io import new_card, save_model
+>>> arch = unet_architecture(3, out_channels=4, channels=(4, 8))
+>>> d = save_model(build_network(arch), new_card("tiny", arch, patch_size=(32, 32, 32)),
+...                os.path.join(tempfile.mkdtemp(), "tiny"))
+>>> vol = np.random.default_rng(0).random((40, 40, 40), dtype=np.float32)
+>>> pred = predict_volume(d, vol, progress=False)
+>>> pred.labels.shape, pred.labels.dtype
+((40, 40, 40), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from crackseg._version import __version__
+from crackseg.errors import CracksegError, InputError
+from crackseg.io import Image, count_nonfinite, describe_voxel_size, read_volume, write_json
+from crackseg.labels import LabelSchema
+from crackseg.tiling import GIB, chunk_for_memory, chunk_grid, inference_memory_bytes, round_up
+from crackseg.uncertainty import (
+    UNCERTAINTY_METHODS,
+    apply_transform,
+    bits_dtype,
+    enable_mc_dropout,
+    predictive_entropy,
+    tta_transforms,
+)
+
+BLEND_MODES = ("valid", "gaussian")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEFAULT_VALID_ROI = 128
+"""Window edge (voxels) of ``blend="valid"`` when not given: the CPU sweet spot."""
+DEFAULT_MAX_MEMORY_GB = 3.0
+SAMPLE_CLASSES = ("crack", "pore")
+"""Classes whose per-sample masks are kept for per-particle posteriors."""
+PERCENTILE_SAMPLE_VOXELS = 1 << 24
+"""Voxels used to estimate per-volume percentiles (strided subsample above this)."""
+
+
+@dataclass
+class Prediction:
+    """Result of :func:`predict_volume`.
+
+    Attributes
+    ----------
+    labels : array, shape (Z, Y, X) or (Y, X), uint8
+        Stored label values of the model's schema (NumPy, or Zarr when
+        written out of core).
+    entropy : array of float16 or None
+        Per-voxel predictive entropy in nats (with ``uncertainty``).
+    sample_bits : dict or None
+        ``{"crack": bits, "pore": bits}``: bit ``s`` set where posterior
+        sample ``s`` predicted that class (see
+        :func:`crackseg.uncertainty.particle_posterior_counts`).
+    n_samples : int
+        Posterior samples drawn (1 without uncertainty).
+    voxel_size_um : tuple of float or None
+    schema : LabelSchema
+    card : dict
+        Model card.
+    provenance : dict
+        crackseg version, model name and weights SHA-256, input, voxel size
+        and all settings.
+    workdir : Path or None
+        Folder of the chunked Zarr stores (with ``out``).
+    """
+
+    labels: object
+    entropy: object
+    sample_bits: dict | None
+    n_samples: int
+    voxel_size_um: tuple | None
+    schema: LabelSchema
+    card: dict
+    provenance: dict
+    workdir: Path | None = None
+    stats: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- settings
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; checks others."""
+    import torch
+
+    device = str(device or "auto")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CracksegError(f"device {device}: no CUDA GPU is available; use --device cpu")
+        idx = int(device.split(":")[1]) if ":" in device else 0
+        if idx >= torch.cuda.device_count():
+            raise CracksegError(f"device {device}: only {torch.cuda.device_count()} GPU(s) visible")
+        return device
+    if device != "cpu":
+        raise CracksegError(f"device {device!r}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bfloat16 dot products (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``"auto"`` -> ``"bf16"`` where the hardware computes it natively, else ``"fp32"``."""
+    if precision not in PRECISIONS:
+        raise CracksegError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def intensity_range(data, normalization: dict, *, source: str = "input") -> tuple[float, float]:
+    """Grey values mapped to 0 and 1 by the model card's normalisation.
+
+    ``{"method": "percentile", "mode": "per_volume", "percentiles": [lo, hi]}``
+    computes the percentiles of this volume (finite voxels; on a regular
+    strided subsample of about 16 M voxels for bigger volumes, reading whole
+    slices of lazy arrays); ``"mode": "fixed"`` with ``"range": [lo, hi]``
+    (or ``"reference": [lo, hi]``) uses the stored values.
+
+    Parameters
+    ----------
+    data : array-like, shape (Z, Y, X) or (Y, X)
+    normalization : dict
+        The card's ``normalization`` entry.
+
+    Returns
+    -------
+    lo, hi : float
+    """
+    from crackseg.normalize import DEFAULT_NORMALIZATION, percentile_range
+
+    norm = {**DEFAULT_NORMALIZATION, **(normalization or {})}
+    if norm.get("method") != "percentile":
+        raise CracksegError(f"model card normalisation method {norm.get('method')!r} is not supported")
+    if norm.get("mode", "per_volume") == "fixed":
+        ref = norm.get("reference") or {}
+        rng = norm.get("range") or ([ref["low"], ref["high"]] if "low" in ref and "high" in ref
+                                    else None)
+        if not rng:
+            raise CracksegError("model card normalisation 'fixed' needs a 'range': [low, high]")
+        return float(rng[0]), float(rng[1])
+    sample = strided_sample(data)
+    if np.issubdtype(sample.dtype, np.floating):
+        sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        raise InputError(f"{source}: no finite voxels")
+    return percentile_range(sample, norm.get("percentiles", (1.0, 99.0)))
+
+
+def strided_sample(data, target: int = PERCENTILE_SAMPLE_VOXELS) -> np.ndarray:
+    """A regular subsample of about ``target`` voxels (whole array if smaller)."""
+    shape = tuple(data.shape)
+    n = int(np.prod(shape))
+    if n <= target:
+        return np.asarray(data[...]).ravel()
+    f = (n / target) ** (1.0 / len(shape))
+    step = [max(1, int(round(f)))] * len(shape)
+    z_step = step[0]
+    parts = [np.asarray(data[z])[tuple(slice(None, None, s) for s in step[1:])].ravel()
+             for z in range(0, shape[0], z_step)]
+    return np.concatenate(parts)
+
+
+def _model(model, device: str):
+    from crackseg.model_io import load_model, resolve_model_path
+
+    if isinstance(model, tuple) and len(model) == 2:
+        net, card = model
+        net = copy.deepcopy(net).to(device).eval()
+        path = None
+    else:
+        net, card = load_model(model, device=device)
+        path = str(resolve_model_path(model).resolve())
+    return net, card, {"name": card.get("name"), "sha256": card.get("weights_sha256"),
+                       "path": path}
+
+
+def _settings_fingerprint(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _input_identity(volume) -> dict:
+    if isinstance(volume, (str, os.PathLike)):
+        p = Path(os.fspath(volume).split(":")[0]) if ".h5:" in os.fspath(volume) else Path(volume)
+        try:
+            st = p.stat()
+            return {"path": str(Path(volume).resolve()), "size": st.st_size, "mtime": st.st_mtime}
+        except OSError:
+            return {"path": str(volume)}
+    return {"path": None}
+
+
+def _as_image(volume, voxel_size_um, nan_policy: str) -> Image:
+    if isinstance(volume, Image):
+        img = volume
+    elif isinstance(volume, (str, os.PathLike)):
+        img = read_volume(volume, lazy=True)
+    else:
+        data = volume if hasattr(volume, "shape") and hasattr(volume, "dtype") else np.asarray(volume)
+        from crackseg.io import check_array
+
+        data = check_array(data, "array")
+        img = Image(data=data, voxel_size_um=None, source="array", axes="ZYX"[-data.ndim:])
+    if voxel_size_um is not None:
+        vs = tuple(float(v) for v in np.broadcast_to(np.asarray(voxel_size_um, float), (img.ndim,)))
+        if not all(np.isfinite(v) and v > 0 for v in vs):
+            raise InputError(f"voxel size {voxel_size_um} must be positive numbers (µm)")
+        img = Image(img.data, vs, img.source, img.axes, img.metadata)
+    if nan_policy not in ("error", "replace"):
+        raise CracksegError(f"nan_policy {nan_policy!r}: use error or replace")
+    return img
+
+
+def _per_axis(v, ndim):
+    if v is None:
+        return None
+    v = [int(x) for x in np.broadcast_to(np.asarray(v), (ndim,))]
+    return tuple(v)
+
+
+def plan_inference(card: dict, shape, *, roi_size=None, overlap=None, blend="valid", halo=None,
+                   chunk_size=None, max_memory_gb=None, sw_batch_size=1,
+                   uncertainty: str = "none") -> dict:
+    """Window, halo, overlap and chunk sizes for a volume of ``shape``.
+
+    Returns a dict with ``roi_size``, ``halo``, ``overlap``, ``chunk_size``,
+    ``memory_estimate_gb`` and ``max_memory_gb`` (all per axis where it
+    applies, voxels).
+    """
+    from crackseg.nets import receptive_halo
+
+    ndim = len(shape)
+    if blend not in BLEND_MODES:
+        raise CracksegError(f"blend {blend!r}: use one of {', '.join(BLEND_MODES)}")
+    args = card["architecture"]["args"]
+    divisor = int(np.prod(args.get("strides", [2] * (len(args["channels"]) - 1))))
+    inf = card.get("inference", {})
+    if blend == "gaussian":
+        roi = _per_axis(roi_size, ndim) or _per_axis(inf.get("roi_size", card.get("patch_size")), ndim)
+        ov = float(inf.get("overlap", 0.25) if overlap is None else overlap)
+        h = _per_axis(halo, ndim) or tuple(max(divisor, r // 4) for r in roi)
+    else:
+        default = DEFAULT_VALID_ROI if ndim == 3 else 512
+        roi = _per_axis(roi_size, ndim) or (default,) * ndim
+        h = _per_axis(halo, ndim) or tuple(min(receptive_halo(card["architecture"]), r // 8)
+                                          for r in roi)
+        ov = None
+    roi = tuple(round_up(r, divisor) for r in roi)
+    if any(2 * hh >= r for hh, r in zip(h, roi)):
+        raise CracksegError(f"halo {h} leaves no window centre in window {roi}")
+    if not 0 <= (ov or 0) < 1:
+        raise CracksegError(f"overlap {ov} must be in [0, 1)")
+    step = (min(r - 2 * hh for r, hh in zip(roi, h)) if blend == "valid"
+            else max(1, int(min(roi) * (1 - ov))))
+    max_mem = float(max_memory_gb if max_memory_gb is not None else DEFAULT_MAX_MEMORY_GB)
+    kw = dict(n_classes=int(args["out_channels"]), first_channels=int(args["channels"][0]),
+              sw_batch_size=sw_batch_size, uncertainty=uncertainty != "none")
+    if chunk_size is None:
+        largest = 256 if ndim == 3 else 4096
+        try:
+            c = chunk_for_memory(int(max_mem * GIB), h, roi, step=step, largest=max(largest, step),
+                                 ndim=ndim, **kw)
+        except ValueError:
+            raise CracksegError(
+                f"--max-memory {max_mem:g} GB is too small for one {roi} window; raise it "
+                "or use a smaller --roi"
+            ) from None
+        chunk = tuple(min(c, s) for s in shape)
+    else:
+        chunk = tuple(min(c, s) for c, s in zip(_per_axis(chunk_size, ndim), shape))
+    est = inference_memory_bytes(chunk, h, roi, **kw) / GIB
+    return {"blend": blend, "roi_size": list(roi), "halo": list(h), "overlap": ov,
+            "chunk_size": list(chunk), "divisor": divisor,
+            "memory_estimate_gb": round(est, 2), "max_memory_gb": max_mem}
+
+
+# ---------------------------------------------------------------- core
+
+
+def _valid_weight_map(roi, halo, eps: float = 1e-4):
+    import torch
+
+    w = torch.full(tuple(roi), eps, dtype=torch.float32)
+    w[tuple(slice(h, r - h) for r, h in zip(roi, halo))] = 1.0
+    return w
+
+
+def stitched_logits(net, x, plan: dict, *, sw_batch_size: int = 1, sw_device="cpu",
+                    out_device="cpu", precision: str = "fp32", progress: bool = False):
+    """Class scores of a whole block, by MONAI sliding-window inference.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+    x : torch.Tensor, shape (1, 1, *spatial)
+        Normalised block.
+    plan : dict
+        From :func:`plan_inference` (``roi_size``, ``halo``, ``overlap``,
+        ``blend``, ``divisor``).
+
+    Returns
+    -------
+    torch.Tensor, shape (1, n_classes, *spatial), float32 on ``out_device``
+    """
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    spatial = tuple(x.shape[2:])
+    nd = len(spatial)
+    div = plan["divisor"]
+    roi = tuple(min(r, round_up(s, div)) for r, s in zip(plan["roi_size"], spatial))
+    dev_type = "cuda" if str(sw_device).startswith("cuda") else "cpu"
+    use_bf16 = precision == "bf16"
+    channels_last = nd == 3 and dev_type == "cpu"
+
+    def predictor(w):
+        if channels_last:
+            w = w.contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=use_bf16):
+            y = net(w)
+        return y.float().contiguous()
+
+    if plan["blend"] == "valid":
+        halo = tuple(min(h, (r - div) // 2) if r < R else h
+                     for h, r, R in zip(plan["halo"], roi, plan["roi_size"]))
+        halo = tuple(max(0, h) for h in halo)
+        ov = [0.0 if r >= s else 2 * h / r for r, s, h in zip(roi, spatial, halo)]
+        weight = _valid_weight_map(roi, halo).to(sw_device)
+        kw = dict(overlap=ov, mode="constant", roi_weight_map=weight)
+    else:
+        kw = dict(overlap=plan["overlap"], mode="gaussian")
+    return sliding_window_inference(
+        x, roi, sw_batch_size, predictor, sw_device=sw_device, device=out_device,
+        progress=progress, **kw,
+    )
+
+
+def _chunk_seed(seed: int, chunk_index: int, sample: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(chunk_index), int(sample)]).generate_state(1)[0])
+
+
+def _read_block(data, ext, lo, hi, nan_policy: str, source: str) -> np.ndarray:
+    block = np.asarray(data[ext]).astype(np.float32, copy=False)
+    if np.issubdtype(block.dtype, np.floating):
+        bad = ~np.isfinite(block)
+        if bad.any():
+            if nan_policy == "error":
+                raise InputError(
+                    f"{source}: NaN/Inf voxels; fix the data or pass --nan-policy replace"
+                )
+            block = np.where(bad, np.float32(lo), block)
+    scale = np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(1.0)
+    return (block - np.float32(lo)) * scale
+
+
+class _Sinks:
+    """Output arrays of one prediction: NumPy in memory or Zarr stores on disk."""
+
+    def __init__(self, shape, vs, core_chunk, *, n_samples, uncertainty, workdir, fingerprint,
+                 resume, meta):
+        self.workdir = Path(workdir) if workdir is not None else None
+        self.done: set[int] = set()
+        names = {"labels": np.uint8}
+        if uncertainty:
+            names["entropy"] = np.float16
+            for c in SAMPLE_CLASSES:
+                names[f"{c}_bits"] = bits_dtype(n_samples)
+        self.arrays = {}
+        if self.workdir is None:
+            self.arrays = {k: np.zeros(shape, dt) for k, dt in names.items()}
+            return
+        import zarr
+
+        from crackseg.io import create_zarr_volume
+
+        prog = self.workdir / "progress.json"
+        state = None
+        if resume and prog.exists():
+            try:
+                state = json.loads(prog.read_text())
+            except (json.JSONDecodeError, OSError):
+                state = None
+        if state is not None and state.get("fingerprint") == fingerprint:
+            self.done = set(int(i) for i in state.get("done", []))
+            self.arrays = {k: zarr.open_array(str(self.workdir / f"{k}.zarr" / "0"), mode="r+")
+                           for k in names}
+        else:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            for k, dt in names.items():
+                self.arrays[k] = create_zarr_volume(self.workdir / f"{k}.zarr", shape, dt, vs,
+                                                    chunks=tuple(core_chunk), metadata=meta)
+            self.fingerprint = fingerprint
+            self._save_progress(fingerprint)
+        self.fingerprint = fingerprint
+
+    def _save_progress(self, fingerprint):
+        write_json(self.workdir / "progress.json",
+                   {"fingerprint": fingerprint, "done": sorted(self.done)})
+
+    def write(self, chunk, outputs: dict):
+        for k, v in outputs.items():
+            self.arrays[k][chunk.core] = v
+        self.done.add(chunk.index)
+        if self.workdir is not None:
+            self._save_progress(self.fingerprint)
+
+
+def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=None,
+                   blend: str = "valid", halo=None, device: str = "auto",
+                   batch_size: int | None = None, precision: str = "auto",
+                   uncertainty: str = "none", n_samples: int = 8, out=None,
+                   chunk_size=None, max_memory_gb: float | None = None, resume: bool = True,
+                   progress: bool = True, seed: int = 0, nan_policy: str = "error",
+                   stop_after_chunks: int | None = None) -> Prediction:
+    """Segment a volume or image with a model, in chunks of bounded memory.
+
+    Parameters
+    ----------
+    model : path-like, str or (net, card)
+        Model directory, shipped model name, or a loaded network with its card.
+    volume : array-like or path-like
+        Grey values, shape (Z, Y, X) for a 3-D model or (Y, X) for a 2-D one;
+        a path is opened lazily (:func:`crackseg.io.read_volume`).
+    voxel_size_um : float or sequence of float, optional
+        Overrides the voxel size read from the file (µm, per axis).
+    roi_size : int or sequence of int, optional
+        Window size (voxels).  Default: 128 for ``blend="valid"``, the model
+        card's window for ``"gaussian"``.
+    overlap : float, optional
+        Window overlap for ``"gaussian"`` (default: the card's).
+    blend : {"valid", "gaussian"}
+        How windows are stitched (see module docs).
+    halo : int or sequence of int, optional
+        Context voxels around each window centre and chunk core (default
+        ``roi_size // 8``, capped at the network's receptive field).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.  On a GPU windows are
+        batched there and stitched on the host, so volumes larger than GPU
+        memory work.
+    batch_size : int, optional
+        Windows per forward pass (default 1 on CPU, 4 on GPU).
+    precision : {"auto", "fp32", "bf16"}
+        Arithmetic of the network; ``"auto"`` uses bfloat16 where the hardware
+        has it natively (AVX512-BF16/AMX CPUs, recent GPUs).
+    uncertainty : {"none", "tta", "mc"}
+        Posterior samples by test-time augmentation or MC dropout
+        (``n_samples`` forward passes; see :mod:`crackseg.uncertainty`).
+    n_samples : int
+        Posterior samples (with ``uncertainty``), at most 64.
+    out : path-like, optional
+        Folder for chunked Zarr outputs and ``progress.json`` (resumable).
+        Without it, outputs are NumPy arrays in memory.
+    chunk_size : int or sequence of int, optional
+        Core chunk size (voxels); default: the largest that fits
+        ``max_memory_gb``.
+    max_memory_gb : float, optional
+        Memory budget used to choose the chunk size (default 3 GB).
+    resume : bool
+        Continue from finished chunks in ``out`` when the settings match.
+    progress : bool
+        Show a progress bar on stderr.
+    seed : int
+        Seed of the TTA order and MC-dropout masks (per chunk and sample).
+    nan_policy : {"error", "replace"}
+        NaN/Inf voxels raise, or are set to the low normalisation value.
+    stop_after_chunks : int, optional
+        Stop (raising :class:`KeyboardInterrupt`) after this many chunks of
+        this call; simulates an interrupted run.
+
+    Returns
+    -------
+    Prediction
+
+    Raises
+    ------
+    InputError
+        Wrong dimensionality for the model, NaN/Inf voxels, unreadable input.
+    """
+    import torch
+
+    if uncertainty not in UNCERTAINTY_METHODS:
+        raise CracksegError(f"uncertainty {uncertainty!r}: use one of {', '.join(UNCERTAINTY_METHODS)}")
+    n = int(n_samples) if uncertainty != "none" else 1
+    if uncertainty != "none":
+        if n < 2:
+            raise CracksegError("uncertainty needs at least 2 samples")
+        bits_dtype(n)
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    net, card, ident = _model(model, device)
+    from crackseg.model_io import card_schema
+
+    schema = card_schema(card)
+    img = _as_image(volume, voxel_size_um, nan_policy)
+    sd = int(card["spatial_dims"])
+    if img.ndim != sd:
+        raise InputError(
+            f"{img.source}: {img.ndim}-D {'image' if img.ndim == 2 else 'volume'} of shape "
+            f"{img.shape}, but model {card.get('name')!r} is {sd}-D; use a {img.ndim}-D model"
+        )
+    in_ch = int(card["architecture"]["args"].get("in_channels", 1))
+    if in_ch != 1:
+        raise InputError(f"model {card.get('name')!r} expects {in_ch} input channels; crackseg "
+                         "feeds one grey-value channel")
+    if nan_policy == "error" and count_nonfinite(img.data):
+        raise InputError(
+            f"{img.source}: NaN/Inf voxels; fix the data or pass --nan-policy replace"
+        )
+    lo, hi = intensity_range(img.data, card["normalization"], source=img.source)
+    sw_batch = int(batch_size or (4 if device.startswith("cuda") else 1))
+    plan = plan_inference(card, img.shape, roi_size=roi_size, overlap=overlap, blend=blend,
+                          halo=halo, chunk_size=chunk_size, max_memory_gb=max_memory_gb,
+                          sw_batch_size=sw_batch, uncertainty=uncertainty)
+    transforms = None
+    if uncertainty == "tta":
+        square = plan["roi_size"][-1] == plan["roi_size"][-2]
+        transforms = tta_transforms(sd, n, seed=seed, rotate=square)
+    settings = {
+        "blend": blend, "roi_size": plan["roi_size"], "halo": plan["halo"],
+        "overlap": plan["overlap"], "chunk_size": plan["chunk_size"], "device": device,
+        "precision": precision, "batch_size": sw_batch, "uncertainty": uncertainty,
+        "n_samples": n, "seed": int(seed), "nan_policy": nan_policy,
+        "normalization": {**card["normalization"], "range_used": [lo, hi]},
+    }
+    provenance = {
+        "crackseg_version": __version__, "model": ident["name"], "model_sha256": ident["sha256"],
+        "input": img.source, "shape": list(img.shape), "dtype": str(img.dtype),
+        "voxel_size_um": list(img.voxel_size_um) if img.voxel_size_um else None,
+        "settings": settings,
+    }
+    fingerprint = _settings_fingerprint({"provenance": provenance,
+                                         "input": _input_identity(volume)})
+    chunks = chunk_grid(img.shape, plan["chunk_size"], plan["halo"])
+    sinks = _Sinks(img.shape, img.voxel_size_um, plan["chunk_size"], n_samples=n,
+                   uncertainty=uncertainty != "none", workdir=out, fingerprint=fingerprint,
+                   resume=resume, meta={"provenance": provenance})
+    todo = [c for c in chunks if c.index not in sinks.done]
+    if progress and len(chunks) > 1:
+        print(f"{img.source}: {len(chunks)} chunks of {plan['chunk_size']}, window "
+              f"{plan['roi_size']}, estimated peak memory {plan['memory_estimate_gb']:.1f} GB "
+              f"(limit {plan['max_memory_gb']:g} GB)", file=sys.stderr)
+    values = torch.as_tensor(schema.values_lut().astype(np.int64))
+    stitch_device = "cpu"
+    cls = {name: schema.index_lut()[schema.value(name)] for name in SAMPLE_CLASSES
+           if schema.has(name)}
+
+    def run_chunk(chunk, block):
+        x = torch.from_numpy(block)[None, None]
+        single = len(chunks) == 1 and progress
+        if uncertainty == "none":
+            logits = stitched_logits(net, x, plan, sw_batch_size=sw_batch, sw_device=device,
+                                     out_device=stitch_device, precision=precision,
+                                     progress=single)[0]
+            idx = torch.argmax(logits[(slice(None),) + chunk.crop], dim=0)
+            return {"labels": values[idx].numpy().astype(np.uint8)}
+        mean = None
+        bits = {c: np.zeros(chunk.core_shape, bits_dtype(n)) for c in SAMPLE_CLASSES}
+        for s in range(n):
+            if uncertainty == "mc":
+                torch.manual_seed(_chunk_seed(seed, chunk.index, s))
+                xs, t = x, None
+            else:
+                t = transforms[s]
+                xs = apply_transform(x, t)
+            logits = stitched_logits(net, xs, plan, sw_batch_size=sw_batch, sw_device=device,
+                                     out_device=stitch_device, precision=precision)
+            if t is not None:
+                logits = apply_transform(logits, t, inverse=True)
+            p = torch.softmax(logits[(0, slice(None)) + chunk.crop], dim=0)
+            mean = p if mean is None else mean.add_(p)
+            idx = torch.argmax(p, dim=0).numpy()
+            for name, ci in cls.items():
+                bits[name] |= (idx == ci).astype(bits[name].dtype) << np.asarray(s, bits[name].dtype)
+        mean = (mean / n).numpy()
+        out_d = {"labels": schema.values_lut()[np.argmax(mean, axis=0)],
+                 "entropy": predictive_entropy(mean).astype(np.float16)}
+        for name in SAMPLE_CLASSES:
+            out_d[f"{name}_bits"] = bits[name]
+        return out_d
+
+    read = lambda c: _read_block(img.data, c.ext, lo, hi, nan_policy, img.source)  # noqa: E731
+    if uncertainty == "mc":
+        enable_mc_dropout(net)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(chunks), initial=len(chunks) - len(todo), unit="chunk",
+               desc=Path(img.source).name[:30], disable=not progress or len(chunks) == 1,
+               file=sys.stderr, leave=False)
+    n_run = 0
+    with torch.inference_mode(), ThreadPoolExecutor(max_workers=1) as pool:
+        nxt = pool.submit(read, todo[0]) if todo else None
+        for i, chunk in enumerate(todo):
+            block = nxt.result()
+            nxt = pool.submit(read, todo[i + 1]) if i + 1 < len(todo) else None
+            sinks.write(chunk, run_chunk(chunk, block))
+            bar.update(1)
+            n_run += 1
+            if stop_after_chunks is not None and n_run >= stop_after_chunks and nxt is not None:
+                nxt.cancel()
+                bar.close()
+                raise KeyboardInterrupt(f"stopped after {n_run} chunks")
+    bar.close()
+    net.eval()
+    a = sinks.arrays
+    return Prediction(
+        labels=a["labels"], entropy=a.get("entropy"),
+        sample_bits={c: a[f"{c}_bits"] for c in SAMPLE_CLASSES} if uncertainty != "none" else None,
+        n_samples=n, voxel_size_um=img.voxel_size_um, schema=schema, card=card,
+        provenance=provenance, workdir=Path(out) if out is not None else None,
+        stats={"chunks": len(chunks), "chunks_run": n_run},
+    )
+
+
+def describe_plan(prediction: Prediction) -> str:
+    """One line describing what was run (for logs)."""
+    s = prediction.provenance["settings"]
+    return (f"{prediction.provenance['input']}: model {prediction.provenance['model']}, "
+            f"{s['blend']} windows {s['roi_size']} halo {s['halo']}, {s['precision']} on "
+            f"{s['device']}, voxel size {describe_voxel_size(prediction.voxel_size_um)}")

@@ -1,0 +1,328 @@
+"""``summary.json`` of one analysed volume: the damage distribution with honest CIs.
+
+:func:`summarize` takes the per-particle table and returns a JSON-ready dict
+with at least the keys of DESIGN.md (``n_particles``, ``damage.mean``,
+``damage.median`` each with ``estimate``, ``ci``, ``confidence``,
+``method``; ``provenance``), plus quantiles, fractions above thresholds,
+the histogram, other per-particle quantities, spatial heterogeneity
+(correlation length, Moran's I, depth profile, hot spots), the
+representativeness of small-sample protocols, and the estimand in words.
+
+Block size rule: the spatial blocks of the default bootstrap are cubes of
+side ``block_factor`` x the correlation length fitted to the variogram of
+particle damage (default factor :data:`BLOCK_FACTOR`).
+
+Examples
+--------
+>>> from crackseg.synthetic import generate_electrode          # doctest: +SKIP
+>>> ph = generate_electrode((96, 96, 96), seed=0, imaging=False)  # doctest: +SKIP
+>>> t = particle_table(ph.labels, ph.instances, voxel_size_um=ph.voxel_size_um)  # doctest: +SKIP
+>>> summarize(t)["damage"]["mean"]["method"]                  # doctest: +SKIP
+'spatial block bootstrap (BCa)'
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from crackseg._version import __version__
+from crackseg.errors import InputError
+from crackseg.stats.bootstrap import bootstrap_ci, bootstrap_many, stat_name
+from crackseg.stats.distribution import (
+    DEFAULT_QUANTILES,
+    DEFAULT_THRESHOLDS,
+    distribution_statistics,
+    population,
+)
+from crackseg.stats.representativeness import particles_needed, representativeness
+from crackseg.stats.spatial import correlation_length, depth_profile, hot_spots, morans_i
+from crackseg.stats.table import align_posterior, particle_coords, volume_extent
+
+#: Block side = BLOCK_FACTOR x fitted exponential correlation length.
+BLOCK_FACTOR = 3.0
+
+#: Fewest blocks the block bootstrap is run with.
+MIN_BLOCKS = 8
+
+OTHER_QUANTITIES = ("pore_fraction", "void_fraction", "surface_crack_fraction",
+                    "internal_crack_fraction", "equivalent_diameter_um", "sphericity")
+
+
+def n_blocks_for(size: float, extent) -> int:
+    """Number of blocks of side ``size`` the grid of :func:`~crackseg.stats.bootstrap.spatial_blocks` makes."""
+    ext = np.asarray(extent, dtype=np.float64)
+    return int(np.prod(np.maximum(1, np.round(ext / size))))
+
+
+def block_size_for(length: float | None, extent, *, factor: float = BLOCK_FACTOR,
+                   min_blocks: int = MIN_BLOCKS) -> tuple[float, str]:
+    """Side of the bootstrap blocks from a correlation length.
+
+    Parameters
+    ----------
+    length : float or None
+        Fitted correlation length (same unit as ``extent``); ``None`` when no
+        fit was possible.
+    extent : array_like, shape (3,)
+        Volume size (z, y, x).
+    factor : float
+        Blocks span this many correlation lengths.
+    min_blocks : int
+        If fewer blocks than this would fit, the blocks are shrunk until
+        they do (and the rule says so: the volume then spans too few
+        correlation lengths for the interval to capture all clustering).
+
+    Returns
+    -------
+    size : float
+    rule : str
+        How it was chosen, for the output.
+
+    Examples
+    --------
+    >>> block_size_for(10.0, (200, 200, 200))
+    (30.0, '3 x correlation length 10')
+    """
+    ext = np.asarray(extent, dtype=np.float64)
+    if length is None or not np.isfinite(length) or length <= 0:
+        size, rule = float(ext.max()) / 3, "no correlation length could be fitted"
+    else:
+        size, rule = float(factor * length), f"{factor:g} x correlation length {length:.3g}"
+    if n_blocks_for(size, ext) < min_blocks:
+        options = sorted({float(e) / k for e in ext for k in range(1, 64)}, reverse=True)
+        size = next((o for o in options if n_blocks_for(o, ext) >= min_blocks), options[-1])
+        rule += (f"; shrunk to {size:.3g} so that {min_blocks} blocks fit (SMALL VOLUME: it spans "
+                 "too few correlation lengths, the interval may be too narrow)")
+    return size, rule
+
+
+def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confidence: float = 0.95,
+              n_resamples: int = 2000, seed: int = 0, method: str = "block",
+              block_size: float | None = None, block_factor: float = BLOCK_FACTOR,
+              border: str = "exclude", thresholds=DEFAULT_THRESHOLDS,
+              quantiles=DEFAULT_QUANTILES, posterior=None, seg=None, instances=None,
+              schema=None, spatial: bool = True, protocols: bool = True,
+              n_draws: int = 2000, relative_precision: float = 0.1,
+              provenance: dict | None = None) -> dict:
+    """Distribution statistics of one volume's particles, with CIs and provenance.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`crackseg.stats.particle_table` (or ``particles.csv``).
+    quantity : str
+        Column summarised as ``damage`` (default ``crack_fraction``).
+    confidence : float
+        Level of every interval.
+    n_resamples : int
+        Bootstrap resamples.
+    seed : int
+        Seed of every random step (recorded).
+    method : {"block", "iid"}
+        Spatial block bootstrap (default) or iid over particles.
+    block_size : float, optional
+        Block side (µm, or voxels without voxel size); default
+        ``block_factor`` x the fitted correlation length.
+    border : {"exclude", "miles", "include"}
+        Treatment of border-truncated particles (:func:`~crackseg.stats.distribution.population`).
+    thresholds : sequence of float
+        Damage thresholds: the first is "damaged", the last "severely damaged".
+    quantiles : sequence of float
+    posterior : array_like (n_samples, n_particles) or (labels, array), optional
+        Posterior samples of the crack fraction (segmentation uncertainty).
+    seg, instances : array_like (Z, Y, X), optional
+        For the cross-section protocol of the representativeness analysis.
+    schema : LabelSchema, optional
+    spatial, protocols : bool
+        Include the spatial analysis / the representativeness analysis.
+    n_draws : int
+        Simulated repetitions per representativeness protocol.
+    relative_precision : float
+        Target of :func:`~crackseg.stats.representativeness.particles_needed`.
+    provenance : dict, optional
+        Merged into ``provenance`` (input, model, model_sha256, ...).
+
+    Returns
+    -------
+    dict
+        JSON-ready summary (see module docs).
+
+    Raises
+    ------
+    InputError
+        No particles, or none left after the border policy.
+    """
+    from crackseg.labels import NMC4
+
+    schema = schema or NMC4
+    n_total = len(table)
+    if n_total == 0:
+        raise InputError("no particles in the table; nothing to summarise")
+    if quantity not in table:
+        raise InputError(f"the particle table has no column {quantity!r}")
+    mask, weights, pop_desc = population(table, border)
+    n_border = int(table["touches_border"].astype(bool).sum())
+    if mask.sum() == 0:
+        raise InputError(
+            f"all {n_total} particles touch the volume border; use --border include to keep "
+            "truncated particles, or analyse a larger volume"
+        )
+    used = table.loc[mask]
+    values = used[quantity].to_numpy(dtype=np.float64)
+    finite = np.isfinite(values)
+    coords_all, unit = particle_coords(table)
+    coords = coords_all[mask]
+    extent, _ = volume_extent(table)
+    unit_label = "µm" if unit == "um" else "voxels"
+    w = None if border != "miles" else weights
+    post = None
+    if posterior is not None:
+        post = align_posterior(posterior, table["label"].to_numpy())[:, mask]
+
+    notes = []
+    # correlation length and block size
+    length, vfit, vg = (None, {"note": "too few particles"}, pd.DataFrame())
+    if finite.sum() >= 10:
+        length, vfit, vg = correlation_length(values[finite], coords[finite], seed=seed,
+                                              depth_axis=table.attrs.get("depth_axis", 0))
+    if method == "block":
+        if block_size is None:
+            block_size, rule = block_size_for(length, extent, factor=block_factor)
+        else:
+            rule = "given by the user"
+    else:
+        block_size, rule = None, "iid bootstrap: no blocks"
+    if method == "block" and "SMALL VOLUME" in rule:
+        notes.append(
+            f"The damage correlation length ({'?' if length is None else f'{length:.3g}'} "
+            f"{unit_label}) is not small compared with the volume: blocks of {block_factor:g} "
+            f"correlation lengths do not fit {MIN_BLOCKS} times, so smaller blocks were used and "
+            "the intervals may be too narrow; analyse a larger volume or several volumes."
+        )
+
+    common = dict(coords=coords[finite], block_size=block_size, extent=extent, method=method,
+                  weights=None if w is None else w[finite], confidence=confidence,
+                  n_resamples=n_resamples, seed=seed, unit=unit)
+    damage = distribution_statistics(values[finite], thresholds=thresholds, quantiles=quantiles,
+                                     posterior=None if post is None else post[:, finite], **common)
+    iid_mean = bootstrap_ci(values[finite], "mean", method="iid", weights=common["weights"],
+                            confidence=confidence, n_resamples=n_resamples, seed=seed)
+    damage["mean_iid"] = iid_mean.to_dict()
+    damage["quantity"] = quantity
+    damage["n"] = int(finite.sum())
+
+    others = {}
+    for q in OTHER_QUANTITIES:
+        if q not in used or q == quantity:
+            continue
+        v = used[q].to_numpy(dtype=np.float64)
+        ok = np.isfinite(v)
+        if ok.sum() == 0:
+            continue
+        res = bootstrap_many(v[ok], ["mean", "median"], coords=coords[ok], block_size=block_size,
+                             extent=extent, method=method, weights=None if w is None else w[ok],
+                             confidence=confidence, n_resamples=n_resamples, seed=seed, unit=unit)
+        others[q] = {"mean": res[0].to_dict(), "median": res[1].to_dict(), "n": int(ok.sum())}
+
+    n_used = int(mask.sum())
+    summary = {
+        "n_particles": n_used,
+        "n_particles_total": int(n_total),
+        "n_particles_border": n_border,
+        "population": {"border": border, "description": pop_desc},
+        "estimand": (
+            f"Intervals speak for the particles of the population this volume samples "
+            f"({' x '.join(f'{e:.4g}' for e in extent)} {unit_label}; {pop_desc}). Damage "
+            f"clustered on scales larger than the field of view cannot be seen from inside it: "
+            f"this is not an interval for the whole electrode. For electrode-level claims analyse "
+            f"several volumes and resample volumes then particles (crackseg compare)."),
+        "damage": damage,
+        "other_quantities": others,
+        "bootstrap": {"method": method, "block_size": block_size, "block_size_unit": unit,
+                      "block_size_rule": rule, "n_resamples": int(n_resamples), "seed": seed,
+                      "confidence": confidence, "unit": unit},
+        "thresholds": {"damaged": float(min(thresholds)) if len(thresholds) else None,
+                       "severely_damaged": float(max(thresholds)) if len(thresholds) else None},
+        "notes": notes,
+    }
+    if n_used == 1:
+        notes.append("Only one particle: no interval can be given.")
+
+    if spatial:
+        summary["spatial"] = _spatial(values[finite], coords[finite], used["depth_um"].to_numpy()[finite]
+                                      if unit == "um" else used["depth_vox"].to_numpy()[finite],
+                                      length, vfit, vg, unit, extent, block_size, method, confidence,
+                                      n_resamples, seed, w if w is None else w[finite])
+    if protocols and quantity == "crack_fraction":
+        summary["representativeness"] = _protocols(
+            values[finite], coords[finite], used, finite, thresholds, seg, instances, schema,
+            table.attrs.get("depth_axis", 0), n_draws, seed, unit, relative_precision,
+            damage, iid_mean, confidence)
+
+    summary["provenance"] = {
+        "crackseg_version": __version__, "model": None, "model_sha256": None, "input": None,
+        "voxel_size_um": table.attrs.get("voxel_size_um"),
+        "settings": {"quantity": quantity, "confidence": confidence, "n_resamples": n_resamples,
+                     "seed": seed, "method": method, "block_size": block_size,
+                     "block_factor": block_factor, "border": border,
+                     "thresholds": list(thresholds), "quantiles": list(quantiles),
+                     "depth_axis": table.attrs.get("depth_axis", 0),
+                     "shell_thickness": table.attrs.get("shell_thickness"),
+                     "shell_unit": table.attrs.get("shell_unit")},
+        **(provenance or {}),
+    }
+    return summary
+
+
+def _spatial(values, coords, depth, length, vfit, vg, unit, extent, block_size, method,
+             confidence, n_resamples, seed, weights) -> dict:
+    key = "correlation_length_um" if unit == "um" else "correlation_length_vox"
+    out = {key: length, "unit": unit,
+           "variogram": {**vfit, "bins": vg.to_dict(orient="list") if len(vg) else {}}}
+    if values.size >= 3:
+        out["morans_i"] = morans_i(values, coords, seed=seed)
+    prof = depth_profile(values, depth, coords=coords, n_bins=min(8, max(1, values.size // 10)),
+                         method=method, block_size=block_size, extent=extent, weights=weights,
+                         confidence=confidence, n_resamples=min(n_resamples, 1000), seed=seed,
+                         unit=unit)
+    out["depth_profile"] = prof.to_dict(orient="list")
+    if values.size >= 3:
+        nn = np.median(np.linalg.norm(coords[:, None] - coords[None, :min(len(coords), 1)], axis=-1))
+        dist = length if length else float(nn)
+        per, clusters = hot_spots(values, coords, distance=float(dist))
+        out["hot_spots"] = {"method": "Getis-Ord Gi*, distance band = correlation length, "
+                            "Benjamini-Hochberg FDR 0.05", "distance": float(dist),
+                            "n_clusters": len(clusters),
+                            "n_particles_in_hot_spots": int((per["hot_spot"] > 0).sum()),
+                            "clusters": clusters}
+    return out
+
+
+def _protocols(values, coords, used, finite, thresholds, seg, instances, schema, depth_axis,
+               n_draws, seed, unit, relative_precision, damage, iid_mean, confidence) -> dict:
+    severe = float(max(thresholds)) if len(thresholds) else 0.05
+    damaged = float(min(thresholds)) if len(thresholds) else 0.01
+    depth_col = "depth_um" if unit == "um" else "depth_vox"
+    rep = representativeness(
+        values, coords, n_draws=n_draws, seed=seed, severe_threshold=severe,
+        damaged_threshold=damaged, seg=seg, instances=instances, schema=schema,
+        depth_axis=depth_axis,
+        surface_crack_fraction=used["surface_crack_fraction"].to_numpy()[finite]
+        if "surface_crack_fraction" in used else None,
+        depth=used[depth_col].to_numpy()[finite] if depth_col in used else None)
+    se_block = damage["mean"].get("standard_error")
+    se_iid = iid_mean.standard_error
+    deff = (se_block / se_iid) ** 2 if se_block and se_iid else float("nan")
+    return {
+        "severe_threshold": severe, "damaged_threshold": damaged,
+        "census_mean": float(values.mean()), "census_ci": damage["mean"].get("ci"),
+        "protocols": rep.to_dict(orient="records"),
+        "particles_needed": particles_needed(values, relative_precision=relative_precision,
+                                             confidence=confidence, design_effect=deff),
+    }
+
+
+def stat_key(spec) -> str:
+    """Key of a statistic in ``summary["damage"]`` (e.g. ``fraction_above_0.05``)."""
+    return stat_name(spec)

@@ -1,0 +1,424 @@
+"""Per-particle table: damage, porosity, size, shape and position of every particle.
+
+A particle's *envelope* is its solid plus the crack and pore voxels it
+encloses (DESIGN.md, "Per-particle quantities").  Given a semantic
+segmentation and an instance volume whose labels cover each envelope, every
+quantity here is a ratio of voxel counts, computed for all particles at once
+with :func:`numpy.bincount` (no Python loop over particles).
+
+Arrays are ZYX; voxel sizes are in micrometres per axis.  Columns ending in
+``_um``/``_um3`` are NaN when the voxel size is unknown; the ``_vox`` columns
+are always filled.
+
+Posterior samples of the segmentation (test-time augmentation or MC dropout)
+are stored compactly as ``particle_samples.npz``: ``label`` (n_particles,)
+uint32 instance labels, the column order of the others, and either
+``crack_fraction`` (n_samples, n_particles) float32, or the per-sample
+counts ``crack_voxels`` (n_samples, n_particles) with ``envelope_voxels``
+(n_particles,) as written by inference
+(:func:`crackseg.uncertainty.particle_posterior_counts`).
+
+:func:`posterior_crack_fractions` builds them from an iterator of sampled
+label volumes; :func:`write_particle_samples` / :func:`read_particle_samples`
+store and load them.
+
+Examples
+--------
+>>> import numpy as np
+>>> seg = np.zeros((8, 8, 8), np.uint8); seg[2:6, 2:6, 2:6] = 1; seg[3, 2:6, 2:6] = 2
+>>> inst = (seg > 0).astype(np.uint32)
+>>> t = particle_table(seg, inst, voxel_size_um=(0.5, 0.5, 0.5))
+>>> float(t.loc[0, "crack_fraction"])
+0.25
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crackseg.errors import InputError
+from crackseg.io import atomic_path
+from crackseg.labels import NMC4, LabelSchema, validate_labels
+
+#: Area correction of face counting: the mean of |n_z|+|n_y|+|n_x| over
+#: isotropic surface orientations is 3/2, so counted faces overestimate the
+#: area of a smooth surface by that factor on average.
+FACE_COUNT_AREA_FACTOR = 2.0 / 3.0
+
+TABLE_COLUMNS = [
+    "label", "volume_vox", "volume_um3", "equivalent_diameter_um", "equivalent_diameter_vox",
+    "envelope_vox", "solid_vox", "crack_vox", "pore_vox",
+    "crack_fraction", "pore_fraction", "void_fraction",
+    "surface_crack_fraction", "internal_crack_fraction", "shell_vox_count", "core_vox_count",
+    "surface_area_um2", "sphericity",
+    "centroid_z_vox", "centroid_y_vox", "centroid_x_vox",
+    "centroid_z_um", "centroid_y_um", "centroid_x_um",
+    "depth_vox", "depth_um",
+    "bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1", "bbox_y1", "bbox_x1",
+    "touches_border",
+]
+
+
+def _class_value(schema: LabelSchema, name: str) -> int | None:
+    return schema.value(name) if schema.has(name) else None
+
+
+def _check_inputs(seg, instances, schema, source):
+    seg = np.asarray(seg)
+    if seg.ndim != 3:
+        raise InputError(f"{source}: segmentation must be a 3-D (Z, Y, X) volume, got shape {seg.shape}")
+    validate_labels(seg, schema, source=source)
+    if not schema.has("particle"):
+        raise InputError(
+            f"{source}: schema {schema.name!r} has no 'particle' class; per-particle statistics "
+            "need classes named particle (and crack, pore)"
+        )
+    if instances is not None:
+        instances = np.asarray(instances)
+        if instances.shape != seg.shape:
+            raise InputError(
+                f"instances shape {instances.shape} differs from segmentation {source} shape "
+                f"{seg.shape}; give the instance volume computed from this segmentation"
+            )
+        if not np.issubdtype(instances.dtype, np.integer):
+            raise InputError(f"instances have non-integer dtype {instances.dtype}; save them as uint32")
+        if instances.size and instances.min() < 0:
+            raise InputError("instances hold negative labels; use 0 for background and 1.. for particles")
+    return seg, instances
+
+
+def _dense_labels(instances: np.ndarray):
+    """Return (flat compact label array, original label ids) with 0 kept as background."""
+    flat = instances.ravel()
+    maxid = int(flat.max()) if flat.size else 0
+    if maxid <= max(flat.size, 1 << 24):
+        present = np.flatnonzero(np.bincount(flat, minlength=maxid + 1))
+        present = present[present > 0]
+        lut = np.zeros(maxid + 1, dtype=np.int64)
+        lut[present] = np.arange(1, present.size + 1)
+        return lut[flat].reshape(instances.shape), present
+    ids, inv = np.unique(flat, return_inverse=True)
+    if ids[0] != 0:
+        inv = inv + 1
+        ids = np.concatenate([[0], ids])
+    return inv.reshape(instances.shape), ids[1:]
+
+
+def _boundary_faces(dense: np.ndarray, n: int, voxel_size) -> np.ndarray:
+    """Area of the faces between each label and anything else (µm² or voxel faces)."""
+    area = np.zeros(n + 1)
+    for axis in range(3):
+        a = np.moveaxis(dense, axis, 0)
+        lo, hi = a[:-1], a[1:]
+        diff = lo != hi
+        face = float(np.prod([voxel_size[i] for i in range(3) if i != axis]))
+        area += face * (np.bincount(lo[diff], minlength=n + 1) + np.bincount(hi[diff], minlength=n + 1))
+    area[0] = 0.0
+    return area
+
+
+def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_size_um=None,
+                   depth_axis: int = 0, shell_um: float | None = None, shell_vox: float = 2.0,
+                   posterior=None, min_volume_um3: float | None = None,
+                   source: str = "segmentation") -> pd.DataFrame:
+    """One row per particle with its damage, size, shape and position.
+
+    Parameters
+    ----------
+    seg : array_like of uint8, shape (Z, Y, X)
+        Semantic labels of ``schema`` (nmc4: 0 matrix, 1 particle, 2 crack,
+        3 pore).
+    instances : array_like of int, shape (Z, Y, X), optional
+        Particle instance labels (0 = none) covering each particle's envelope.
+        Computed with :func:`crackseg.particles.particle_instances` when
+        omitted.
+    schema : LabelSchema
+        Classes named ``particle``, ``crack`` and ``pore`` are used.
+    voxel_size_um : sequence of 3 float, optional
+        Voxel size (z, y, x) in µm.  Without it the ``_um`` columns are NaN.
+    depth_axis : int
+        Array axis along the electrode thickness; depth is measured from the
+        first slice along it.
+    shell_um, shell_vox : float
+        Thickness of the outer shell of the envelope that counts as the
+        particle surface (``surface_crack_fraction``); ``shell_um`` wins when
+        given with a voxel size, else ``shell_vox`` voxels.
+    posterior : array_like, shape (n_samples, n_particles), or (labels, array), optional
+        Posterior samples of ``crack_fraction`` (columns in table order, or a
+        ``(labels, samples)`` pair as from :func:`read_particle_samples`);
+        adds ``crack_fraction_mean`` and ``crack_fraction_std``.
+    min_volume_um3 : float, optional
+        Passed to :func:`crackseg.particles.particle_instances` when
+        instances are computed here.
+    source : str
+        Name of the segmentation in error messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`TABLE_COLUMNS` (plus posterior columns); ``attrs``
+        records voxel size, depth axis, shell thickness and volume shape.
+
+    Raises
+    ------
+    InputError
+        Wrong dimensionality, labels outside the schema, shape mismatch, or no
+        particles.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> seg = np.zeros((6, 6, 6), np.uint8); seg[1:5, 1:5, 1:5] = 1
+    >>> particle_table(seg, (seg > 0).astype(np.uint32))["volume_vox"].tolist()
+    [64]
+    """
+    seg, instances = _check_inputs(seg, instances, schema, source)
+    vs_known = voxel_size_um is not None
+    vs = tuple(float(v) for v in voxel_size_um) if vs_known else (1.0, 1.0, 1.0)
+    if len(vs) != 3 or not all(np.isfinite(v) and v > 0 for v in vs):
+        raise InputError(f"voxel size {voxel_size_um} must be three positive numbers (z, y, x) in µm")
+    if depth_axis not in (0, 1, 2):
+        raise InputError(f"depth axis {depth_axis} must be 0, 1 or 2")
+    if instances is None:
+        from crackseg.particles import particle_instances
+
+        kw = {} if min_volume_um3 is None else {"min_volume_um3": min_volume_um3}
+        instances = particle_instances(seg, schema=schema, voxel_size_um=voxel_size_um, **kw)
+    dense, ids = _dense_labels(np.asarray(instances))
+    n = ids.size
+    if n == 0:
+        raise InputError(f"{source}: no particles found (no particle instances); nothing to measure")
+    flat = dense.ravel()
+    segf = seg.ravel()
+
+    def count(mask_value):
+        if mask_value is None:
+            return np.zeros(n + 1, dtype=np.int64)
+        return np.bincount(flat[segf == mask_value], minlength=n + 1)
+
+    envelope = np.bincount(flat, minlength=n + 1)
+    solid = count(_class_value(schema, "particle"))
+    crack = count(_class_value(schema, "crack"))
+    pore = count(_class_value(schema, "pore"))
+
+    # centroids: per-axis sums of voxel indices
+    centroid = []
+    for axis in range(3):
+        shape = [1, 1, 1]
+        shape[axis] = seg.shape[axis]
+        coord = np.broadcast_to(np.arange(seg.shape[axis], dtype=np.float64).reshape(shape), seg.shape)
+        centroid.append(np.bincount(flat, weights=coord.ravel(), minlength=n + 1)[1:] / envelope[1:])
+
+    # bounding boxes (half-open) and border contact
+    from scipy import ndimage
+
+    objs = ndimage.find_objects(dense)
+    bbox = np.array([[s.start for s in o] + [s.stop for s in o] for o in objs], dtype=np.int64)
+    touches = ((bbox[:, :3] == 0) | (bbox[:, 3:] == np.asarray(seg.shape))).any(axis=1)
+
+    # outer shell of each envelope from a label-aware distance transform
+    import edt
+
+    thickness = shell_um if (shell_um is not None and vs_known) else shell_vox * (min(vs) if vs_known else 1.0)
+    dist = edt.edt(np.ascontiguousarray(dense, dtype=np.uint32), anisotropy=vs if vs_known else (1, 1, 1),
+                   black_border=False, parallel=1)
+    shell = (dist <= thickness).ravel() & (flat > 0)
+    del dist
+    crack_value = _class_value(schema, "crack")
+    is_crack = segf == crack_value if crack_value is not None else np.zeros_like(shell)
+    shell_n = np.bincount(flat[shell], minlength=n + 1)
+    shell_crack = np.bincount(flat[shell & is_crack], minlength=n + 1)
+    core_n = envelope - shell_n
+    core_crack = crack - shell_crack
+
+    area = _boundary_faces(dense, n, vs) * FACE_COUNT_AREA_FACTOR
+    vol = envelope[1:] * float(np.prod(vs))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sphericity = np.pi ** (1 / 3) * (6 * vol) ** (2 / 3) / area[1:]
+        surface_cf = np.where(shell_n[1:] > 0, shell_crack[1:] / shell_n[1:], np.nan)
+        internal_cf = np.where(core_n[1:] > 0, core_crack[1:] / np.maximum(core_n[1:], 1), np.nan)
+    env = envelope[1:].astype(np.float64)
+    nan = np.full(n, np.nan)
+    table = pd.DataFrame({
+        "label": ids.astype(np.uint32),
+        "volume_vox": envelope[1:],
+        "volume_um3": vol if vs_known else nan,
+        "equivalent_diameter_um": (6 * vol / np.pi) ** (1 / 3) if vs_known else nan,
+        "equivalent_diameter_vox": (6 * env / np.pi) ** (1 / 3),
+        "envelope_vox": envelope[1:],
+        "solid_vox": solid[1:],
+        "crack_vox": crack[1:],
+        "pore_vox": pore[1:],
+        "crack_fraction": crack[1:] / env,
+        "pore_fraction": pore[1:] / env,
+        "void_fraction": (env - solid[1:]) / env,
+        "surface_crack_fraction": surface_cf,
+        "internal_crack_fraction": internal_cf,
+        "shell_vox_count": shell_n[1:],
+        "core_vox_count": core_n[1:],
+        "surface_area_um2": area[1:] if vs_known else nan,
+        "sphericity": np.clip(sphericity, 0.0, None),
+        "centroid_z_vox": centroid[0], "centroid_y_vox": centroid[1], "centroid_x_vox": centroid[2],
+        "centroid_z_um": centroid[0] * vs[0] if vs_known else nan,
+        "centroid_y_um": centroid[1] * vs[1] if vs_known else nan,
+        "centroid_x_um": centroid[2] * vs[2] if vs_known else nan,
+        "depth_vox": centroid[depth_axis],
+        "depth_um": centroid[depth_axis] * vs[depth_axis] if vs_known else nan,
+        "bbox_z0": bbox[:, 0], "bbox_y0": bbox[:, 1], "bbox_x0": bbox[:, 2],
+        "bbox_z1": bbox[:, 3], "bbox_y1": bbox[:, 4], "bbox_x1": bbox[:, 5],
+        "touches_border": touches,
+    })
+    if posterior is not None:
+        samples = align_posterior(posterior, table["label"].to_numpy())
+        table["crack_fraction_mean"] = samples.mean(axis=0)
+        table["crack_fraction_std"] = samples.std(axis=0, ddof=1) if samples.shape[0] > 1 else 0.0
+        table.attrs["n_posterior_samples"] = int(samples.shape[0])
+    table.attrs.update({
+        "voxel_size_um": list(vs) if vs_known else None,
+        "depth_axis": int(depth_axis),
+        "shape": list(seg.shape),
+        "shell_thickness": float(thickness),
+        "shell_unit": "um" if vs_known else "vox",
+        "schema": schema.name,
+    })
+    return table
+
+
+def align_posterior(posterior, labels: np.ndarray) -> np.ndarray:
+    """Posterior crack-fraction samples as (n_samples, n_particles) in ``labels`` order.
+
+    Parameters
+    ----------
+    posterior : array_like (n_samples, n_particles), or (sample_labels, array)
+        Bare arrays must already be in ``labels`` order.
+    labels : numpy.ndarray of int, shape (n_particles,)
+        Target order (e.g. a table's ``label`` column).
+    """
+    if isinstance(posterior, tuple) and len(posterior) == 2:
+        plabels, arr = np.asarray(posterior[0]), np.asarray(posterior[1], dtype=np.float64)
+        pos = {int(v): i for i, v in enumerate(plabels)}
+        missing = [int(v) for v in labels if int(v) not in pos]
+        if missing:
+            raise InputError(
+                f"posterior samples lack particles {missing[:5]}; they were computed for other instances"
+            )
+        return arr[:, [pos[int(v)] for v in labels]]
+    arr = np.asarray(posterior, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != len(labels):
+        raise InputError(
+            f"posterior samples of shape {arr.shape} do not match {len(labels)} particles "
+            "(expected (n_samples, n_particles))"
+        )
+    return arr
+
+
+def posterior_crack_fractions(seg_samples: Iterable, instances, *, schema: LabelSchema = NMC4,
+                              labels=None) -> tuple[np.ndarray, np.ndarray]:
+    """Crack fraction of every particle in each posterior sample of a segmentation.
+
+    Parameters
+    ----------
+    seg_samples : iterable of array_like uint8, each shape (Z, Y, X)
+        Sampled label volumes (TTA / MC dropout), one per posterior sample.
+    instances : array_like of int, shape (Z, Y, X)
+        Particle instances (envelopes) shared by all samples.
+    schema : LabelSchema
+        Which value is ``crack``.
+    labels : array_like of int, optional
+        Particle labels to report, in this order (default: all, sorted).
+
+    Returns
+    -------
+    labels : numpy.ndarray of uint32, shape (n_particles,)
+    crack_fraction : numpy.ndarray of float32, shape (n_samples, n_particles)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> inst = np.zeros((4, 4, 4), np.uint32); inst[:2] = 1; inst[2:] = 2
+    >>> s = np.ones((4, 4, 4), np.uint8); s[0, 0, :] = 2
+    >>> lab, cf = posterior_crack_fractions([s, np.ones_like(s)], inst)
+    >>> cf.tolist()
+    [[0.125, 0.0], [0.0, 0.0]]
+    """
+    inst = np.asarray(instances).ravel()
+    maxid = int(inst.max()) if inst.size else 0
+    envelope = np.bincount(inst, minlength=maxid + 1)
+    if labels is None:
+        labels = np.flatnonzero(envelope)
+        labels = labels[labels > 0]
+    labels = np.asarray(labels, dtype=np.int64)
+    crack_value = schema.value("crack")
+    rows = []
+    for sample in seg_samples:
+        s = np.asarray(sample).ravel()
+        if s.size != inst.size:
+            raise InputError(f"posterior sample of {s.size} voxels does not match instances of {inst.size}")
+        crack = np.bincount(inst[s == crack_value], minlength=maxid + 1)
+        rows.append(crack[labels] / np.maximum(envelope[labels], 1))
+    if not rows:
+        raise InputError("no posterior samples given")
+    return labels.astype(np.uint32), np.asarray(rows, dtype=np.float32)
+
+
+def write_particle_samples(path: str | os.PathLike, labels, crack_fraction, *,
+                           pore_fraction=None, overwrite: bool = False) -> Path:
+    """Store posterior per-particle samples as ``particle_samples.npz`` (atomic)."""
+    arrays = {"label": np.asarray(labels, dtype=np.uint32),
+              "crack_fraction": np.asarray(crack_fraction, dtype=np.float32)}
+    if pore_fraction is not None:
+        arrays["pore_fraction"] = np.asarray(pore_fraction, dtype=np.float32)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return Path(path)
+
+
+def read_particle_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Load ``(labels, crack_fraction)`` from a ``particle_samples.npz``.
+
+    Reads either form: ``crack_fraction`` (n_samples, n_particles), or the
+    counts written by inference, ``crack_voxels`` (n_samples, n_particles)
+    and ``envelope_voxels`` (n_particles,).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such posterior samples file")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            labels = np.asarray(z["label"])
+            if "crack_fraction" in z:
+                cf = np.asarray(z["crack_fraction"], dtype=np.float64)
+            else:
+                env = np.asarray(z["envelope_voxels"], dtype=np.float64)
+                cf = np.asarray(z["crack_voxels"], dtype=np.float64) / np.maximum(env, 1.0)
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{p}: not a particle_samples.npz with 'label' and 'crack_fraction' or "
+                         f"'crack_voxels' + 'envelope_voxels' ({e})") from None
+    if cf.ndim != 2 or cf.shape[1] != labels.shape[0]:
+        raise InputError(f"{p}: crack samples of shape {cf.shape} do not match {labels.shape[0]} labels")
+    return labels, cf
+
+
+def particle_coords(table: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """Particle centroids (n, 3) in µm when known, else in voxels, and the unit."""
+    um = table[["centroid_z_um", "centroid_y_um", "centroid_x_um"]].to_numpy(dtype=np.float64)
+    if np.isfinite(um).all():
+        return um, "um"
+    return table[["centroid_z_vox", "centroid_y_vox", "centroid_x_vox"]].to_numpy(dtype=np.float64), "vox"
+
+
+def volume_extent(table: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """Extent of the analysed volume (z, y, x) in the unit of :func:`particle_coords`."""
+    shape = np.asarray(table.attrs.get("shape") or
+                       table[["bbox_z1", "bbox_y1", "bbox_x1"]].max().to_numpy(), dtype=np.float64)
+    vs = table.attrs.get("voxel_size_um")
+    _, unit = particle_coords(table)
+    if unit == "um" and vs:
+        return shape * np.asarray(vs), "um"
+    return shape, "vox"

@@ -1,0 +1,124 @@
+"""Bootstrap intervals: agreement with scipy/numpy and analytic cases."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from crackseg.stats.bootstrap import (
+    bootstrap_ci,
+    bootstrap_many,
+    spatial_blocks,
+    weighted_statistic,
+)
+from crackseg.stats.distribution import distribution_statistics, population
+
+
+@pytest.fixture
+def sample():
+    rng = np.random.default_rng(42)
+    return rng.beta(0.8, 15, 400), rng.random((400, 3)) * 100
+
+
+def test_iid_equals_scipy_bca(sample):
+    x, _ = sample
+    ours = bootstrap_ci(x, "mean", method="iid", n_resamples=999, seed=7)
+    ref = stats.bootstrap((x,), np.mean, n_resamples=999, rng=7, method="BCa")
+    np.testing.assert_allclose(ours.ci, (ref.confidence_interval.low, ref.confidence_interval.high))
+    assert ours.estimate == pytest.approx(x.mean())
+    assert ours.method == "iid bootstrap (BCa)"
+
+
+def test_block_size_zero_equals_iid(sample):
+    x, xyz = sample
+    iid = bootstrap_ci(x, "median", method="iid", n_resamples=500, seed=3)
+    blk = bootstrap_ci(x, "median", method="block", coords=xyz, block_size_um=0, n_resamples=500, seed=3)
+    assert blk.ci == iid.ci
+    assert blk.n_blocks == x.size
+
+
+def test_weighted_statistics_equal_numpy(sample):
+    x, _ = sample
+    assert weighted_statistic(x, "median") == pytest.approx(np.median(x))
+    for q in (0.1, 0.25, 0.9):
+        assert weighted_statistic(x, ("quantile", q)) == pytest.approx(np.quantile(x, q))
+    assert weighted_statistic(x, ("fraction_above", 0.05)) == pytest.approx(np.mean(x > 0.05))
+    # integer weights are repetitions
+    w = np.random.default_rng(0).integers(1, 4, x.size)
+    assert weighted_statistic(x, "median", w) == pytest.approx(np.median(np.repeat(x, w)))
+    assert weighted_statistic(x, "mean", w) == pytest.approx(np.repeat(x, w).mean())
+
+
+def test_block_bootstrap_standard_error_matches_block_means():
+    # 64 equal blocks of 10 particles: the bootstrap variance of the mean is
+    # var(block means) / n_blocks (population variance), as for an iid sample of block means
+    rng = np.random.default_rng(1)
+    grid = np.stack(np.meshgrid(*[np.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    centres = (grid + 0.5) * 25.0
+    coords = np.repeat(centres, 10, axis=0) + rng.uniform(-5, 5, (640, 3))
+    block_effect = rng.normal(0, 1, 64)
+    x = np.repeat(block_effect, 10) + rng.normal(0, 0.3, 640)
+    r = bootstrap_ci(x, "mean", coords=coords, block_size_um=25, extent=(100, 100, 100),
+                     n_resamples=4000, seed=0)
+    assert r.n_blocks == 64
+    means = x.reshape(64, 10).mean(axis=1)
+    expected = np.sqrt(means.var() / 64)
+    assert r.standard_error == pytest.approx(expected, rel=0.06)
+    iid = bootstrap_ci(x, "mean", method="iid", n_resamples=2000, seed=0)
+    assert iid.standard_error < 0.5 * r.standard_error
+
+
+def test_spatial_blocks_grid():
+    ids = spatial_blocks([[1, 1, 1], [60, 1, 1], [1, 60, 1], [2, 2, 2]], 50, extent=(100, 100, 100))
+    assert ids[0] == ids[3] and len(set(ids.tolist())) == 3
+
+
+def test_one_particle_and_one_block_give_no_interval():
+    r = bootstrap_ci([0.1], "mean", method="iid")
+    assert r.ci is None and "one particle" in r.note
+    r = bootstrap_ci([0.1, 0.2, 0.3], "mean", coords=np.zeros((3, 3)), block_size_um=10,
+                     extent=(10, 10, 10))
+    assert r.ci is None and "one spatial block" in r.note
+
+
+def test_constant_values_give_degenerate_interval():
+    r = bootstrap_ci(np.full(50, 0.02), "mean", method="iid", n_resamples=200)
+    assert r.ci == (pytest.approx(0.02), pytest.approx(0.02))
+
+
+def test_posterior_variance_decomposition(sample):
+    x, xyz = sample
+    rng = np.random.default_rng(0)
+    same = np.repeat(x[None], 5, axis=0)
+    r = bootstrap_many(x, ["mean"], coords=xyz, block_size=20, extent=(100,) * 3,
+                       posterior=same, n_resamples=500, seed=0)[0]
+    assert r.extra["uncertainty"]["share_segmentation"] == 0.0
+    noisy = x[None] + rng.normal(0, 0.05, (20, 1))  # each sample shifts every particle
+    r = bootstrap_many(x, ["mean"], coords=xyz, block_size=20, extent=(100,) * 3,
+                       posterior=noisy, n_resamples=500, seed=0)[0]
+    u = r.extra["uncertainty"]
+    assert u["share_segmentation"] > 0.8
+    assert r.ci[1] - r.ci[0] > u["ci_sampling_only"][1] - u["ci_sampling_only"][0]
+
+
+def test_distribution_statistics_histogram_sums_to_one(sample):
+    x, xyz = sample
+    d = distribution_statistics(x, coords=xyz, block_size=25, extent=(100,) * 3, n_resamples=300)
+    assert sum(d["histogram"]["fraction"]) == pytest.approx(1.0)
+    assert d["fraction_above_0.05"]["estimate"] == pytest.approx(np.mean(x > 0.05))
+    lo, hi = d["median"]["ci"]
+    assert lo <= d["median"]["estimate"] <= hi
+
+
+def test_miles_lantuejoul_weights():
+    t = pd.DataFrame({"touches_border": [False, False, True],
+                      "bbox_z0": [1, 1, 0], "bbox_y0": [1, 1, 0], "bbox_x0": [1, 1, 0],
+                      "bbox_z1": [3, 6, 2], "bbox_y1": [3, 6, 2], "bbox_x1": [3, 6, 2]})
+    t.attrs["shape"] = [10, 10, 10]
+    mask, w, desc = population(t, "miles")
+    assert mask.tolist() == [True, True, False]
+    raw = np.array([1 / 8 ** 3, 1 / 5 ** 3])
+    np.testing.assert_allclose(w, raw / raw.mean())
+    assert "Miles-Lantuejoul" in desc
+    mask, w, _ = population(t, "exclude")
+    assert mask.sum() == 2 and (w == 1).all()
