@@ -8,9 +8,11 @@ For every phantom the per-particle table is measured from the ground-truth
 labels and instances, and 95 % intervals of the mean crack fraction are
 computed with
 
-* the spatial block bootstrap (crackseg's default: blocks of
-  ``BLOCK_FACTOR`` x the correlation length fitted to the damage variogram),
-  and with other block factors as a sensitivity check;
+* the spatial block bootstrap with blocks of 1, ``BLOCK_FACTOR`` and 4 x the
+  correlation length fitted to the damage variogram, each plain and widened
+  for the covariance of neighbours across block faces (range
+  ``RANGE_FACTOR`` x the correlation length); crackseg's default is
+  ``block_x2+cross``;
 * the iid bootstrap over particles (what ignoring clustering gives).
 
 Coverage = share of phantoms whose interval contains the true mean.  The
@@ -19,7 +21,7 @@ result, with the machine and command, goes to
 
 Usage::
 
-    python benchmarks/calibration.py            # 50 phantoms (about 15-25 min on 2 cores)
+    python benchmarks/calibration.py            # 50 phantoms of 192³ (about 17 min on 2 shared cores)
     python benchmarks/calibration.py --quick    # 8 small phantoms, < 3 min
 """
 
@@ -40,7 +42,7 @@ from crackseg.io import write_json
 from crackseg.stats.bootstrap import bootstrap_ci
 from crackseg.stats.distribution import population
 from crackseg.stats.spatial import correlation_length
-from crackseg.stats.summary import BLOCK_FACTOR, block_size_for
+from crackseg.stats.summary import BLOCK_FACTOR, RANGE_FACTOR, block_size_for
 from crackseg.stats.table import particle_coords, particle_table, volume_extent
 from crackseg.synthetic import generate_electrode
 
@@ -59,29 +61,47 @@ def machine_info() -> dict:
             "cpu_model": cpu or platform.processor(), "cpu_count": os.cpu_count()}
 
 
-def one_phantom(seed: int, args) -> dict:
-    """Intervals of the mean crack fraction of one phantom, for every method."""
+def phantom_particles(seed: int, args) -> dict:
+    """Census of one phantom: the used particles' crack fraction, centroids, weights, truth."""
+    cache = Path(args.cache) / f"phantom_{args.shape}_{args.voxel_size:g}_{args.correlation_length:g}_{seed}_{args.border}.npz" \
+        if args.cache else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            return {k: z[k] for k in z.files}
     ph = generate_electrode((args.shape,) * 3, seed=seed, imaging=False,
                             voxel_size_um=args.voxel_size,
                             correlation_length_um=args.correlation_length)
     table = particle_table(ph.labels, ph.instances, voxel_size_um=ph.voxel_size_um)
-    truth = float(ph.params["true_mean_crack_fraction"])
     mask, weights, _ = population(table, args.border)
-    values = table.loc[mask, "crack_fraction"].to_numpy(float)
-    coords = particle_coords(table)[0][mask]
     extent, _ = volume_extent(table)
-    w = weights if args.border == "miles" else None
+    out = {"values": table.loc[mask, "crack_fraction"].to_numpy(float),
+           "coords": particle_coords(table)[0][mask], "weights": weights,
+           "extent": np.asarray(extent, float), "truth": np.float64(ph.params["true_mean_crack_fraction"])}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **out)
+    return out
+
+
+def one_phantom(seed: int, args) -> dict:
+    """Intervals of the mean crack fraction of one phantom, for every method."""
+    p = phantom_particles(seed, args)
+    values, coords, extent, truth = p["values"], p["coords"], p["extent"], float(p["truth"])
+    w = p["weights"] if args.border == "miles" else None
     length, fit, _ = correlation_length(values, coords, seed=seed)
-    row = {"seed": seed, "n_particles": int(mask.sum()), "truth": truth,
+    row = {"seed": seed, "n_particles": int(values.size), "truth": truth,
            "estimate": float(np.average(values, weights=w)),
            "correlation_length_fit_um": length, "spatial_fraction": fit.get("spatial_fraction"),
            "methods": {}}
     for factor in args.factors:
         size, _ = block_size_for(length, extent, factor=factor)
-        ci = bootstrap_ci(values, "mean", method="block", coords=coords, block_size_um=size,
-                          extent=extent, weights=w, n_resamples=args.n_resamples,
-                          confidence=args.confidence, seed=seed)
-        row["methods"][f"block_x{factor:g}"] = _record(ci, truth)
+        for corrected in (False, True):
+            ci = bootstrap_ci(values, "mean", method="block", coords=coords, block_size_um=size,
+                              extent=extent, weights=w, n_resamples=args.n_resamples,
+                              confidence=args.confidence, seed=seed,
+                              cross_block_range=RANGE_FACTOR * length if corrected and length else None)
+            name = f"block_x{factor:g}" + ("+cross" if corrected else "")
+            row["methods"][name] = _record(ci, truth)
     ci = bootstrap_ci(values, "mean", method="iid", weights=w, n_resamples=args.n_resamples,
                       confidence=args.confidence, seed=seed)
     row["methods"]["iid"] = _record(ci, truth)
@@ -91,7 +111,8 @@ def one_phantom(seed: int, args) -> dict:
 def _record(ci, truth) -> dict:
     lo, hi = ci.ci if ci.ci is not None else (np.nan, np.nan)
     return {"ci": [lo, hi], "covered": bool(lo <= truth <= hi), "width": float(hi - lo),
-            "n_blocks": ci.n_blocks, "block_size_um": ci.block_size, "method": ci.method}
+            "n_blocks": ci.n_blocks, "block_size_um": ci.block_size, "method": ci.method,
+            "cross_block_factor": ci.extra.get("cross_block_factor")}
 
 
 def coverage_table(rows: list[dict], confidence: float) -> dict:
@@ -123,6 +144,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed0", type=int, default=1000, help="first phantom seed")
     p.add_argument("--quick", action="store_true", help="8 phantoms of 128³ voxels (< 3 min)")
     p.add_argument("--out", default=None, help="result JSON")
+    p.add_argument("--cache", default=None, help="folder to keep phantom censuses between runs")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
@@ -152,9 +174,9 @@ def main(argv=None) -> int:
         "phantoms": rows,
     }
     write_json(out, result, overwrite=True)
-    print(f"{'method':<14}{'coverage':>10}{'95% CI of coverage':>22}{'mean width':>12}{'blocks':>8}")
+    print(f"{'method':<20}{'coverage':>10}{'95% CI of coverage':>22}{'mean width':>12}{'blocks':>8}")
     for m, c in cov.items():
-        print(f"{m:<14}{c['coverage']:>10.3f}   [{c['coverage_ci95'][0]:.3f}, {c['coverage_ci95'][1]:.3f}]"
+        print(f"{m:<20}{c['coverage']:>10.3f}   [{c['coverage_ci95'][0]:.3f}, {c['coverage_ci95'][1]:.3f}]"
               f"{c['mean_width']:>12.4f}{c['mean_n_blocks']:>8.1f}")
     print(f"{args.n_phantoms} phantoms of {args.shape}³ voxels at {args.voxel_size} µm in "
           f"{elapsed:.0f} s; mean particles used {np.mean([r['n_particles'] for r in rows]):.0f}; "

@@ -47,6 +47,18 @@ code{background:#f4f4f4;padding:0 .2em}
 """
 
 
+RENDER_CHECK = """<script>
+window.addEventListener("load", function () {
+  var imgs = document.images, ok = 0;
+  for (var i = 0; i < imgs.length; i++) {
+    if (imgs[i].complete && imgs[i].naturalWidth > 0) { ok++; }
+  }
+  document.body.setAttribute("data-figures-rendered", ok + "/" + imgs.length);
+});
+</script>"""
+"""Marks the page with how many of its figures the browser decoded (``ok/total``)."""
+
+
 def _fmt(x, digits: int = 4) -> str:
     if x is None:
         return "–"
@@ -220,5 +232,6 @@ def render_html(summary: dict, table: pd.DataFrame, figs, *, title: str) -> str:
         ("particles in table", _fmt(len(table))),
     ]
     parts.append(_table(rows))
+    parts.append(RENDER_CHECK)
     parts.append("</body></html>")
     return "\n".join(parts)

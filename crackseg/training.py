@@ -353,6 +353,10 @@ def finetune_model(model, images, labels, out_dir, *, schema=None, max_steps: in
     sd = int(pcard["spatial_dims"])
     arch = pcard["architecture"]["args"]
     patch = list(patch_size) if patch_size else list(pcard.get("patch_size") or [64] * sd)
+    if quiet:
+        import logging
+
+        logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     pl.seed_everything(seed, workers=True, verbose=False)
     dm = SparseSliceDataModule(images=images, labels=labels, schema=new_schema.to_dict(),
                                spatial_dims=sd, patch_size=patch, batch_size=batch_size,

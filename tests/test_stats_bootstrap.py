@@ -122,3 +122,25 @@ def test_miles_lantuejoul_weights():
     assert "Miles-Lantuejoul" in desc
     mask, w, _ = population(t, "exclude")
     assert mask.sum() == 2 and (w == 1).all()
+
+
+def test_cross_block_factor_one_for_independent_values_and_large_for_smooth_field():
+    from crackseg.stats.bootstrap import cross_block_factors
+
+    rng = np.random.default_rng(6)
+    xyz = rng.random((1500, 3)) * 100
+    blocks = spatial_blocks(xyz, 25, extent=(100,) * 3)
+    noise = rng.normal(0, 1, 1500)
+    f_iid = cross_block_factors((noise - noise.mean())[None], np.ones(1500), xyz, blocks, 10.0)
+    assert f_iid[0] == pytest.approx(1.0, abs=0.15)
+    smooth = np.sin(xyz[:, 0] / 12) + np.cos(xyz[:, 1] / 12)
+    f_smooth = cross_block_factors((smooth - smooth.mean())[None], np.ones(1500), xyz, blocks, 30.0)
+    assert f_smooth[0] > 1.3
+    # the interval is widened about the estimate by exactly that factor
+    plain = bootstrap_ci(smooth, "mean", coords=xyz, block_size_um=25, extent=(100,) * 3,
+                         n_resamples=300, seed=0)
+    wide = bootstrap_ci(smooth, "mean", coords=xyz, block_size_um=25, extent=(100,) * 3,
+                        n_resamples=300, seed=0, cross_block_range=30.0)
+    f = wide.extra["cross_block_factor"]
+    assert f == pytest.approx(f_smooth[0])
+    assert wide.ci[1] - wide.ci[0] == pytest.approx(f * (plain.ci[1] - plain.ci[0]))

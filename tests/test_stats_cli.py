@@ -29,7 +29,10 @@ def test_stats_writes_table_and_summary(volumes, capsys):
     t = pd.read_csv(out / "particles.csv")
     truth = ph.truth.set_index("label").loc[t["label"]]
     np.testing.assert_allclose(t["crack_fraction"], truth["crack_fraction"], rtol=1e-5)
-    s = json.loads((out / "summary.json").read_text())
+    def strict(token):
+        raise ValueError(f"summary.json holds {token}, which is not JSON")
+
+    s = json.loads((out / "summary.json").read_text(), parse_constant=strict)
     assert s["n_particles"] == int((~t["touches_border"]).sum())
     for key in ("mean", "median"):
         e = s["damage"][key]

@@ -39,6 +39,7 @@ def test_section_fractions_and_particles_needed():
     assert need["n_independent"] == 385 and need["n_clustered"] == 1537
 
 
+@pytest.mark.slow
 def test_small_samples_span_no_damage_to_severe_while_census_ci_is_narrow():
     ph = generate_electrode((128, 128, 128), seed=11, imaging=False, voxel_size_um=1.0)
     t = particle_table(ph.labels, ph.instances, voxel_size_um=ph.voxel_size_um)

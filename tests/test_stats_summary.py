@@ -59,6 +59,6 @@ def test_one_particle_and_all_border(table):
 
 
 def test_block_size_rule():
-    assert block_size_for(10.0, (300, 300, 300))[0] == 30.0
+    assert block_size_for(10.0, (300, 300, 300))[0] == 20.0
     size, rule = block_size_for(40.0, (100, 100, 100))
     assert n_blocks_for(size, (100, 100, 100)) >= 8 and "SMALL VOLUME" in rule

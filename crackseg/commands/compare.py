@@ -55,6 +55,7 @@ def run(args) -> int:
         read_manifest,
     )
     from crackseg.stats.figures import comparison_figure
+    from crackseg.stats.summary import json_ready
 
     out = Path(args.output)
     targets = [out / "comparison.json", out / "comparison.csv", out / "comparison.png"]
@@ -89,6 +90,7 @@ def run(args) -> int:
                      "confidence": args.confidence, "n_resamples": args.n_resamples,
                      "seed": args.seed, "reference": str(result["reference"])},
     }
+    result = json_ready(result)
     table = comparison_table(result)
     fig = comparison_figure(result, groups, quantity=args.quantity, group_by=args.group_by)
     out.mkdir(parents=True, exist_ok=True)

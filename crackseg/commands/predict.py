@@ -18,6 +18,17 @@ DESCRIPTION = (
 def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="segment volumes and label particles",
                               description=DESCRIPTION)
+    add_predict_arguments(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run inputs in parallel on a local Dask cluster of N workers")
+    g.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run inputs on the Dask scheduler at ADDRESS (tcp://host:8786)")
+    p.set_defaults(func=run)
+
+
+def add_predict_arguments(p) -> None:
+    """Arguments shared by ``crackseg predict`` and ``crackseg run``."""
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="volume files, folders, glob patterns or manifests (.txt/.csv list)")
     p.add_argument("--model", default=None,
@@ -62,12 +73,6 @@ def register(subparsers) -> None:
     p.add_argument("--no-resume", action="store_true",
                    help="start interrupted inputs from scratch")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="run inputs in parallel on a local Dask cluster of N workers")
-    g.add_argument("--dask", default=None, metavar="ADDRESS",
-                   help="run inputs on the Dask scheduler at ADDRESS (tcp://host:8786)")
-    p.set_defaults(func=run)
 
 
 def options_from_args(args) -> dict:
@@ -103,7 +108,7 @@ def run(args) -> int:
     if not inputs:
         raise CracksegError("no inputs found")
     options = options_from_args(args)
-    if args.workers or args.dask:
+    if getattr(args, "workers", None) or getattr(args, "dask", None):
         from crackseg.scaleout import run_distributed
 
         results = run_distributed(inputs, args.out, model=args.model, address=args.dask,

@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=["block", "iid"], default="block",
                    help="bootstrap: spatial blocks (default) or iid over particles")
     p.add_argument("--block-size", type=float, default=None, metavar="UM",
-                   help="block side in µm (default: 3 x the fitted correlation length)")
+                   help="block side in µm (default: 2 x the fitted correlation length)")
     p.add_argument("--border", choices=["exclude", "miles", "include"], default="exclude",
                    help="border-truncated particles: exclude (default), Miles-Lantuejoul "
                    "weighting, or include")

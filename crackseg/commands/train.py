@@ -12,6 +12,7 @@ Examples
 from __future__ import annotations
 
 import sys
+import warnings
 
 DESCRIPTION = (
     "Train a U-Net from sparsely annotated slices with a YAML recipe (LightningCLI: "
@@ -69,13 +70,12 @@ def run_lightning_cli(argv: list[str]) -> int:
             parser.link_arguments("data.spatial_dims", "model.spatial_dims")
 
     argv = list(argv) or ["--help"]
-    saved, sys.argv = sys.argv, ["crackseg train", *argv]
+    # sys.argv stays as it is: DDP starts its worker processes by re-running it.
+    warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
     try:
-        CracksegCLI(SegmentationModule, SparseSliceDataModule,
+        CracksegCLI(SegmentationModule, SparseSliceDataModule, args=argv,
                     trainer_defaults=trainer_defaults(),
                     save_config_kwargs={"overwrite": True})
     except SystemExit as e:
         return int(e.code or 0) if isinstance(e.code, int) else 2
-    finally:
-        sys.argv = saved
     return 0

@@ -8,6 +8,13 @@ hold, so that correlation within a cube is kept in every replicate.  With
 ``block_size`` 0 every particle is its own block, which is the ordinary iid
 bootstrap over particles.
 
+Resampling whole blocks keeps the covariance of particles in the same block
+but loses that of neighbours on either side of a block face; in 3-D that is
+most of it unless blocks span many correlation lengths.  Given the
+correlation range, the intervals are widened by the missing share
+(:func:`cross_block_factors`), computed from the particles' influence
+values over the pairs that straddle block faces.
+
 Both run through :func:`scipy.stats.bootstrap`: the resampled "observations"
 are block indices and the statistic turns block multiplicities into particle
 weights, so BCa intervals use the delete-one-block jackknife.  Statistics
@@ -252,7 +259,8 @@ def _multiplicity(idx: np.ndarray, n_units: int) -> np.ndarray:
 def bootstrap_many(values, statistics: Sequence[StatSpec], *, method: str = "block",
                    coords=None, block_size: float | None = None, extent=None, weights=None,
                    n_resamples: int = 2000, confidence: float = 0.95, seed: int | None = 0,
-                   ci_method: str = "auto", unit: str = "um", posterior=None) -> list[Interval]:
+                   ci_method: str = "auto", unit: str = "um", posterior=None,
+                   cross_block_range: float | None = None) -> list[Interval]:
     """Confidence intervals of several statistics from one set of resamples.
 
     Parameters
@@ -285,6 +293,17 @@ def bootstrap_many(values, statistics: Sequence[StatSpec], *, method: str = "blo
         replicate then also draws one posterior sample (percentile
         interval), and ``extra["uncertainty"]`` splits the variance between
         particle sampling and segmentation.
+    cross_block_range : float, optional
+        Correlation range (same unit as ``coords``).  Resampling whole blocks
+        keeps the covariance of particles within a block but drops that of
+        neighbours on either side of a block face, which in 3-D is a large
+        share unless blocks are many correlation lengths wide.  With a range
+        given, each interval is widened about its estimate by
+        ``sqrt((within + across) / within)``, where *within* and *across* sum
+        the products of the particles' influence values over pairs in the
+        same block and over pairs in different blocks closer than the range
+        (:func:`cross_block_factors`; never narrower than the plain block
+        bootstrap).
 
     Returns
     -------
@@ -339,9 +358,18 @@ def bootstrap_many(values, statistics: Sequence[StatSpec], *, method: str = "blo
         return np.concatenate([_weighted(s, vs, wr, cache).reshape(-1, *wr.shape[:-1])
                                for s in statistics], axis=0)
 
+    factors = np.ones(len(estimates))
+    suffix = ""
+    if cross_block_range and method == "block" and block_size:
+        psi = np.concatenate([_influence(s, v, e) for s, e in
+                              zip(statistics, _split(estimates, sizes))], axis=0)
+        factors = cross_block_factors(psi, w, coords, blocks, cross_block_range, seed=seed)
+        suffix = ", widened for covariance across block faces"
+
     if posterior is not None:
         return _bootstrap_posterior(v, w, blocks, n_units, statistics, np.asarray(posterior, float),
-                                    estimates, label, base, n_resamples, confidence, seed, stat)
+                                    estimates, label + suffix, base, n_resamples, confidence, seed,
+                                    stat, factors)
 
     batch = max(1, int(2e7 // max(n, 1)))
     with warnings.catch_warnings():
@@ -362,9 +390,105 @@ def bootstrap_many(values, statistics: Sequence[StatSpec], *, method: str = "blo
             note = "BCa undefined for this bootstrap distribution; percentile interval given"
         else:
             lo_i, hi_i = float(lo[i]), float(hi[i])
-        out.append(Interval(estimate=e, ci=(lo_i, hi_i), method=f"{label} ({ci_method})",
-                            standard_error=float(se[i]), note=note, **base))
+        f = float(factors[i])
+        extra = {"cross_block_factor": f, "correlation_range": float(cross_block_range)} \
+            if suffix else {}
+        out.append(Interval(estimate=e, ci=(e + f * (lo_i - e), e + f * (hi_i - e)),
+                            method=f"{label} ({ci_method}{suffix})",
+                            standard_error=float(se[i]) * f, note=note, extra=extra, **base))
     return _group(out, sizes, statistics)
+
+
+def _split(values: list, sizes: list[int]) -> list:
+    out, i = [], 0
+    for k in sizes:
+        out.append(values[i:i + k])
+        i += k
+    return out
+
+
+def _influence(spec: StatSpec, v: np.ndarray, est: list[float]) -> np.ndarray:
+    """Linearised influence of each particle on a statistic, shape (n_outputs, n).
+
+    Mean: ``v - mean``; quantile ``q``: ``1{v <= Q} - q`` (the density factor
+    cancels in :func:`cross_block_factors`); fraction above ``t``:
+    ``1{v > t} - p``; histogram bins: ``1{v in bin} - p_bin``.  Unknown
+    (callable) statistics get zeros, i.e. no widening.
+    """
+    if callable(spec):
+        return np.zeros((len(est), v.size))
+    if spec == "mean":
+        return (v - est[0])[None]
+    if spec == "median":
+        return ((v <= est[0]).astype(float) - 0.5)[None]
+    kind, p = spec
+    if kind == "quantile":
+        return ((v <= est[0]).astype(float) - float(p))[None]
+    if kind == "fraction_above":
+        return ((v > p).astype(float) - est[0])[None]
+    if kind == "fraction_between":
+        return (((v >= p[0]) & (v < p[1])).astype(float) - est[0])[None]
+    if kind == "histogram":
+        edges = np.asarray(p, dtype=np.float64)
+        b = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, edges.size - 2)
+        onehot = (b[None, :] == np.arange(edges.size - 1)[:, None]).astype(float)
+        return onehot - np.asarray(est)[:, None]
+    return np.zeros((len(est), v.size))
+
+
+def cross_block_factors(psi, weights, coords, blocks, correlation_range: float, *,
+                        max_points: int = 5000, seed: int | None = 0) -> np.ndarray:
+    """How much wider a block-bootstrap interval must be to count cross-block covariance.
+
+    The variance of a (linearised) statistic is ``sum_ij a_i a_j`` over
+    correlated pairs, with ``a = weight * influence``.  Resampling whole
+    blocks counts the pairs within each block; this adds the pairs in
+    different blocks that are closer than ``correlation_range``.
+
+    Parameters
+    ----------
+    psi : array_like, shape (k, n)
+        Influence values of ``k`` statistics.
+    weights : array_like, shape (n,)
+    coords : array_like, shape (n, 3)
+    blocks : array_like of int, shape (n,)
+        Block of each particle.
+    correlation_range : float
+        Distance beyond which particles are taken as uncorrelated.
+    max_points : int
+        Above this many particles a seeded random subset estimates the ratio.
+
+    Returns
+    -------
+    numpy.ndarray, shape (k,)
+        Factors ``sqrt((within + across) / within)``, at least 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> xyz = np.array([[0, 0, 9.0], [0, 0, 11.0]])
+    >>> cross_block_factors(np.array([[1.0, 1.0]]), np.ones(2), xyz, np.array([0, 1]), 5.0)
+    array([1.41421356])
+    """
+    from scipy.spatial import cKDTree
+
+    psi = np.atleast_2d(np.asarray(psi, dtype=np.float64))
+    c = np.asarray(coords, dtype=np.float64)
+    b = np.asarray(blocks)
+    a = psi * np.asarray(weights, dtype=np.float64)[None]
+    if c.shape[0] > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(c.shape[0], max_points, replace=False))
+        a, c, b = a[:, keep], c[keep], b[keep]
+    nb = int(b.max()) + 1
+    within = np.stack([np.bincount(b, weights=row, minlength=nb) for row in a])
+    within = (within ** 2).sum(axis=1)
+    pairs = cKDTree(c).query_pairs(float(correlation_range), output_type="ndarray")
+    if pairs.size:
+        pairs = pairs[b[pairs[:, 0]] != b[pairs[:, 1]]]
+    across = 2.0 * (a[:, pairs[:, 0]] * a[:, pairs[:, 1]]).sum(axis=1) if pairs.size else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(within > 0, (within + across) / within, 1.0)
+    return np.sqrt(np.maximum(ratio, 1.0))
 
 
 def _group(intervals: list, sizes: list[int], statistics) -> list:
@@ -378,8 +502,12 @@ def _group(intervals: list, sizes: list[int], statistics) -> list:
 
 
 def _bootstrap_posterior(v, w, blocks, n_units, statistics, post, estimates, label, base,
-                         n_resamples, confidence, seed, stat):
-    """Bootstrap that also draws a posterior segmentation sample for every replicate."""
+                         n_resamples, confidence, seed, stat, factors):
+    """Bootstrap that also draws a posterior segmentation sample for every replicate.
+
+    The particle-sampling part of each replicate is widened by ``factors``
+    (cross-block covariance) before the segmentation part is added.
+    """
     if post.ndim != 2 or post.shape[1] != v.size:
         raise InputError(f"posterior samples of shape {post.shape} do not match {v.size} particles")
     if any(isinstance(s, tuple) and s[0] == "histogram" for s in statistics):
@@ -397,13 +525,17 @@ def _bootstrap_posterior(v, w, blocks, n_units, statistics, post, estimates, lab
     # particle sampling only: resample blocks on the given values
     idx = rng.integers(0, n_units, size=(n_resamples, n_units))
     samp_only = np.concatenate([stat(idx[i:i + 200]).T for i in range(0, n_resamples, 200)])
+    est = np.asarray(estimates)
+    samp_only = est + factors * (samp_only - est)
     # both: each replicate resamples blocks and draws one posterior sample
     draw = rng.integers(0, n_s, size=n_resamples)
     both = np.empty((n_resamples, len(statistics)))
     for s in range(n_s):
         rows = np.flatnonzero(draw == s)
         if rows.size:
-            both[rows] = all_stats(post[s], _multiplicity(idx[rows], n_units)[:, blocks] * w)
+            full = all_stats(post[s], w[None])[0]
+            rep = all_stats(post[s], _multiplicity(idx[rows], n_units)[:, blocks] * w)
+            both[rows] = full + factors * (rep - full)
     out = []
     for i, _ in enumerate(statistics):
         var_seg = float(np.var(seg_only[:, i], ddof=1)) if n_s > 1 else 0.0
@@ -419,7 +551,7 @@ def _bootstrap_posterior(v, w, blocks, n_units, statistics, post, estimates, lab
             "ci_segmentation_only": [float(x) for x in np.quantile(seg_only[:, i], [alpha, 1 - alpha])],
         }}
         out.append(Interval(estimate=float(np.mean(seg_only[:, i])), ci=(float(q[0]), float(q[1])),
-                            method=f"{label} x posterior segmentation samples (percentile)",
+                            method=f"{label}; x posterior segmentation samples (percentile)",
                             standard_error=float(np.std(both[:, i], ddof=1)), extra=extra,
                             note="estimate is the mean over posterior segmentation samples", **base))
     return out
@@ -436,8 +568,12 @@ def _group(intervals: list, sizes: list[int], statistics) -> list:
 
 
 def _bootstrap_posterior(v, w, blocks, n_units, statistics, post, estimates, label, base,
-                         n_resamples, confidence, seed, stat):
-    """Bootstrap that also draws a posterior segmentation sample for every replicate."""
+                         n_resamples, confidence, seed, stat, factors):
+    """Bootstrap that also draws a posterior segmentation sample for every replicate.
+
+    The particle-sampling part of each replicate is widened by ``factors``
+    (cross-block covariance) before the segmentation part is added.
+    """
     if post.ndim != 2 or post.shape[1] != v.size:
         raise InputError(f"posterior samples of shape {post.shape} do not match {v.size} particles")
     rng = np.random.default_rng(seed)
@@ -476,7 +612,7 @@ def _bootstrap_posterior(v, w, blocks, n_units, statistics, post, estimates, lab
             "ci_segmentation_only": [float(x) for x in np.quantile(seg_only[:, i], [alpha, 1 - alpha])],
         }}
         out.append(Interval(estimate=float(np.mean(seg_only[:, i])), ci=(float(q[0]), float(q[1])),
-                            method=f"{label} x posterior segmentation samples (percentile)",
+                            method=f"{label}; x posterior segmentation samples (percentile)",
                             standard_error=float(np.std(both[:, i], ddof=1)), extra=extra,
                             note="estimate is the mean over posterior segmentation samples", **base))
     return out
@@ -485,7 +621,8 @@ def _bootstrap_posterior(v, w, blocks, n_units, statistics, post, estimates, lab
 def bootstrap_ci(values, statistic: StatSpec = "mean", *, method: str = "block", coords=None,
                  block_size_um: float | None = None, extent=None, weights=None,
                  n_resamples: int = 2000, confidence: float = 0.95, seed: int | None = 0,
-                 ci_method: str = "auto", unit: str = "um", posterior=None) -> Interval:
+                 ci_method: str = "auto", unit: str = "um", posterior=None,
+                 cross_block_range: float | None = None) -> Interval:
     """Confidence interval of one particle statistic.
 
     Parameters
@@ -499,7 +636,7 @@ def bootstrap_ci(values, statistic: StatSpec = "mean", *, method: str = "block",
         Particle centroids (z, y, x) in µm (or voxels with ``unit="vox"``).
     block_size_um : float, optional
         Side of the spatial blocks; 0 gives the iid bootstrap.
-    extent, weights, n_resamples, confidence, seed, ci_method, unit, posterior
+    extent, weights, n_resamples, confidence, seed, ci_method, unit, posterior, cross_block_range
         See :func:`bootstrap_many`.
 
     Returns
@@ -518,7 +655,8 @@ def bootstrap_ci(values, statistic: StatSpec = "mean", *, method: str = "block",
     return bootstrap_many(values, [statistic], method=method, coords=coords,
                           block_size=block_size_um, extent=extent, weights=weights,
                           n_resamples=n_resamples, confidence=confidence, seed=seed,
-                          ci_method=ci_method, unit=unit, posterior=posterior)[0]
+                          ci_method=ci_method, unit=unit, posterior=posterior,
+                          cross_block_range=cross_block_range)[0]
 
 
 def stat_name(spec: StatSpec) -> str:

@@ -75,7 +75,8 @@ def distribution_statistics(values, *, coords=None, block_size: float | None = N
                             method: str = "block", weights=None, thresholds=DEFAULT_THRESHOLDS,
                             quantiles=DEFAULT_QUANTILES, histogram_edges=None,
                             confidence: float = 0.95, n_resamples: int = 2000,
-                            seed: int | None = 0, unit: str = "um", posterior=None) -> dict:
+                            seed: int | None = 0, unit: str = "um", posterior=None,
+                            cross_block_range: float | None = None) -> dict:
     """Mean, median, quantiles, fractions above thresholds and histogram, each with a CI.
 
     Parameters
@@ -85,6 +86,7 @@ def distribution_statistics(values, *, coords=None, block_size: float | None = N
     coords : array_like, shape (n, 3), optional
         Centroids (z, y, x) for the block bootstrap.
     block_size, extent, method, weights, confidence, n_resamples, seed, unit, posterior
+    cross_block_range
         See :func:`crackseg.stats.bootstrap.bootstrap_many`.
     thresholds : sequence of float
         Report the fraction of particles with value above each.
@@ -112,7 +114,7 @@ def distribution_statistics(values, *, coords=None, block_size: float | None = N
     res = bootstrap_many(v, specs + ([("histogram", edges)] if use_hist else []), method=method,
                          coords=coords, block_size=block_size, extent=extent, weights=weights,
                          n_resamples=n_resamples, confidence=confidence, seed=seed, unit=unit,
-                         posterior=posterior)
+                         posterior=posterior, cross_block_range=cross_block_range)
     out = {stat_name(s): r.to_dict() for s, r in zip(specs, res)}
     out["std"] = float(v.std(ddof=1)) if v.size > 1 else None
     if use_hist:

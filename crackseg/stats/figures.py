@@ -64,9 +64,8 @@ def damage_histogram_figure(summary: dict, *, title: str | None = None):
     for key, entry in dmg.items():
         if key.startswith("fraction_above_") and isinstance(entry, dict):
             t = float(key.rsplit("_", 1)[1])
-            ax.axvline(t, color="#555", ls="--", lw=0.8)
-            ax.text(t, ax.get_ylim()[1] * 0.95, f" >{t:g}: {_ci_text(entry)}", fontsize=7,
-                    rotation=90, va="top", ha="right")
+            ax.axvline(t, color="#555", ls="--", lw=0.8,
+                       label=f"share above {t:g}: {_ci_text(entry)}")
     ax.set_xlabel(f"{dmg.get('quantity', 'crack_fraction')} per particle")
     ax.set_ylabel("share of particles")
     ax.set_title(title or f"Damage distribution ({summary.get('n_particles', '?')} particles; "
@@ -152,6 +151,7 @@ def representativeness_figure(summary: dict, *, title: str | None = None):
     ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("estimated mean crack fraction")
     ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_ylim(bottom=0)
     ax.set_title(title or "What small samples would have said (bar: 5-95 %, line: min-max)",
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper right")

@@ -131,7 +131,7 @@ def representativeness(crack_fraction, coords, *, ks=DEFAULT_KS, n_draws: int = 
             _, idx = tree.query(c[seeds], k=k)
             est = cf[idx].mean(axis=1)
         rows.append(_summarise("neighbour_cluster", k, est, ref, severe_threshold, damaged_threshold))
-    if seg is not None and instances is not None:
+    if seg is not None and instances is not None and schema.has("crack"):
         fr = section_crack_fractions(seg, instances, schema=schema, axis=depth_axis)
         if np.isfinite(fr).any():
             rows.append(_summarise("cross_section", 1, fr, ref, severe_threshold, damaged_threshold,

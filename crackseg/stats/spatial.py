@@ -119,7 +119,8 @@ def morans_i(values, coords, *, k: int = 8, n_permutations: int = 999, seed: int
         return {"I": None, "expected": -1.0 / (n - 1), "p_value": None, "n": int(n),
                 "note": "all values equal: Moran's I undefined"}
     res = stats.permutation_test((x,), moran, permutation_type="pairings", vectorized=True,
-                                 n_resamples=n_permutations, alternative="greater", rng=seed)
+                                 n_resamples=n_permutations, alternative="greater", rng=seed,
+                                 batch=max(1, int(2e7 // n)))
     null = np.asarray(res.null_distribution)
     sd = float(null.std(ddof=1))
     return {"I": float(res.statistic), "expected": -1.0 / (n - 1),
@@ -279,7 +280,8 @@ def correlation_length(values, coords, *, n_bins: int = 15, max_distance: float 
 def depth_profile(values, depth, *, coords=None, n_bins: int = 8, bin_width: float | None = None,
                   method: str = "block", block_size: float | None = None, extent=None,
                   weights=None, confidence: float = 0.95, n_resamples: int = 1000,
-                  seed: int | None = 0, unit: str = "um") -> pd.DataFrame:
+                  seed: int | None = 0, unit: str = "um",
+                  cross_block_range: float | None = None) -> pd.DataFrame:
     """Mean damage in slabs through the electrode thickness, with CIs.
 
     Parameters
@@ -287,7 +289,7 @@ def depth_profile(values, depth, *, coords=None, n_bins: int = 8, bin_width: flo
     values : array_like, shape (n,)
     depth : array_like, shape (n,)
         Particle depth (distance of the centroid from the first slice).
-    coords, method, block_size, extent, weights
+    coords, method, block_size, extent, weights, cross_block_range
         Passed to :func:`crackseg.stats.bootstrap.bootstrap_ci` within each slab.
     n_bins : int
         Number of equal-width slabs (ignored when ``bin_width`` is given).
@@ -319,7 +321,7 @@ def depth_profile(values, depth, *, coords=None, n_bins: int = 8, bin_width: flo
                               block_size_um=block_size, extent=extent,
                               weights=None if weights is None else np.asarray(weights)[m],
                               confidence=confidence, n_resamples=n_resamples, seed=seed,
-                              unit=unit)
+                              unit=unit, cross_block_range=cross_block_range)
             row.update(mean=ci.estimate, method=ci.method)
             if ci.ci is not None:
                 row.update(ci_low=ci.ci[0], ci_high=ci.ci[1])

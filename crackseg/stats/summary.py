@@ -40,7 +40,11 @@ from crackseg.stats.spatial import correlation_length, depth_profile, hot_spots,
 from crackseg.stats.table import align_posterior, particle_coords, volume_extent
 
 #: Block side = BLOCK_FACTOR x fitted exponential correlation length.
-BLOCK_FACTOR = 3.0
+BLOCK_FACTOR = 2.0
+
+#: Correlation range = RANGE_FACTOR x fitted exponential correlation length
+#: (the exponential model's practical range, where correlation falls to 5 %).
+RANGE_FACTOR = 3.0
 
 #: Fewest blocks the block bootstrap is run with.
 MIN_BLOCKS = 8
@@ -82,7 +86,7 @@ def block_size_for(length: float | None, extent, *, factor: float = BLOCK_FACTOR
     Examples
     --------
     >>> block_size_for(10.0, (200, 200, 200))
-    (30.0, '3 x correlation length 10')
+    (20.0, '2 x correlation length 10')
     """
     ext = np.asarray(extent, dtype=np.float64)
     if length is None or not np.isfinite(length) or length <= 0:
@@ -201,7 +205,15 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
             "the intervals may be too narrow; analyse a larger volume or several volumes."
         )
 
+    cross_range = RANGE_FACTOR * length if (method == "block" and length) else None
+    if cross_range is not None and cross_range > 0.5 * float(np.min(extent)):
+        notes.append(
+            f"The damage correlation range ({cross_range:.3g} {unit_label}) exceeds half the "
+            "volume: clustering on the scale of the field of view cannot be measured from inside "
+            "it, so the intervals are likely too narrow for the electrode."
+        )
     common = dict(coords=coords[finite], block_size=block_size, extent=extent, method=method,
+                  cross_block_range=cross_range,
                   weights=None if w is None else w[finite], confidence=confidence,
                   n_resamples=n_resamples, seed=seed, unit=unit)
     damage = distribution_statistics(values[finite], thresholds=thresholds, quantiles=quantiles,
@@ -222,7 +234,8 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
             continue
         res = bootstrap_many(v[ok], ["mean", "median"], coords=coords[ok], block_size=block_size,
                              extent=extent, method=method, weights=None if w is None else w[ok],
-                             confidence=confidence, n_resamples=n_resamples, seed=seed, unit=unit)
+                             confidence=confidence, n_resamples=n_resamples, seed=seed, unit=unit,
+                             cross_block_range=cross_range)
         others[q] = {"mean": res[0].to_dict(), "median": res[1].to_dict(), "n": int(ok.sum())}
 
     n_used = int(mask.sum())
@@ -240,7 +253,11 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
         "damage": damage,
         "other_quantities": others,
         "bootstrap": {"method": method, "block_size": block_size, "block_size_unit": unit,
-                      "block_size_rule": rule, "n_resamples": int(n_resamples), "seed": seed,
+                      "block_size_rule": rule, "correlation_range": cross_range,
+                      "correlation_range_rule": (f"{RANGE_FACTOR:g} x correlation length: pairs "
+                                                 "of particles in different blocks closer than "
+                                                 "this widen the intervals")
+                      if cross_range else None, "n_resamples": int(n_resamples), "seed": seed,
                       "confidence": confidence, "unit": unit},
         "thresholds": {"damaged": float(min(thresholds)) if len(thresholds) else None,
                        "severely_damaged": float(max(thresholds)) if len(thresholds) else None},
@@ -253,7 +270,7 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
         summary["spatial"] = _spatial(values[finite], coords[finite], used["depth_um"].to_numpy()[finite]
                                       if unit == "um" else used["depth_vox"].to_numpy()[finite],
                                       length, vfit, vg, unit, extent, block_size, method, confidence,
-                                      n_resamples, seed, w if w is None else w[finite])
+                                      n_resamples, seed, w if w is None else w[finite], cross_range)
     if protocols and quantity == "crack_fraction":
         summary["representativeness"] = _protocols(
             values[finite], coords[finite], used, finite, thresholds, seg, instances, schema,
@@ -272,11 +289,34 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
                      "shell_unit": table.attrs.get("shell_unit")},
         **(provenance or {}),
     }
-    return summary
+    return json_ready(summary)
+
+
+def json_ready(obj):
+    """Copy of ``obj`` with NumPy scalars as Python numbers and NaN/Inf as ``None``.
+
+    Examples
+    --------
+    >>> json_ready({"a": [float("nan"), np.float32(1.5)]})
+    {'a': [None, 1.5]}
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [json_ready(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
 
 
 def _spatial(values, coords, depth, length, vfit, vg, unit, extent, block_size, method,
-             confidence, n_resamples, seed, weights) -> dict:
+             confidence, n_resamples, seed, weights, cross_range) -> dict:
     key = "correlation_length_um" if unit == "um" else "correlation_length_vox"
     out = {key: length, "unit": unit,
            "variogram": {**vfit, "bins": vg.to_dict(orient="list") if len(vg) else {}}}
@@ -285,13 +325,16 @@ def _spatial(values, coords, depth, length, vfit, vg, unit, extent, block_size, 
     prof = depth_profile(values, depth, coords=coords, n_bins=min(8, max(1, values.size // 10)),
                          method=method, block_size=block_size, extent=extent, weights=weights,
                          confidence=confidence, n_resamples=min(n_resamples, 1000), seed=seed,
-                         unit=unit)
+                         unit=unit, cross_block_range=cross_range)
     out["depth_profile"] = prof.to_dict(orient="list")
     if values.size >= 3:
-        nn = np.median(np.linalg.norm(coords[:, None] - coords[None, :min(len(coords), 1)], axis=-1))
-        dist = length if length else float(nn)
+        from scipy.spatial import cKDTree
+
+        nn = float(np.median(cKDTree(coords).query(coords, k=2)[0][:, 1]))
+        dist = max(float(length), 1.5 * nn) if length else 2.0 * nn
         per, clusters = hot_spots(values, coords, distance=float(dist))
-        out["hot_spots"] = {"method": "Getis-Ord Gi*, distance band = correlation length, "
+        out["hot_spots"] = {"method": "Getis-Ord Gi*, distance band = correlation length (at "
+                            "least 1.5 x the median nearest-neighbour distance), "
                             "Benjamini-Hochberg FDR 0.05", "distance": float(dist),
                             "n_clusters": len(clusters),
                             "n_particles_in_hot_spots": int((per["hot_spot"] > 0).sum()),

@@ -99,7 +99,7 @@ def _dense_labels(instances: np.ndarray):
     if maxid <= max(flat.size, 1 << 24):
         present = np.flatnonzero(np.bincount(flat, minlength=maxid + 1))
         present = present[present > 0]
-        lut = np.zeros(maxid + 1, dtype=np.int64)
+        lut = np.zeros(maxid + 1, dtype=np.int32 if present.size < 2**31 - 1 else np.int64)
         lut[present] = np.arange(1, present.size + 1)
         return lut[flat].reshape(instances.shape), present
     ids, inv = np.unique(flat, return_inverse=True)

@@ -1,0 +1,369 @@
+"""Segmentation accuracy of crackseg against the methods users run today.
+
+Three parts, all scored on every voxel (or pixel) of data never trained on:
+
+1. **Phantoms** (``phantoms``): held-out phantom electrodes (several seeds)
+   under several imaging settings (default; low signal-to-noise; stronger
+   blur).  Methods: the classical pipeline (multi-Otsu + morphology, tuned by
+   grid search) and a random-forest pixel classifier (ilastik-style), both
+   fitted on the *same* sparse slice annotations the shipped model was
+   trained on (phantom seeds 0-5, every 12th z- and y-slice), and the shipped
+   crackseg model.  Per-class Dice, and for cracks clDice (centre-line Dice)
+   and boundary F1 (1-voxel tolerance).
+2. **Annotation curve** (``annotation_curve``): a new imaging setting (low SNR
+   and more blur); one phantom annotated on 1, 3, 10 or 30 evenly spaced
+   z-slices; crackseg fine-tuned from the shipped model vs trained from
+   scratch (same network, data pipeline and step budget), the classical
+   pipeline and the random forest fitted on the same slices; scored on a
+   second phantom of that setting.  The shipped model without fine-tuning is
+   the 0-slice reference.
+3. **Real slices** (``real_slices``): the SegmentPy nano-CT slices in
+   ``../shared/data/segmentpy`` (own 3-class schema particle / binder / pore),
+   with the train/test split of ``benchmarks/segmentpy_2d.py``: the classical
+   pipeline and the random forest fitted on the training slices of each
+   group.  crackseg's numbers there (2-D model fine-tuned on those slices)
+   are read from ``benchmarks/results/segmentpy_2d.json`` when it exists.
+
+Usage::
+
+    nice -n 10 python benchmarks/segmentation_accuracy.py           # ~25 min, 2 CPU cores
+    python benchmarks/segmentation_accuracy.py --quick              # < 3 min (CI)
+
+Writes ``benchmarks/results/segmentation_accuracy.json`` (``..._quick.json``
+with ``--quick``) and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import (  # noqa: E402
+    DATA,
+    RESULTS,
+    SHIPPED_MODEL,
+    crackseg_method,
+    crackseg_probabilities,
+    fit_peers,
+    log,
+    machine_info,
+    markdown_table,
+    require_model,
+    training_phantoms,
+    write_results,
+)
+
+FULL = {
+    "train": {"n": 6, "shape": [128, 128, 128], "seed": 0, "sparse_every": 12, "sparse_axes": [0, 1]},
+    "eval_shape": [128, 128, 128],
+    "eval_seeds": [1000, 1001],
+    "settings": {"default": {}, "low_snr": {"snr": 4.0}, "blur": {"blur_sigma": 2.0}},
+    "curve": {"setting": {"snr": 4.0, "blur_sigma": 1.8}, "shape": [96, 96, 96],
+              "train_seed": 3000, "eval_seed": 3001, "slices": [1, 3, 10, 30],
+              "steps": 40, "patch": [48, 48, 48], "batch_size": 2,
+              "lr_finetune": 2e-4, "lr_scratch": 1e-3},
+    "real": True,
+}
+QUICK = {
+    "train": {"n": 2, "shape": [64, 64, 64], "seed": 0, "sparse_every": 8, "sparse_axes": [0, 1]},
+    "eval_shape": [64, 64, 64],
+    "eval_seeds": [1000],
+    "settings": {"default": {}, "low_snr": {"snr": 4.0}},
+    "curve": {"setting": {"snr": 4.0, "blur_sigma": 1.8}, "shape": [48, 48, 48],
+              "train_seed": 3000, "eval_seed": 3001, "slices": [1, 3],
+              "steps": 4, "patch": [32, 32, 32], "batch_size": 2,
+              "lr_finetune": 2e-4, "lr_scratch": 1e-3},
+    "real": True,
+}
+CLASSES = ("matrix", "particle", "crack", "pore")
+REAL_CLASSES = ("particle", "binder", "pore")
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def score(pred: np.ndarray, truth: np.ndarray, schema) -> dict:
+    """Per-class Dice, and crack clDice / boundary F1 when the schema has cracks."""
+    from crackseg.metrics import boundary_f1, cldice, dice_per_class
+
+    out = {"dice": dice_per_class(pred, truth, schema)}
+    if schema.has("crack"):
+        c = schema.value("crack")
+        out["crack_cldice"] = cldice(pred == c, truth == c)
+        out["crack_boundary_f1"] = boundary_f1(pred == c, truth == c, tolerance=1.0)
+    return out
+
+
+def mean_scores(scores: list[dict]) -> dict:
+    """Mean of per-volume scores (NaN-aware)."""
+    out = {"dice": {k: float(np.nanmean([s["dice"][k] for s in scores])) for k in scores[0]["dice"]}}
+    for k in ("crack_cldice", "crack_boundary_f1", "ece"):
+        have = [s[k] for s in scores if k in s]
+        if have:
+            out[k] = float(np.mean(have))
+    return out
+
+
+def flat_row(name: str, s: dict, **extra) -> dict:
+    row = {"method": name, **extra}
+    row.update({f"{k} Dice": v for k, v in s["dice"].items()})
+    if "crack_cldice" in s:
+        row["crack clDice"] = s["crack_cldice"]
+        row["crack BF1"] = s["crack_boundary_f1"]
+    if "ece" in s:
+        row["ECE"] = s["ece"]
+    return row
+
+
+# ---------------------------------------------------------------- part 1: phantoms
+
+
+def phantom_part(cfg: dict, methods: dict, probabilities: dict, quiet: bool) -> dict:
+    from crackseg.labels import NMC4
+    from crackseg.metrics import expected_calibration_error
+    from crackseg.synthetic import generate_electrode
+
+    per_volume = []
+    for setting, kw in cfg["settings"].items():
+        for seed in cfg["eval_seeds"]:
+            ph = generate_electrode(tuple(cfg["eval_shape"]), seed=seed, **kw)
+            for name, fn in methods.items():
+                t = time.time()
+                pred = fn(ph.image)
+                secs = time.time() - t
+                s = score(pred, ph.labels, NMC4)
+                if setting == "default" and name in probabilities:
+                    idx = NMC4.index_lut()[ph.labels]
+                    s["ece"] = expected_calibration_error(probabilities[name](ph.image), idx)
+                per_volume.append({"setting": setting, "seed": seed, "method": name,
+                                   "seconds": round(secs, 2), **s})
+                log(f"phantom {setting} seed {seed} {name}: crack Dice "
+                    f"{s['dice']['crack']:.3f}, pore Dice {s['dice']['pore']:.3f} ({secs:.0f} s)", quiet)
+    summary = {}
+    for setting in cfg["settings"]:
+        summary[setting] = {name: mean_scores([r for r in per_volume
+                                               if r["setting"] == setting and r["method"] == name])
+                            for name in methods}
+    summary["all"] = {name: mean_scores([r for r in per_volume if r["method"] == name])
+                      for name in methods}
+    return {"settings": cfg["settings"], "eval_seeds": cfg["eval_seeds"],
+            "shape": cfg["eval_shape"], "per_volume": per_volume, "summary": summary}
+
+
+# ---------------------------------------------------------------- part 2: annotation curve
+
+
+def keep_slices(labels: np.ndarray, n: int, axis: int = 0, ignore: int = 255) -> np.ndarray:
+    """Labels on ``n`` evenly spaced slices along ``axis``; ``ignore`` elsewhere."""
+    size = labels.shape[axis]
+    idx = np.unique(np.round(np.linspace(0, size - 1, n + 2)[1:-1]).astype(int)) if n < size \
+        else np.arange(size)
+    out = np.full(labels.shape, ignore, np.uint8)
+    sl = [slice(None)] * labels.ndim
+    sl[axis] = idx
+    out[tuple(sl)] = labels[tuple(sl)]
+    return out
+
+
+def random_init_model(parent: Path, out: Path, seed: int) -> Path:
+    """A model directory with the parent's architecture, card and freshly initialised weights."""
+    import torch
+
+    from crackseg.model_io import new_card, read_card, save_model
+    from crackseg.nets import build_network
+
+    card = read_card(parent)
+    torch.manual_seed(seed)
+    net = build_network(card["architecture"])
+    fresh = new_card("random-init", card["architecture"], schema=card["schema"],
+                     patch_size=card.get("patch_size"), normalization=card.get("normalization"),
+                     description="randomly initialised network (training from scratch)")
+    return save_model(net, fresh, out)
+
+
+def curve_part(cfg: dict, model: Path, quick: bool, seed: int, quiet: bool) -> dict:
+    from crackseg.io import write_volume
+    from crackseg.labels import NMC4
+    from crackseg.synthetic import generate_electrode
+    from crackseg.training import finetune_model
+
+    c = cfg["curve"]
+    train_ph = generate_electrode(tuple(c["shape"]), seed=c["train_seed"], **c["setting"])
+    eval_ph = generate_electrode(tuple(c["shape"]), seed=c["eval_seed"], **c["setting"])
+    rows = []
+    shipped = crackseg_method(model, quiet=quiet)
+    s = score(shipped(eval_ph.image), eval_ph.labels, NMC4)
+    rows.append({"slices": 0, "method": "crackseg shipped (no fine-tuning)", **s})
+    with tempfile.TemporaryDirectory(prefix="crackseg-bench-") as tmp:
+        tmp = Path(tmp)
+        img_path = write_volume(tmp / "image.tif", train_ph.image, train_ph.voxel_size_um)
+        scratch_parent = random_init_model(model, tmp / "random-init", seed)
+        for n in c["slices"]:
+            sparse = keep_slices(train_ph.labels, n)
+            lab_path = write_volume(tmp / f"labels_{n}.tif", sparse, train_ph.voxel_size_um,
+                                    overwrite=True)
+            peers, info, _ = fit_peers([(train_ph.image, sparse)], seed=seed, quick=quick, quiet=True)
+            for name, fn in peers.items():
+                t = time.time()
+                s = score(fn(eval_ph.image), eval_ph.labels, NMC4)
+                rows.append({"slices": n, "method": name, "fit_seconds": info[name]["fit_seconds"],
+                             "predict_seconds": round(time.time() - t, 1), **s})
+            for key, name, parent, lr in (
+                    ("finetuned", "crackseg fine-tuned", model, c["lr_finetune"]),
+                    ("scratch", "crackseg from scratch", scratch_parent, c["lr_scratch"])):
+                t = time.time()
+                out = finetune_model(parent, [img_path], [lab_path], tmp / f"model_{n}_{key}",
+                                     max_steps=c["steps"], lr=lr, batch_size=c["batch_size"],
+                                     patch_size=c["patch"], seed=seed, run_dir=tmp / f"run_{n}_{key}",
+                                     quiet=True, accelerator="cpu")
+                fit_s = time.time() - t
+                s = score(crackseg_method(out, quiet=quiet)(eval_ph.image), eval_ph.labels, NMC4)
+                rows.append({"slices": n, "method": name, "fit_seconds": round(fit_s, 1),
+                             "steps": c["steps"], "lr": lr, **s})
+            log(f"curve {n} slices: " + ", ".join(
+                f"{r['method']} crack {r['dice']['crack']:.3f}" for r in rows if r["slices"] == n), quiet)
+    return {**c, "rows": rows}
+
+
+# ---------------------------------------------------------------- part 3: real slices
+
+
+def real_part(quick: bool, seed: int, quiet: bool) -> dict | None:
+    import tifffile
+
+    from benchmarks.segmentpy_2d import GROUPS
+    from crackseg.labels import load_schema
+    from crackseg.metrics import dice_per_class
+
+    folder = DATA / "segmentpy"
+    if not folder.exists():
+        log(f"{folder}: not found; real-slice part skipped", quiet)
+        return None
+    schema = load_schema(Path(__file__).resolve().parents[1] / "training" / "schemas" / "segmentpy3.yaml")
+
+    def read(n):
+        return (tifffile.imread(folder / f"{n}.tif").astype(np.float32),
+                tifffile.imread(folder / f"{n}_label.tif").astype(np.uint8))
+
+    groups = {}
+    for g, split in GROUPS.items():
+        train = [read(n) for n in split["train"]]
+        test = [read(n) for n in split["test"]]
+        truth = np.concatenate([lb.ravel() for _, lb in test])
+        peers, info, _ = fit_peers(train, schema=schema, seed=seed, quick=quick, quiet=True)
+        res = {"train_slices": split["train"], "test_slices": split["test"]}
+        for name, fn in peers.items():
+            pred = np.concatenate([fn(im).ravel() for im, _ in test])
+            res[name] = {"dice": dice_per_class(pred, truth, schema), "fit": info[name]}
+        groups[g] = res
+        log(f"real slices group {g}: " + ", ".join(
+            f"{k} pore {res[k]['dice']['pore']:.3f}" for k in peers), quiet)
+    crackseg = None
+    other = RESULTS / "segmentpy_2d.json"
+    if other.exists():
+        data = json.loads(other.read_text())
+        crackseg = {"source": str(other.relative_to(RESULTS.parents[1])),
+                    "written": time.strftime("%Y-%m-%d %H:%M", time.localtime(other.stat().st_mtime)),
+                    "groups": {g: {k: v for k, v in r.items() if k != "test_slices"}
+                               for g, r in data.get("groups", {}).items()}}
+    return {"schema": schema.to_dict(), "groups": groups, "crackseg_from_segmentpy_2d": crackseg}
+
+
+# ---------------------------------------------------------------- tables
+
+
+def tables(res: dict) -> str:
+    out = []
+    ph = res["phantoms"]
+    cols = ["method"] + [f"{k} Dice" for k in CLASSES] + ["crack clDice", "crack BF1"]
+    for setting in list(ph["settings"]) + ["all"]:
+        rows = [flat_row(m, s) for m, s in ph["summary"][setting].items()]
+        extra = ["ECE"] if setting == "default" else []
+        out += [f"\nPhantoms, setting '{setting}' (mean over seeds {ph['eval_seeds']}, "
+                f"{'x'.join(map(str, ph['shape']))} voxels, all voxels):",
+                markdown_table(rows, cols + extra)]
+    if res.get("annotation_curve"):
+        rows = [flat_row(r["method"], r, slices=r["slices"]) for r in res["annotation_curve"]["rows"]]
+        out += ["\nAnnotation curve (new imaging setting "
+                f"{res['annotation_curve']['setting']}, {res['annotation_curve']['steps']} steps):",
+                markdown_table(rows, ["slices"] + cols)]
+    real = res.get("real_slices")
+    if real:
+        rows = []
+        for g, r in real["groups"].items():
+            for m in ("classical", "random forest"):
+                rows.append({"group": g, "method": m, **{f"{k} Dice": r[m]["dice"][k] for k in REAL_CLASSES}})
+            other = (real.get("crackseg_from_segmentpy_2d") or {}).get("groups", {}).get(g, {})
+            for key, label in (("random_forest", "random forest (segmentpy_2d.py)"),
+                               ("unet_finetuned", "crackseg 2-D fine-tuned (segmentpy_2d.py)")):
+                if key in other:
+                    rows.append({"group": g, "method": label,
+                                 **{f"{k} Dice": other[key]["dice"].get(k) for k in REAL_CLASSES}})
+        out += ["\nReal SegmentPy slices (held-out slices, all pixels):",
+                markdown_table(rows, ["group", "method"] + [f"{k} Dice" for k in REAL_CLASSES])]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small, fast version (< 3 min)")
+    p.add_argument("--model", default=str(SHIPPED_MODEL), help="crackseg model directory")
+    p.add_argument("--seed", type=int, default=0, help="seed of the peer methods and training")
+    p.add_argument("--skip", nargs="*", default=[], choices=["curve", "real"],
+                   help="parts to leave out")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = p.parse_args(argv)
+    from crackseg.errors import CracksegError
+    from crackseg.model_io import load_model
+
+    try:
+        model = require_model(args.model)
+    except CracksegError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    started = time.time()
+    machine = machine_info()
+    cfg = QUICK if args.quick else FULL
+    t = cfg["train"]
+    log(f"training annotations: {t['n']} phantoms {t['shape']}, every {t['sparse_every']}th slice",
+        args.quiet)
+    pairs = training_phantoms(t["n"], t["shape"], seed=t["seed"], sparse_every=t["sparse_every"],
+                              sparse_axes=t["sparse_axes"])
+    peers, peer_info, peer_probs = fit_peers(pairs, seed=args.seed, quick=args.quick, quiet=args.quiet)
+    del pairs
+    methods = {**peers, "crackseg": crackseg_method(model, quiet=args.quiet)}
+    loaded = load_model(model)
+    probabilities = {"crackseg": lambda image: crackseg_probabilities(loaded, image),
+                     **peer_probs}
+    timings = {}
+    t0 = time.time()
+    res = {"model": str(model), "seed": args.seed, "training_annotations": t, "peers": peer_info}
+    res["phantoms"] = phantom_part(cfg, methods, probabilities, args.quiet)
+    timings["phantoms_s"] = round(time.time() - t0, 1)
+    if "curve" not in args.skip:
+        t0 = time.time()
+        res["annotation_curve"] = curve_part(cfg, model, args.quick, args.seed, args.quiet)
+        timings["annotation_curve_s"] = round(time.time() - t0, 1)
+    if "real" not in args.skip and cfg["real"]:
+        t0 = time.time()
+        res["real_slices"] = real_part(args.quick, args.seed, args.quiet)
+        timings["real_slices_s"] = round(time.time() - t0, 1)
+    res["timings"] = timings
+    text = tables(res)
+    path = write_results("segmentation_accuracy", res, quick=args.quick, machine=machine,
+                         started=started)
+    print(text)
+    print(f"\nwritten {path} ({time.time() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

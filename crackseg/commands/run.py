@@ -1,0 +1,143 @@
+"""``crackseg run``: tomogram in, damage distribution out (predict -> particles -> stats -> report)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+The main job. For each input: segment it with the model (as `crackseg predict`),
+separate the particles, measure every particle and summarise the damage
+distribution with confidence intervals (as `crackseg stats`), and write a
+self-contained report.html. Each input gets OUT/<name>/. Finished steps are
+skipped on a re-run (resume); --overwrite redoes them. A broken input is
+reported and skipped; the exit status is non-zero if any input failed.
+
+When an input is a manifest CSV with metadata columns besides `path` (e.g.
+sample, cycle, soc, c_rate), the analysed samples are then compared
+(as `crackseg compare`, grouped by --group-by) into OUT/comparison/.
+
+examples:
+  crackseg run scan.tif -o out
+  crackseg run scans/*.tif --model models/nmc4-synthetic-v1 -o out --uncertainty tta
+  crackseg run manifest.csv -o out --group-by cycle
+"""
+
+
+def register(subparsers) -> None:
+    from crackseg.commands.predict import add_predict_arguments
+
+    p = subparsers.add_parser("run", help="predict, particles, statistics and report in one go",
+                              description=DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_predict_arguments(p)
+    s = p.add_argument_group("statistics")
+    s.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
+    s.add_argument("--n-resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    s.add_argument("--method", choices=["block", "iid"], default="block",
+                   help="bootstrap: spatial blocks (default) or iid over particles")
+    s.add_argument("--border", choices=["exclude", "miles", "include"], default="exclude",
+                   help="border-truncated particles (default: exclude)")
+    s.add_argument("--thresholds", type=float, nargs="+", default=[0.01, 0.05], metavar="T",
+                   help="crack-fraction thresholds, 'damaged' ... 'severely damaged' "
+                   "(default 0.01 0.05)")
+    s.add_argument("--depth-axis", type=int, default=0, choices=[0, 1, 2],
+                   help="array axis through the electrode thickness (default 0)")
+    s.add_argument("--group-by", default="sample",
+                   help="manifest column that defines the compared groups (default: sample)")
+    s.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.set_defaults(func=run)
+
+
+def stats_options_from_args(args) -> dict:
+    """Settings of the statistics step from parsed arguments."""
+    from crackseg.errors import InputError
+
+    if not 0 < args.confidence < 1:
+        raise InputError(f"--confidence {args.confidence} must be between 0 and 1")
+    if args.n_resamples < 100:
+        raise InputError(f"--n-resamples {args.n_resamples} is too few; use at least 100")
+    return {"confidence": args.confidence, "n_resamples": args.n_resamples, "seed": args.seed,
+            "method": args.method, "border": args.border, "thresholds": tuple(args.thresholds),
+            "depth_axis": args.depth_axis}
+
+
+def run(args) -> int:
+    from crackseg.batch import expand_inputs, output_folders
+    from crackseg.commands.predict import options_from_args
+    from crackseg.errors import CracksegError
+    from crackseg.model_io import load_model
+    from crackseg.pipeline import analyse_input
+
+    def say(msg):
+        if not args.quiet:
+            print(f"crackseg run: {msg}", file=sys.stderr)
+
+    inputs = expand_inputs(args.inputs)
+    if not inputs:
+        raise CracksegError("no inputs found")
+    predict_options = options_from_args(args)
+    stats_options = stats_options_from_args(args)
+    model = load_model(args.model)
+    folders = output_folders(inputs, args.out)
+    results = []
+    for src in inputs:
+        try:
+            r = analyse_input(src, folders[src], model=model, stats_options=stats_options,
+                              report=not args.no_report, say=say, **predict_options)
+        except CracksegError as e:
+            print(f"crackseg run: {e}", file=sys.stderr)
+            results.append({"input": src, "status": "failed", "error": str(e)})
+            continue
+        results.append(r)
+        m = r["summary"]["damage"]["mean"]
+        ci = m.get("ci") or [None, None]
+        ci_txt = f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci[0] is not None else "(no interval)"
+        say(f"{src}: {r['summary']['n_particles']} particles, mean crack_fraction "
+            f"{m['estimate']:.4g} {ci_txt}; report {r['report'] or '-'}")
+    manifests = [s for s in args.inputs if str(s).lower().endswith(".csv")]
+    done = [r for r in results if r["status"] == "done"]
+    if manifests and len(done) >= 2:
+        try:
+            compare_manifest(manifests[0], folders, Path(args.out), group_by=args.group_by,
+                             seed=args.seed, overwrite=args.overwrite, say=say)
+        except CracksegError as e:
+            print(f"crackseg run: comparison failed: {e}", file=sys.stderr)
+            results.append({"input": "comparison", "status": "failed", "error": str(e)})
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed or not args.quiet:
+        print(f"crackseg run: {len(done)} analysed, {len(failed)} failed", file=sys.stderr)
+    for r in failed:
+        print(f"  failed: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def compare_manifest(manifest, folders: dict, out: Path, *, group_by: str, seed: int,
+                     overwrite: bool, say) -> Path | None:
+    """Compare the analysed inputs of a metadata manifest into ``out/comparison``."""
+    import pandas as pd
+
+    from crackseg.batch import expand_inputs
+    from crackseg.stats.compare_report import write_comparison
+
+    m = pd.read_csv(manifest)
+    cols = [c for c in m.columns if c.strip().lower() != "path"]
+    if not cols or group_by not in m.columns:
+        say(f"{manifest}: no {group_by!r} column; skipping the comparison")
+        return None
+    paths = expand_inputs([manifest])
+    rows = []
+    for src, (_, row) in zip(paths, m.iterrows()):
+        folder = folders.get(src)
+        if folder is None or not (Path(folder) / "particles.csv").exists():
+            continue
+        rows.append({"path": str(Path(folder).resolve()), **{c: row[c] for c in cols}})
+    if len(rows) < 2:
+        return None
+    target = out / "comparison"
+    target.mkdir(parents=True, exist_ok=True)
+    comp_manifest = target / "manifest.csv"
+    pd.DataFrame(rows).to_csv(comp_manifest, index=False)
+    say(f"comparing {len(rows)} samples by {group_by!r}")
+    return write_comparison(comp_manifest, target, group_by=group_by, seed=seed, overwrite=True)

@@ -1,0 +1,158 @@
+"""The main job, one input at a time: predict -> particles -> statistics -> report.
+
+:func:`analyse_input` is what ``crackseg run`` (and ``crackseg demo``) does for
+each input; :func:`measure_folder` is the statistics step on a folder written
+by :func:`crackseg.batch.predict_to_folder`.
+
+Each step is skipped when its outputs exist (resume) unless ``overwrite``;
+every file is written atomically.
+
+Examples
+--------
+>>> from crackseg.pipeline import analyse_input                    # doctest: +SKIP
+>>> analyse_input("scan.tif", "out/scan", model="nmc4-synthetic-v1")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from crackseg.errors import InputError
+from crackseg.io import atomic_path, read_volume, write_json
+
+STATS_DEFAULTS = {
+    "confidence": 0.95, "n_resamples": 2000, "seed": 0, "method": "block", "block_size": None,
+    "border": "exclude", "thresholds": (0.01, 0.05), "depth_axis": 0, "shell_um": None,
+}
+"""Default settings of the statistics step (see ``crackseg stats --help``)."""
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for ext in (".tif", ".zarr"):
+        if (folder / f"{stem}{ext}").exists():
+            return folder / f"{stem}{ext}"
+    return None
+
+
+def measure_folder(folder: str | Path, *, overwrite: bool = False, say=None, **options) -> dict:
+    """Per-particle table and distribution statistics of a predicted folder.
+
+    Reads ``segmentation``, ``particles`` (and ``particle_samples.npz`` when
+    present) and ``prediction.json`` from ``folder``; writes
+    ``particles.csv`` and ``summary.json``.
+
+    Parameters
+    ----------
+    folder : path-like
+        Folder written by :func:`crackseg.batch.predict_to_folder`.
+    overwrite : bool
+        Recompute when ``summary.json`` exists.
+    say : callable, optional
+        Receives progress messages.
+    **options
+        Statistics settings, see :data:`STATS_DEFAULTS`.
+
+    Returns
+    -------
+    dict
+        The summary (as written to ``summary.json``).
+    """
+    from crackseg.labels import load_schema
+    from crackseg.stats.summary import summarize
+    from crackseg.stats.table import particle_table, read_particle_samples
+
+    folder = Path(folder)
+    say = say or (lambda msg: None)
+    summary_path = folder / "summary.json"
+    if summary_path.exists() and not overwrite:
+        return json.loads(summary_path.read_text())
+    opts = {**STATS_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    pred_path = folder / "prediction.json"
+    prediction = json.loads(pred_path.read_text()) if pred_path.exists() else {}
+    seg_path, inst_path = _find(folder, "segmentation"), _find(folder, "particles")
+    if seg_path is None or inst_path is None:
+        raise InputError(f"{folder}: no segmentation and particles; run `crackseg predict` first")
+    seg_img = read_volume(seg_path)
+    seg = seg_img.data
+    inst = np.asarray(read_volume(inst_path).data)
+    vs = seg_img.voxel_size_um
+    schema = load_schema(prediction.get("schema"))
+    post_path = folder / "particle_samples.npz"
+    posterior = read_particle_samples(post_path) if post_path.exists() else None
+    say("measuring particles")
+    table = particle_table(seg, inst, schema=schema, voxel_size_um=vs,
+                           depth_axis=opts["depth_axis"], shell_um=opts["shell_um"],
+                           posterior=posterior, source=str(seg_path))
+    say(f"{len(table)} particles; computing statistics")
+    prov = {
+        "input": prediction.get("input"), "model": prediction.get("model"),
+        "model_sha256": prediction.get("model_sha256"), "segmentation": str(seg_path),
+        "instances": str(inst_path), "schema": schema.name,
+        "posterior_samples": str(post_path) if posterior is not None else None,
+        "prediction_settings": prediction.get("settings"),
+    }
+    summary = summarize(
+        table, confidence=opts["confidence"], n_resamples=opts["n_resamples"], seed=opts["seed"],
+        method=opts["method"], block_size=opts["block_size"], border=opts["border"],
+        thresholds=sorted(opts["thresholds"]), posterior=posterior, seg=seg, instances=inst,
+        schema=schema, provenance=prov)
+    summary["provenance"]["voxel_size_um"] = list(vs) if vs else None
+    with atomic_path(folder / "particles.csv", overwrite=True) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    write_json(summary_path, summary, overwrite=True)
+    return summary
+
+
+def analyse_input(source, folder, *, model, overwrite: bool = False, resume: bool = True,
+                  progress: bool = True, stats_options: dict | None = None, report: bool = True,
+                  say=None, **predict_options) -> dict:
+    """Run the whole pipeline for one input into ``folder``.
+
+    Parameters
+    ----------
+    source : path-like
+        Input volume.
+    folder : path-like
+        Output folder of this input.
+    model : path-like, str or (net, card)
+        Model for :func:`crackseg.inference.predict_volume`.
+    overwrite, resume : bool
+        As for ``crackseg predict``; ``overwrite`` also redoes statistics and
+        report.
+    progress : bool
+        Progress bars and messages on stderr.
+    stats_options : dict, optional
+        Settings of the statistics step (:data:`STATS_DEFAULTS`).
+    report : bool
+        Write ``report.html``.
+    **predict_options
+        Passed to :func:`crackseg.batch.predict_to_folder`.
+
+    Returns
+    -------
+    dict
+        ``{"input", "folder", "status", "summary", "report", "seconds"}``.
+    """
+    from crackseg.batch import predict_to_folder
+    from crackseg.report import write_report
+
+    t0 = time.perf_counter()
+    folder = Path(folder)
+    say = say or (lambda msg: None)
+    say(f"{source}: segmenting")
+    r = predict_to_folder(source, folder, model=model, overwrite=overwrite, resume=resume,
+                          progress=progress, **predict_options)
+    redo = overwrite or r["status"] == "done"
+    summary = measure_folder(folder, overwrite=redo, say=lambda m: say(f"{source}: {m}"),
+                             **(stats_options or {}))
+    page = None
+    if report:
+        say(f"{source}: writing report")
+        page = write_report(folder, image=source, overwrite=True)
+    return {"input": str(source), "folder": str(folder), "status": "done",
+            "summary": summary, "report": str(page) if page else None,
+            "seconds": round(time.perf_counter() - t0, 2)}

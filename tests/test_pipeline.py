@@ -1,0 +1,131 @@
+"""The main job: crackseg run (predict -> particles -> stats -> report) and the demo."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crackseg.io import write_volume
+from crackseg.model_io import default_model_dir, new_card, save_model
+from crackseg.nets import build_network, unet_architecture
+from crackseg.pipeline import analyse_input
+from crackseg.synthetic import generate_electrode
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    arch = unet_architecture(3, out_channels=4, channels=(4, 8), num_res_units=1, dropout=0.1)
+    card = new_card("tiny", arch, patch_size=(32, 32, 32))
+    return save_model(build_network(arch), card, tmp_path_factory.mktemp("m") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def phantom_file(tmp_path_factory):
+    ph = generate_electrode((40, 48, 48), seed=5)
+    p = tmp_path_factory.mktemp("in") / "scan.tif"
+    write_volume(p, ph.image, ph.voxel_size_um)
+    return p
+
+
+def _cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "crackseg", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_analyse_input_writes_every_output(tmp_path, tiny_model, phantom_file):
+    r = analyse_input(phantom_file, tmp_path / "scan", model=tiny_model, progress=False,
+                      stats_options={"n_resamples": 200})
+    folder = Path(r["folder"])
+    for name in ("segmentation.tif", "particles.tif", "particles.csv", "summary.json",
+                 "report.html", "prediction.json"):
+        assert (folder / name).exists(), name
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["provenance"]["input"] == str(phantom_file)
+    assert summary["provenance"]["model"] == "tiny"
+    assert len(summary["provenance"]["model_sha256"]) == 64
+    assert summary["provenance"]["voxel_size_um"] == pytest.approx([0.5, 0.5, 0.5])
+    table = pd.read_csv(folder / "particles.csv")
+    assert summary["n_particles"] <= len(table)
+
+
+def test_run_cli_continues_past_broken_input(tmp_path, tiny_model, phantom_file):
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a tiff" * 20)
+    out = tmp_path / "out"
+    r = _cli("run", phantom_file, broken, "--model", tiny_model, "-o", out, "--quiet",
+             "--n-resamples", 200)
+    assert r.returncode == 1
+    assert "broken.tif" in r.stderr and "Traceback" not in r.stderr
+    assert (out / "scan" / "report.html").exists()
+    assert not (out / "broken" / "summary.json").exists()
+    # A re-run skips the finished input and keeps its results.
+    before = (out / "scan" / "summary.json").read_text()
+    r2 = _cli("run", phantom_file, "--model", tiny_model, "-o", out, "--quiet",
+              "--n-resamples", 200)
+    assert r2.returncode == 0, r2.stderr
+    assert (out / "scan" / "summary.json").read_text() == before
+
+
+def test_run_with_manifest_compares_samples(tmp_path, tiny_model):
+    rows = []
+    for i, (cycle, logit) in enumerate([(0, -4.5), (0, -4.5), (100, -2.5), (100, -2.5)]):
+        ph = generate_electrode((40, 48, 48), seed=20 + i, damage_logit_mean=logit)
+        write_volume(tmp_path / f"v{i}.tif", ph.image, ph.voxel_size_um)
+        rows.append({"path": f"v{i}.tif", "sample": f"s{i}", "cycle": cycle})
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    out = tmp_path / "out"
+    r = _cli("run", tmp_path / "manifest.csv", "--model", tiny_model, "-o", out, "--quiet",
+             "--group-by", "cycle", "--n-resamples", 200)
+    assert r.returncode == 0, r.stderr
+    comp = json.loads((out / "comparison" / "comparison.json").read_text())
+    assert set(map(str, comp["groups"])) == {"0", "100"}
+    assert (out / "comparison" / "report.html").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (default_model_dir() / "model_card.json").exists(),
+                    reason="shipped model not present")
+def test_demo_runs_with_shipped_model(tmp_path):
+    out = tmp_path / "demo"
+    r = _cli("demo", "-o", out, "--shape", 64, 64, 64, "--quiet", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "report:" in r.stdout and "mean damage" in r.stdout
+    assert (out / "analysis" / "report.html").exists()
+    assert len(list((out / "analysis" / "figures").glob("*.png"))) >= 4
+    again = _cli("demo", "-o", out, "--shape", 64, 64, 64, "--quiet")
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_report_renders_in_headless_chromium(tmp_path, tiny_model, phantom_file):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (CI installs it)")
+    r = analyse_input(phantom_file, tmp_path / "scan", model=tiny_model, progress=False,
+                      stats_options={"n_resamples": 200})
+    page = Path(r["report"]).resolve()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
+    dom = subprocess.run([chromium, *flags, "--enable-logging=stderr", "--dump-dom",
+                          page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    n_img = page.read_text().count("<img ")
+    assert n_img >= 4
+    assert f'data-figures-rendered="{n_img}/{n_img}"' in dom.stdout
+    assert "Uncaught" not in dom.stderr
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1280,2400",
+                    page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.std() > 10  # not a blank page
