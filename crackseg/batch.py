@@ -256,15 +256,15 @@ def predict_to_folder(source, folder, *, model, overwrite: bool = False, resume:
         if use == "tif":
             inst = particle_instances(np.asarray(pred.labels[...]) if not big else pred.labels,
                                       schema=pred.schema, voxel_size_um=vs, progress=progress,
-                                      **opts)
+                                      scratch=folder, **opts)
             write_volume(part_path, inst, vs, overwrite=True, metadata={"crackseg": "particles"})
         else:
             with atomic_path(part_path, overwrite=True) as tmp:
                 arr = create_zarr_volume(tmp, shape, np.uint32, vs,
                                          chunks=tuple(min(256, s) for s in shape),
                                          metadata={"crackseg": "particles"})
-                inst = particle_instances(pred.labels, schema=pred.schema, voxel_size_um=vs,
-                                          out=arr, progress=progress, **opts)
+                particle_instances(pred.labels, schema=pred.schema, voxel_size_um=vs,
+                                   out=arr, scratch=folder, progress=progress, **opts)
             import zarr
 
             inst = zarr.open_array(str(part_path / "0"), mode="r")
@@ -277,7 +277,9 @@ def predict_to_folder(source, folder, *, model, overwrite: bool = False, resume:
         n_border = int(border_labels(inst).size)
         outputs["particles"] = part_path.name
         if pred.sample_bits is not None:
-            counts = particle_posterior_counts(inst, pred.sample_bits, pred.n_samples, chunk=64)
+            slab = max(1, (1 << 22) // int(np.prod(shape[1:])))
+            counts = particle_posterior_counts(inst, pred.sample_bits, pred.n_samples,
+                                               chunk=slab)
             npz = folder / "particle_samples.npz"
             with atomic_path(npz, overwrite=True) as tmp:
                 with open(tmp, "wb") as f:

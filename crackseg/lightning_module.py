@@ -178,10 +178,10 @@ class SegmentationModule(pl.LightningModule):
         present = []
         for name, d in zip(self.schema.names, dice):
             if d == d:
-                self.log(f"val_dice_{name}", d, sync_dist=False)
+                self.log(f"val_dice_{name}", d, sync_dist=True)
                 present.append(d)
         if present:
-            self.log("val_dice_mean", sum(present) / len(present), prog_bar=True)
+            self.log("val_dice_mean", sum(present) / len(present), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -206,7 +206,7 @@ class SegmentationModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_callbacks(self):
-        return [CurvePlot()]
+        return [CurvePlot(), FinalCheckpoint()]
 
     def on_train_epoch_start(self):
         dm = getattr(self.trainer, "datamodule", None)
@@ -235,6 +235,20 @@ class SegmentationModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint):
         info = checkpoint.get("crackseg") or {}
         self.parent = info.get("parent", self.parent)
+
+
+class FinalCheckpoint(pl.Callback):
+    """Save ``last.ckpt`` when training ends (time limit, step limit or interruption).
+
+    Periodic checkpoints are written every N steps; this one keeps the steps
+    done since the last of them.
+    """
+
+    def on_train_end(self, trainer, pl_module):
+        cb = trainer.checkpoint_callback
+        if cb is None or not cb.dirpath or trainer.sanity_checking:
+            return
+        trainer.save_checkpoint(str(Path(cb.dirpath) / "last.ckpt"))
 
 
 class CurvePlot(pl.Callback):

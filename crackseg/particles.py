@@ -31,6 +31,7 @@ Examples
 from __future__ import annotations
 
 import sys
+import tempfile
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -86,8 +87,11 @@ def _distance(env: np.ndarray, voxel_size_um) -> np.ndarray:
         anis = tuple(vs / vs.min())
     else:
         anis = (1.0,) * env.ndim
-    return edt.edt(np.ascontiguousarray(env, dtype=np.uint8), anisotropy=anis,
+    dist = edt.edt(np.ascontiguousarray(env, dtype=np.uint8), anisotropy=anis,
                    black_border=False, parallel=1)
+    # A block without background has infinite distances; cap them at its size.
+    cap = np.float32(max(env.shape) * max(anis))
+    return np.minimum(dist, cap, out=dist)
 
 
 def _block_instances(seg, schema, *, voxel_size_um, h, sigma, closing_radius, origin, shape,
@@ -143,7 +147,7 @@ def particle_instances(seg, *, schema: LabelSchema = NMC4, voxel_size_um=None,
                        min_volume_um3: float | None = None, min_volume_vox: int | None = None,
                        h: float = DEFAULT_H, sigma: float = 1.0, closing_radius: int = 1,
                        chunk_size: int | None = None, margin: int = 48, out=None,
-                       progress: bool = False) -> np.ndarray:
+                       scratch=None, progress: bool = False) -> np.ndarray:
     """Label every particle: envelope fill, then watershed split of touching ones.
 
     Parameters
@@ -172,8 +176,11 @@ def particle_instances(seg, *, schema: LabelSchema = NMC4, voxel_size_um=None,
         Process in chunks of this many voxels per axis (bounded memory);
         ``None`` processes the whole array at once.
     margin : int
-        Context voxels around each chunk; should exceed the largest particle
-        radius.
+        Context voxels around each chunk.  It must exceed the largest
+        particle radius: an envelope wider than the chunk plus margin gets one
+        label per chunk.
+    scratch : path-like, optional
+        Folder for the temporary chunk labels (default: the system's).
     out : zarr.Array, optional
         Where to write the labels (uint32, same shape); returned instead of a
         NumPy array.
@@ -214,15 +221,17 @@ def particle_instances(seg, *, schema: LabelSchema = NMC4, voxel_size_um=None,
     from tqdm.auto import tqdm
 
     chunks = chunk_grid(shape, chunk_size, margin)
-    tmp = zarr.create_array(store=zarr.storage.MemoryStore(), shape=shape, dtype=np.uint64,
-                            chunks=(int(chunk_size),) * len(shape), fill_value=0)
-    for c in tqdm(chunks, desc="particles", unit="chunk", disable=not progress,
-                  file=sys.stderr, leave=False):
-        block = np.asarray(seg[c.ext])
-        origin = tuple(s.start for s in c.ext)
-        ids = _block_instances(block, origin=origin, **kw)
-        tmp[c.core] = ids[c.crop]
-    return _number_instances(tmp, [c.core for c in chunks], min_vox, shape, out=out)
+    with tempfile.TemporaryDirectory(prefix="crackseg-particles-", dir=scratch) as d:
+        tmp = zarr.create_array(store=d, shape=shape, dtype=np.uint64,
+                                chunks=(int(chunk_size),) * len(shape), fill_value=0)
+        for c in tqdm(chunks, desc="particles", unit="chunk", disable=not progress,
+                      file=sys.stderr, leave=False):
+            block = np.asarray(seg[c.ext])
+            origin = tuple(s.start for s in c.ext)
+            ids = _block_instances(block, origin=origin, **kw)
+            tmp[c.core] = ids[c.crop]
+            del block, ids
+        return _number_instances(tmp, [c.core for c in chunks], min_vox, shape, out=out)
 
 
 def _number_instances(ids, regions, min_vox, shape, *, out=None):

@@ -62,15 +62,13 @@ def measure_folder(folder: str | Path, *, overwrite: bool = False, say=None, **o
         The summary (as written to ``summary.json``).
     """
     from crackseg.labels import load_schema
-    from crackseg.stats.summary import summarize
-    from crackseg.stats.table import particle_table, read_particle_samples
+    from crackseg.stats.table import read_particle_samples
 
     folder = Path(folder)
     say = say or (lambda msg: None)
     summary_path = folder / "summary.json"
     if summary_path.exists() and not overwrite:
         return json.loads(summary_path.read_text())
-    opts = {**STATS_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     pred_path = folder / "prediction.json"
     prediction = json.loads(pred_path.read_text()) if pred_path.exists() else {}
     seg_path, inst_path = _find(folder, "segmentation"), _find(folder, "particles")
@@ -83,11 +81,6 @@ def measure_folder(folder: str | Path, *, overwrite: bool = False, say=None, **o
     schema = load_schema(prediction.get("schema"))
     post_path = folder / "particle_samples.npz"
     posterior = read_particle_samples(post_path) if post_path.exists() else None
-    say("measuring particles")
-    table = particle_table(seg, inst, schema=schema, voxel_size_um=vs,
-                           depth_axis=opts["depth_axis"], shell_um=opts["shell_um"],
-                           posterior=posterior, source=str(seg_path))
-    say(f"{len(table)} particles; computing statistics")
     prov = {
         "input": prediction.get("input"), "model": prediction.get("model"),
         "model_sha256": prediction.get("model_sha256"), "segmentation": str(seg_path),
@@ -95,16 +88,68 @@ def measure_folder(folder: str | Path, *, overwrite: bool = False, say=None, **o
         "posterior_samples": str(post_path) if posterior is not None else None,
         "prediction_settings": prediction.get("settings"),
     }
+    _, summary = write_statistics(folder, seg, inst, schema=schema, voxel_size_um=vs,
+                                  posterior=posterior, provenance=prov, overwrite=True,
+                                  say=say, source=str(seg_path), **options)
+    return summary
+
+
+def write_statistics(out, seg, instances, *, schema, voxel_size_um, posterior=None,
+                     provenance: dict | None = None, overwrite: bool = False, say=None,
+                     source: str = "segmentation", **options):
+    """Measure particles, summarise, and write ``particles.csv`` + ``summary.json``.
+
+    Parameters
+    ----------
+    out : path-like
+        Output folder.
+    seg, instances : array_like, shape (Z, Y, X)
+        Semantic labels and particle instances.
+    schema : LabelSchema
+    voxel_size_um : tuple of float or None
+    posterior : tuple, optional
+        ``(labels, crack_fraction samples)`` from
+        :func:`crackseg.stats.read_particle_samples`.
+    provenance : dict, optional
+        Recorded in ``summary.json`` (input, model, ...).
+    overwrite : bool
+        Replace existing outputs.
+    **options
+        Statistics settings (:data:`STATS_DEFAULTS`).
+
+    Returns
+    -------
+    (pandas.DataFrame, dict)
+        The particle table and the summary.
+    """
+    from crackseg.stats.summary import summarize
+    from crackseg.stats.table import particle_table
+
+    out = Path(out)
+    say = say or (lambda msg: None)
+    opts = {**STATS_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    targets = [out / "particles.csv", out / "summary.json"]
+    if not overwrite:
+        for t in targets:
+            if t.exists():
+                raise InputError(f"{t}: already exists; pass --overwrite to replace it")
+    say("measuring particles")
+    table = particle_table(seg, instances, schema=schema, voxel_size_um=voxel_size_um,
+                           depth_axis=opts["depth_axis"], shell_um=opts["shell_um"],
+                           posterior=posterior, source=source)
+    say(f"{len(table)} particles ({int(table['touches_border'].sum())} touch the border); "
+        "computing statistics")
     summary = summarize(
         table, confidence=opts["confidence"], n_resamples=opts["n_resamples"], seed=opts["seed"],
         method=opts["method"], block_size=opts["block_size"], border=opts["border"],
-        thresholds=sorted(opts["thresholds"]), posterior=posterior, seg=seg, instances=inst,
-        schema=schema, provenance=prov)
-    summary["provenance"]["voxel_size_um"] = list(vs) if vs else None
-    with atomic_path(folder / "particles.csv", overwrite=True) as tmp:
+        thresholds=sorted(opts["thresholds"]), posterior=posterior, seg=seg,
+        instances=instances, schema=schema, provenance=provenance or {})
+    summary["provenance"]["voxel_size_um"] = list(voxel_size_um) if voxel_size_um else None
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(targets[0], overwrite=overwrite) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
-    write_json(summary_path, summary, overwrite=True)
-    return summary
+    write_json(targets[1], summary, overwrite=overwrite)
+    return table, summary
 
 
 def analyse_input(source, folder, *, model, overwrite: bool = False, resume: bool = True,
@@ -156,3 +201,86 @@ def analyse_input(source, folder, *, model, overwrite: bool = False, resume: boo
     return {"input": str(source), "folder": str(folder), "status": "done",
             "summary": summary, "report": str(page) if page else None,
             "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def write_comparison(manifest, out, *, group_by: str = "sample", reference=None,
+                     quantity: str = "crack_fraction", border: str = "exclude",
+                     confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+                     overwrite: bool = False, say=None) -> dict:
+    """Compare analysed samples listed in a manifest; write results and a report.
+
+    Writes ``comparison.json``, ``comparison.csv``, ``comparison.png`` and
+    ``report.html`` into ``out``.
+
+    Parameters
+    ----------
+    manifest : path-like
+        CSV with a ``path`` column (analysed folder or its ``particles.csv``),
+        ``sample`` and metadata columns.
+    out : path-like
+        Output folder.
+    group_by : str
+        Manifest column that defines the groups.
+    reference : optional
+        Group the others are compared with (default: the first in order).
+    quantity, border, confidence, n_resamples, seed
+        See ``crackseg compare --help``.
+    overwrite : bool
+        Replace existing outputs.
+
+    Returns
+    -------
+    dict
+        The comparison (as in ``comparison.json``).
+    """
+    from crackseg._version import __version__
+    from crackseg.figures import figure_png
+    from crackseg.report import write_comparison_report
+    from crackseg.stats.compare import (
+        compare_samples,
+        comparison_table,
+        load_volumes,
+        read_manifest,
+    )
+    from crackseg.stats.figures import comparison_figure
+
+    out = Path(out)
+    say = say or (lambda msg: None)
+    targets = [out / n for n in ("comparison.json", "comparison.csv", "comparison.png",
+                                 "report.html")]
+    if not overwrite:
+        for t in targets:
+            if t.exists():
+                raise InputError(f"{t}: already exists; pass --overwrite to replace it")
+    if not 0 < confidence < 1:
+        raise InputError(f"--confidence {confidence} must be between 0 and 1")
+    table = read_manifest(manifest, group_by=group_by)
+    groups = load_volumes(table, group_by=group_by, quantity=quantity, border=border)
+    if reference is not None:
+        match = [g for g in groups if str(g) == str(reference)]
+        if not match:
+            raise InputError(f"--reference {reference!r} is not a value of {group_by!r} "
+                             f"({', '.join(map(str, groups))})")
+        reference = match[0]
+    say(f"{len(table)} volumes in {len(groups)} groups by {group_by!r}")
+    result = compare_samples(groups, reference=reference, confidence=confidence,
+                             n_resamples=n_resamples, seed=seed)
+    result.update(quantity=quantity, group_by=group_by, border=border)
+    result["provenance"] = {
+        "crackseg_version": __version__, "manifest": str(Path(manifest)),
+        "volumes": table["particles_csv"].tolist(),
+        "settings": {"group_by": group_by, "quantity": quantity, "border": border,
+                     "confidence": confidence, "n_resamples": n_resamples, "seed": seed,
+                     "reference": str(result["reference"])},
+    }
+    rows = comparison_table(result)
+    png = figure_png(comparison_figure(result, groups, quantity=quantity, group_by=group_by),
+                     dpi=120)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(targets[2], overwrite=overwrite) as tmp:
+        tmp.write_bytes(png)
+    with atomic_path(targets[1], overwrite=overwrite) as tmp:
+        rows.to_csv(tmp, index=False, float_format="%.6g")
+    write_json(targets[0], result, overwrite=overwrite)
+    write_comparison_report(out / "report.html", result, rows, png, overwrite=overwrite)
+    return result

@@ -235,3 +235,57 @@ def render_html(summary: dict, table: pd.DataFrame, figs, *, title: str) -> str:
     parts.append(RENDER_CHECK)
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def write_comparison_report(path: str | Path, result: dict, rows: pd.DataFrame, png: bytes, *,
+                            overwrite: bool = True) -> Path:
+    """Self-contained ``report.html`` of a comparison of samples.
+
+    Parameters
+    ----------
+    path : path-like
+        Target HTML file.
+    result : dict
+        From :func:`crackseg.stats.compare_samples` (with provenance).
+    rows : pandas.DataFrame
+        From :func:`crackseg.stats.compare.comparison_table`.
+    png : bytes
+        The comparison figure.
+    """
+    q = result.get("quantity", "crack_fraction")
+    title = f"crackseg comparison: {q} by {result.get('group_by', 'sample')}"
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>",
+             f'<p class="note">{html.escape(str(result.get("method", "")))}</p>',
+             "<h2>Groups</h2>", rows.to_html(index=False, float_format=lambda v: f"{v:.4g}",
+                                             na_rep="–", border=0),
+             "<h2>Differences from the reference group</h2>"]
+    comp_rows = []
+    for g, c in result.get("comparisons", {}).items():
+        comp_rows.append((f"{g} vs {c['reference']}: difference of means",
+                          _ci_text(c.get("difference_of_means"), 4)))
+        comp_rows.append((f"{g} vs {c['reference']}: difference of medians",
+                          _ci_text(c.get("difference_of_medians"), 4)))
+        comp_rows.append((f"{g} vs {c['reference']}: Cliff's delta",
+                          _ci_text(c.get("cliffs_delta"), 3)))
+        for test in ("mann_whitney", "permutation_test"):
+            if c.get(test):
+                comp_rows.append((f"{g} vs {c['reference']}: {test.replace('_', '-')} p",
+                                  _fmt(c[test].get("p_value"), 3)))
+    parts.append(_table(comp_rows, header=("comparison", "estimate [CI]")))
+    trend = result.get("trend")
+    if trend:
+        parts.append("<h2>Trend</h2>")
+        parts.append(f"<pre>{html.escape(json.dumps(trend, indent=2, default=str))}</pre>")
+    parts.append(_figure(png_data_uri(png), f"{q} per group with confidence intervals.",
+                         alt="comparison"))
+    prov = result.get("provenance", {})
+    parts.append("<h2>Provenance</h2>")
+    parts.append(_table([("crackseg version", _fmt(prov.get("crackseg_version"))),
+                         ("manifest", _fmt(prov.get("manifest"))),
+                         ("volumes", "<br>".join(html.escape(str(v)) for v in prov.get("volumes", []))),
+                         ("settings", f"<code>{html.escape(json.dumps(prov.get('settings', {})))}</code>")]))
+    parts.append(RENDER_CHECK)
+    parts.append("</body></html>")
+    return write_text(path, "\n".join(parts), overwrite=overwrite)

@@ -209,11 +209,11 @@ def test_ddp_two_processes_on_cpu(pairs, tmp_path):
                      extra=["--trainer.strategy", "ddp", "--trainer.devices", "2"])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "crackseg", "train", *args], env=env,
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     ck = torch.load(tmp_path / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt",
                     weights_only=True)
     assert ck["global_step"] == 2
-    assert WEIGHTS  # the checkpoint exports like any other
     assert main(["export", str(tmp_path / "runs" / "tiny" / "version_0"), "-o",
                  str(tmp_path / "ddp_model")]) == 0
+    assert (tmp_path / "ddp_model" / WEIGHTS).exists()

@@ -12,8 +12,8 @@ Compare the per-particle damage of analysed volumes listed in a manifest CSV
 (columns: path to an analysed folder or its particles.csv, sample, and
 metadata such as cycle, soc, c_rate).  Groups are formed by --group-by;
 several volumes per group are resampled hierarchically (volumes, then
-particles).  Writes OUT/comparison.json, OUT/comparison.csv and
-OUT/comparison.png.
+particles).  Writes OUT/comparison.json, OUT/comparison.csv,
+OUT/comparison.png and OUT/report.html.
 
 example manifest:
   path,sample,cycle
@@ -45,67 +45,22 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from crackseg._version import __version__
-    from crackseg.errors import InputError
-    from crackseg.io import atomic_path, write_json
-    from crackseg.stats.compare import (
-        compare_samples,
-        comparison_table,
-        load_volumes,
-        read_manifest,
-    )
-    from crackseg.stats.figures import comparison_figure
-    from crackseg.stats.summary import json_ready
+    from crackseg.pipeline import write_comparison
 
-    out = Path(args.output)
-    targets = [out / "comparison.json", out / "comparison.csv", out / "comparison.png"]
-    if not args.overwrite:
-        for t in targets:
-            if t.exists():
-                raise InputError(f"{t}: already exists; pass --overwrite to replace it")
-    if not 0 < args.confidence < 1:
-        raise InputError(f"--confidence {args.confidence} must be between 0 and 1")
-    manifest = read_manifest(args.manifest, group_by=args.group_by)
-    groups = load_volumes(manifest, group_by=args.group_by, quantity=args.quantity,
-                          border=args.border)
-    reference = args.reference
-    if reference is not None:
-        match = [g for g in groups if str(g) == str(reference)]
-        if not match:
-            raise InputError(f"--reference {reference!r} is not a value of {args.group_by!r} "
-                             f"({', '.join(map(str, groups))})")
-        reference = match[0]
-    if not args.quiet:
-        print(f"crackseg compare: {len(manifest)} volumes in {len(groups)} groups by "
-              f"{args.group_by!r}", file=sys.stderr)
-    result = compare_samples(groups, reference=reference, confidence=args.confidence,
-                             n_resamples=args.n_resamples, seed=args.seed)
-    result["quantity"] = args.quantity
-    result["group_by"] = args.group_by
-    result["border"] = args.border
-    result["provenance"] = {
-        "crackseg_version": __version__, "manifest": str(Path(args.manifest)),
-        "volumes": manifest["particles_csv"].tolist(),
-        "settings": {"group_by": args.group_by, "quantity": args.quantity, "border": args.border,
-                     "confidence": args.confidence, "n_resamples": args.n_resamples,
-                     "seed": args.seed, "reference": str(result["reference"])},
-    }
-    result = json_ready(result)
-    table = comparison_table(result)
-    fig = comparison_figure(result, groups, quantity=args.quantity, group_by=args.group_by)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(targets[2], overwrite=args.overwrite) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    with atomic_path(targets[1], overwrite=args.overwrite) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-    write_json(targets[0], result, overwrite=args.overwrite)
-    if not args.quiet:
-        for g, c in result["comparisons"].items():
-            d = c["difference_of_means"]
-            ci = d["ci"] or [float("nan")] * 2
-            print(f"crackseg compare: {g} vs {c['reference']}: difference of means "
-                  f"{d['estimate']:.4g} [{ci[0]:.4g}, {ci[1]:.4g}], Cliff's delta "
-                  f"{c['cliffs_delta']['estimate']:.3f}, Mann-Whitney p "
-                  f"{c['mann_whitney']['p_value']:.3g}", file=sys.stderr)
-        print(f"crackseg compare: wrote {', '.join(map(str, targets))}", file=sys.stderr)
+    def say(msg):
+        if not args.quiet:
+            print(f"crackseg compare: {msg}", file=sys.stderr)
+
+    result = write_comparison(args.manifest, args.output, group_by=args.group_by,
+                              reference=args.reference, quantity=args.quantity,
+                              border=args.border, confidence=args.confidence,
+                              n_resamples=args.n_resamples, seed=args.seed,
+                              overwrite=args.overwrite, say=say)
+    for g, c in result["comparisons"].items():
+        d = c["difference_of_means"]
+        ci = d["ci"] or [float("nan")] * 2
+        say(f"{g} vs {c['reference']}: difference of means {d['estimate']:.4g} "
+            f"[{ci[0]:.4g}, {ci[1]:.4g}], Cliff's delta {c['cliffs_delta']['estimate']:.3f}, "
+            f"Mann-Whitney p {c['mann_whitney']['p_value']:.3g}")
+    say(f"wrote {Path(args.output) / 'report.html'}")
     return 0

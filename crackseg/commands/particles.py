@@ -61,7 +61,8 @@ def run(args) -> int:
     chunk = args.chunk or (256 if n_vox > 256**3 else None)
     kw = dict(schema=schema, voxel_size_um=vs, min_volume_um3=args.min_volume,
               h=DEFAULT_H if args.h is None else args.h, chunk_size=chunk,
-              progress=not args.quiet)
+              progress=not args.quiet, scratch=Path(args.out))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     data = img.data if chunk else np.asarray(img.data[...])
     from crackseg.labels import validate_labels
 

@@ -119,7 +119,7 @@ def compare_manifest(manifest, folders: dict, out: Path, *, group_by: str, seed:
     import pandas as pd
 
     from crackseg.batch import expand_inputs
-    from crackseg.stats.compare_report import write_comparison
+    from crackseg.pipeline import write_comparison
 
     m = pd.read_csv(manifest)
     cols = [c for c in m.columns if c.strip().lower() != "path"]
@@ -140,4 +140,5 @@ def compare_manifest(manifest, folders: dict, out: Path, *, group_by: str, seed:
     comp_manifest = target / "manifest.csv"
     pd.DataFrame(rows).to_csv(comp_manifest, index=False)
     say(f"comparing {len(rows)} samples by {group_by!r}")
-    return write_comparison(comp_manifest, target, group_by=group_by, seed=seed, overwrite=True)
+    write_comparison(comp_manifest, target, group_by=group_by, seed=seed, overwrite=True, say=say)
+    return target

@@ -90,10 +90,10 @@ def run(args) -> int:
     import numpy as np
 
     from crackseg.errors import InputError
-    from crackseg.io import atomic_path, describe_voxel_size, read_volume, write_json, write_volume
+    from crackseg.io import describe_voxel_size, read_volume, write_volume
     from crackseg.labels import load_schema
-    from crackseg.stats.summary import summarize
-    from crackseg.stats.table import particle_table, read_particle_samples
+    from crackseg.pipeline import write_statistics
+    from crackseg.stats.table import read_particle_samples
 
     def say(msg):
         if not args.quiet:
@@ -101,6 +101,8 @@ def run(args) -> int:
 
     out = Path(args.output)
     targets = [out / "particles.csv", out / "summary.json"]
+    if not args.instances:
+        targets.append(out / "particles.tif")
     if not args.overwrite:
         for t in targets:
             if t.exists():
@@ -141,34 +143,24 @@ def run(args) -> int:
     if args.posterior or post_path.exists():
         posterior = read_particle_samples(post_path)
         say(f"posterior samples: {posterior[1].shape[0]} from {post_path}")
-    say("measuring particles")
-    table = particle_table(seg, inst, schema=schema, voxel_size_um=vs, depth_axis=args.depth_axis,
-                           shell_um=args.shell_um, posterior=posterior, source=img.source)
-    say(f"{len(table)} particles ({int(table['touches_border'].sum())} touch the border); "
-        "computing statistics")
     prov = {"input": str(Path(args.segmentation)), **segmentation_provenance(args.segmentation),
             "segmentation": str(Path(args.segmentation)), "instances": inst_source or
             str(out / "particles.tif"), "schema": schema.name,
-            "posterior_samples": str(post_path) if posterior is not None else None}
-    summary = summarize(table, confidence=args.confidence, n_resamples=args.n_resamples,
-                        seed=args.seed, method=args.method, block_size=args.block_size,
-                        border=args.border, thresholds=sorted(args.thresholds),
-                        posterior=None if posterior is None else posterior,
-                        seg=seg, instances=inst, schema=schema, provenance=prov)
-    summary["provenance"]["voxel_size_um"] = list(vs) if vs else None
-    summary["provenance"]["settings"]["command"] = "crackseg stats " + " ".join(sys.argv[2:]) \
-        if len(sys.argv) > 1 and sys.argv[1] == "stats" else None
-
-    out.mkdir(parents=True, exist_ok=True)
+            "posterior_samples": str(post_path) if posterior is not None else None,
+            "command": "crackseg stats " + " ".join(sys.argv[2:])
+            if len(sys.argv) > 1 and sys.argv[1] == "stats" else None}
+    _, summary = write_statistics(
+        out, seg, inst, schema=schema, voxel_size_um=vs, posterior=posterior, provenance=prov,
+        overwrite=args.overwrite, say=say, source=img.source, confidence=args.confidence,
+        n_resamples=args.n_resamples, seed=args.seed, method=args.method,
+        block_size=args.block_size, border=args.border, thresholds=tuple(args.thresholds),
+        depth_axis=args.depth_axis, shell_um=args.shell_um)
     if not args.instances:
         write_volume(out / "particles.tif", np.asarray(inst, dtype=np.uint32), vs,
                      overwrite=args.overwrite, metadata={"provenance": {"segmentation": img.source}})
-    with atomic_path(targets[0], overwrite=args.overwrite) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-    write_json(targets[1], summary, overwrite=args.overwrite)
     m = summary["damage"]["mean"]
     ci = m.get("ci")
     ci_txt = f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci and ci[0] is not None else "(no interval)"
     say(f"mean crack_fraction {m['estimate']:.4g} {ci_txt} ({m['method']}, "
-        f"{summary['n_particles']} particles); wrote {targets[0]} and {targets[1]}")
+        f"{summary['n_particles']} particles); wrote {', '.join(map(str, targets))}")
     return 0

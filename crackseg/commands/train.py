@@ -75,7 +75,8 @@ def run_lightning_cli(argv: list[str]) -> int:
     try:
         CracksegCLI(SegmentationModule, SparseSliceDataModule, args=argv,
                     trainer_defaults=trainer_defaults(),
-                    save_config_kwargs={"overwrite": True})
+                    save_config_kwargs={"overwrite": True},
+                    parser_kwargs={"prog": "crackseg train", "description": DESCRIPTION})
     except SystemExit as e:
         return int(e.code or 0) if isinstance(e.code, int) else 2
     return 0
