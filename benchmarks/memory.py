@@ -98,6 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-memory", type=float, default=3.0)
     ap.add_argument("--workdir", default=None, help="where the volumes go (default /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the volumes and outputs")
+    ap.add_argument("--stage", choices=("all", "predict", "particles"), default="all",
+                    help="run one stage only (results are merged into the JSON)")
     args = ap.parse_args(argv)
     n = args.size or (256 if args.quick else 1024)
     shape = (n, n, n)
@@ -125,14 +127,18 @@ def main(argv=None) -> int:
                        model)
         model = str(model)
         model_note = "lean random network, MONAI UNet channels (8, 16, 32), 1 residual unit"
-    out = work / "out"
+    out = work / ("out" if args.stage == "all" else f"out-{args.stage}")
     shutil.rmtree(out, ignore_errors=True)
     cli = [sys.executable, "-m", "crackseg"]
-    stages = {
-        "predict": measured(cli + ["predict", str(vol), "--model", model, "-o", str(out / "pred"),
-                                   "--max-memory", str(args.max_memory)]),
-        "particles": measured(cli + ["particles", str(lab), "-o", str(out / "part")]),
-    }
+    dest = ROOT / "benchmarks" / "results" / ("memory_quick.json" if args.quick else "memory.json")
+    previous = json.loads(dest.read_text()) if dest.exists() and args.stage != "all" else {}
+    stages = dict(previous.get("stages", {}))
+    if args.stage in ("all", "predict"):
+        stages["predict"] = measured(cli + ["predict", str(vol), "--model", model, "-o",
+                                            str(out / "pred"), "--max-memory",
+                                            str(args.max_memory)])
+    if args.stage in ("all", "particles"):
+        stages["particles"] = measured(cli + ["particles", str(lab), "-o", str(out / "part")])
     record = {
         "volume": {"shape": list(shape), "dtype": "uint16",
                    "bytes_on_disk": vol.stat().st_size, "path": str(vol)},
@@ -143,10 +149,11 @@ def main(argv=None) -> int:
         "command": "python benchmarks/memory.py " + " ".join(argv or sys.argv[1:]),
     }
     pred_json = out / "pred" / "volume" / "prediction.json"
+    if "prediction" in previous:
+        record["prediction"] = previous["prediction"]
     if pred_json.exists():
         record["prediction"] = {k: v for k, v in json.loads(pred_json.read_text()).items()
                                 if k in ("n_particles", "timing_s", "voxels_per_s", "settings")}
-    dest = ROOT / "benchmarks" / "results" / ("memory_quick.json" if args.quick else "memory.json")
     dest.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(stages, indent=2))
     if not args.keep:

@@ -31,6 +31,7 @@ Writes ``benchmarks/results/particle_accuracy.json`` (``..._quick.json`` with
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,7 @@ from benchmarks._common import (  # noqa: E402
     machine_info,
     markdown_table,
     require_model,
+    results_path,
     training_phantoms,
     write_results,
 )
@@ -122,6 +124,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small, fast version (< 3 min)")
     p.add_argument("--model", default=str(SHIPPED_MODEL), help="crackseg model directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the peer methods")
+    p.add_argument("--reuse-peers", action="store_true",
+                   help="take the classical and random-forest results from the existing results "
+                        "file (same settings) and only rerun crackseg")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
     from crackseg.errors import CracksegError
@@ -136,16 +141,38 @@ def main(argv=None) -> int:
     machine = machine_info()
     cfg = QUICK if args.quick else FULL
     t = cfg["train"]
-    pairs = training_phantoms(t["n"], t["shape"], seed=t["seed"], sparse_every=t["sparse_every"],
-                              sparse_axes=t["sparse_axes"])
-    peers, peer_info, _ = fit_peers(pairs, seed=args.seed, quick=args.quick, quiet=args.quiet)
-    del pairs
+    prev = None
+    if args.reuse_peers:
+        path = results_path("particle_accuracy", args.quick)
+        prev = json.loads(path.read_text()) if path.exists() else None
+        if prev is None or prev.get("training_annotations") != t or prev.get("seed") != args.seed \
+                or [[v["setting"], v["seed"]] for v in prev["volumes"]] != cfg["volumes"] \
+                or prev.get("shape") != cfg["shape"]:
+            print(f"error: {path}: no earlier results with these settings; run without "
+                  "--reuse-peers", file=sys.stderr)
+            return 2
+    if prev is None:
+        pairs = training_phantoms(t["n"], t["shape"], seed=t["seed"],
+                                  sparse_every=t["sparse_every"], sparse_axes=t["sparse_axes"])
+        peers, peer_info, _ = fit_peers(pairs, seed=args.seed, quick=args.quick, quiet=args.quiet)
+        del pairs
+    else:
+        peers, peer_info = {}, prev["peers"]
     methods = {"crackseg": crackseg_method(model, quiet=args.quiet), **peers}
     records: dict = {m: [] for m in [*methods, REFERENCE]}
     per_volume = []
+    if prev is not None:
+        for row in prev["per_volume"]:
+            if row["method"] in ("crackseg", REFERENCE):
+                continue
+            records.setdefault(row["method"], []).append({
+                "matching": {k: row[k] for k in ("tp", "n_true", "n_pred", "split_rate", "merge_rate")},
+                "pred_cf": np.asarray(row["pred_cf"], float), "true_cf": np.asarray(row["true_cf"], float),
+                "pred_mean_damage": row["pred_mean_damage"], "true_mean_damage": row["true_mean_damage"]})
+            per_volume.append(row)
     for setting, seed in cfg["volumes"]:
         ph = generate_electrode(tuple(cfg["shape"]), seed=seed, **SETTINGS[setting])
-        for name in records:
+        for name in [*methods, REFERENCE]:
             t0 = time.time()
             seg = ph.labels if name == REFERENCE else methods[name](ph.image)
             rec = volume_records(seg, ph)
@@ -153,11 +180,15 @@ def main(argv=None) -> int:
             per_volume.append({"setting": setting, "seed": seed, "method": name,
                                "seconds": round(time.time() - t0, 1), **rec["matching"],
                                "pred_mean_damage": rec["pred_mean_damage"],
-                               "true_mean_damage": rec["true_mean_damage"]})
+                               "true_mean_damage": rec["true_mean_damage"],
+                               "pred_cf": rec["pred_cf"].tolist(),
+                               "true_cf": rec["true_cf"].tolist()})
             log(f"{setting} seed {seed} {name}: F1 {rec['matching']['f1']:.3f}, mean damage "
                 f"{rec['pred_mean_damage']:.4f} vs true {rec['true_mean_damage']:.4f}", args.quiet)
-    summary = {name: pooled(recs) for name, recs in records.items()}
+    order = sorted(records, key=lambda m: (m == REFERENCE, m != "crackseg"))
+    summary = {name: pooled(records[name]) for name in order}
     res = {"model": str(model), "seed": args.seed, "training_annotations": t, "peers": peer_info,
+           **({"peers_reused_from": prev["written"]} if prev else {}),
            "volumes": [{"setting": s, "seed": sd, "phantom_args": SETTINGS[s]} for s, sd in cfg["volumes"]],
            "shape": cfg["shape"], "instances": "crackseg.particles.particle_instances (defaults, "
            "voxel size of the phantom)", "iou_threshold": 0.5,

@@ -126,12 +126,13 @@ def flat_row(name: str, s: dict, **extra) -> dict:
 # ---------------------------------------------------------------- part 1: phantoms
 
 
-def phantom_part(cfg: dict, methods: dict, probabilities: dict, quiet: bool) -> dict:
+def phantom_part(cfg: dict, methods: dict, probabilities: dict, quiet: bool,
+                 previous: list | None = None) -> dict:
     from crackseg.labels import NMC4
     from crackseg.metrics import expected_calibration_error
     from crackseg.synthetic import generate_electrode
 
-    per_volume = []
+    per_volume = list(previous or [])
     for setting, kw in cfg["settings"].items():
         for seed in cfg["eval_seeds"]:
             ph = generate_electrode(tuple(cfg["eval_shape"]), seed=seed, **kw)
@@ -147,13 +148,14 @@ def phantom_part(cfg: dict, methods: dict, probabilities: dict, quiet: bool) -> 
                                    "seconds": round(secs, 2), **s})
                 log(f"phantom {setting} seed {seed} {name}: crack Dice "
                     f"{s['dice']['crack']:.3f}, pore Dice {s['dice']['pore']:.3f} ({secs:.0f} s)", quiet)
+    names = list(dict.fromkeys(r["method"] for r in per_volume))
     summary = {}
     for setting in cfg["settings"]:
         summary[setting] = {name: mean_scores([r for r in per_volume
                                                if r["setting"] == setting and r["method"] == name])
-                            for name in methods}
+                            for name in names}
     summary["all"] = {name: mean_scores([r for r in per_volume if r["method"] == name])
-                      for name in methods}
+                      for name in names}
     return {"settings": cfg["settings"], "eval_seeds": cfg["eval_seeds"],
             "shape": cfg["eval_shape"], "per_volume": per_volume, "summary": summary}
 
@@ -189,7 +191,8 @@ def random_init_model(parent: Path, out: Path, seed: int) -> Path:
     return save_model(net, fresh, out)
 
 
-def curve_part(cfg: dict, model: Path, quick: bool, seed: int, quiet: bool) -> dict:
+def curve_part(cfg: dict, model: Path, quick: bool, seed: int, quiet: bool,
+               previous: list | None = None) -> dict:
     from crackseg.io import write_volume
     from crackseg.labels import NMC4
     from crackseg.synthetic import generate_electrode
@@ -210,7 +213,10 @@ def curve_part(cfg: dict, model: Path, quick: bool, seed: int, quiet: bool) -> d
             sparse = keep_slices(train_ph.labels, n)
             lab_path = write_volume(tmp / f"labels_{n}.tif", sparse, train_ph.voxel_size_um,
                                     overwrite=True)
-            peers, info, _ = fit_peers([(train_ph.image, sparse)], seed=seed, quick=quick, quiet=True)
+            old = [r for r in previous or [] if r["slices"] == n and not r["method"].startswith("crackseg")]
+            rows += old
+            peers, info = ({}, {}) if old else \
+                fit_peers([(train_ph.image, sparse)], seed=seed, quick=quick, quiet=True)[:2]
             for name, fn in peers.items():
                 t = time.time()
                 s = score(fn(eval_ph.image), eval_ph.labels, NMC4)
@@ -266,15 +272,40 @@ def real_part(quick: bool, seed: int, quiet: bool) -> dict | None:
         groups[g] = res
         log(f"real slices group {g}: " + ", ".join(
             f"{k} pore {res[k]['dice']['pore']:.3f}" for k in peers), quiet)
-    crackseg = None
+    return {"schema": schema.to_dict(), "groups": groups,
+            "crackseg_from_segmentpy_2d": segmentpy_2d_results()}
+
+
+def segmentpy_2d_results() -> dict | None:
+    """crackseg's real-slice results as written by ``benchmarks/segmentpy_2d.py``, if any."""
     other = RESULTS / "segmentpy_2d.json"
-    if other.exists():
-        data = json.loads(other.read_text())
-        crackseg = {"source": str(other.relative_to(RESULTS.parents[1])),
-                    "written": time.strftime("%Y-%m-%d %H:%M", time.localtime(other.stat().st_mtime)),
-                    "groups": {g: {k: v for k, v in r.items() if k != "test_slices"}
-                               for g, r in data.get("groups", {}).items()}}
-    return {"schema": schema.to_dict(), "groups": groups, "crackseg_from_segmentpy_2d": crackseg}
+    if not other.exists():
+        return None
+    data = json.loads(other.read_text())
+    return {"source": str(other.relative_to(RESULTS.parents[1])),
+            "written": time.strftime("%Y-%m-%d %H:%M", time.localtime(other.stat().st_mtime)),
+            "model": data.get("model"),
+            "groups": {g: {k: v for k, v in r.items() if k != "test_slices"}
+                       for g, r in data.get("groups", {}).items()}}
+
+
+def previous_results(args, cfg: dict) -> dict:
+    """The existing results file, checked to have been made with the same settings."""
+    from benchmarks._common import results_path
+    from crackseg.errors import InputError
+
+    path = results_path("segmentation_accuracy", args.quick)
+    if not path.exists():
+        raise InputError(f"{path}: no earlier results to reuse; run without --reuse-peers")
+    prev = json.loads(path.read_text())
+    same = (prev.get("training_annotations") == cfg["train"] and prev.get("seed") == args.seed
+            and prev["phantoms"]["settings"] == cfg["settings"]
+            and prev["phantoms"]["eval_seeds"] == cfg["eval_seeds"]
+            and (not prev.get("annotation_curve")
+                 or {k: v for k, v in prev["annotation_curve"].items() if k != "rows"} == cfg["curve"]))
+    if not same:
+        raise InputError(f"{path}: made with other settings; run without --reuse-peers")
+    return prev
 
 
 # ---------------------------------------------------------------- tables
@@ -319,6 +350,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the peer methods and training")
     p.add_argument("--skip", nargs="*", default=[], choices=["curve", "real"],
                    help="parts to leave out")
+    p.add_argument("--reuse-peers", action="store_true",
+                   help="take the classical and random-forest results from the existing results "
+                        "file (same settings) and only rerun crackseg")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
     from crackseg.errors import CracksegError
@@ -335,27 +369,47 @@ def main(argv=None) -> int:
     t = cfg["train"]
     log(f"training annotations: {t['n']} phantoms {t['shape']}, every {t['sparse_every']}th slice",
         args.quiet)
-    pairs = training_phantoms(t["n"], t["shape"], seed=t["seed"], sparse_every=t["sparse_every"],
-                              sparse_axes=t["sparse_axes"])
-    peers, peer_info, peer_probs = fit_peers(pairs, seed=args.seed, quick=args.quick, quiet=args.quiet)
-    del pairs
+    try:
+        prev = previous_results(args, cfg) if args.reuse_peers else None
+    except CracksegError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if prev is None:
+        pairs = training_phantoms(t["n"], t["shape"], seed=t["seed"],
+                                  sparse_every=t["sparse_every"], sparse_axes=t["sparse_axes"])
+        peers, peer_info, peer_probs = fit_peers(pairs, seed=args.seed, quick=args.quick,
+                                                 quiet=args.quiet)
+        del pairs
+    else:
+        peers, peer_info, peer_probs = {}, prev["peers"], {}
     methods = {**peers, "crackseg": crackseg_method(model, quiet=args.quiet)}
     loaded = load_model(model)
     probabilities = {"crackseg": lambda image: crackseg_probabilities(loaded, image),
                      **peer_probs}
-    timings = {}
+    timings = dict(prev["timings"]) if prev else {}
     t0 = time.time()
     res = {"model": str(model), "seed": args.seed, "training_annotations": t, "peers": peer_info}
-    res["phantoms"] = phantom_part(cfg, methods, probabilities, args.quiet)
-    timings["phantoms_s"] = round(time.time() - t0, 1)
+    if prev:
+        res["peers_reused_from"] = prev["written"]
+    res["phantoms"] = phantom_part(
+        cfg, methods, probabilities, args.quiet,
+        previous=[r for r in prev["phantoms"]["per_volume"] if r["method"] != "crackseg"]
+        if prev else None)
+    timings["phantoms_s" + ("_crackseg_only" if prev else "")] = round(time.time() - t0, 1)
     if "curve" not in args.skip:
         t0 = time.time()
-        res["annotation_curve"] = curve_part(cfg, model, args.quick, args.seed, args.quiet)
-        timings["annotation_curve_s"] = round(time.time() - t0, 1)
+        res["annotation_curve"] = curve_part(
+            cfg, model, args.quick, args.seed, args.quiet,
+            previous=prev["annotation_curve"]["rows"] if prev and prev.get("annotation_curve") else None)
+        timings["annotation_curve_s" + ("_crackseg_only" if prev else "")] = round(time.time() - t0, 1)
     if "real" not in args.skip and cfg["real"]:
         t0 = time.time()
-        res["real_slices"] = real_part(args.quick, args.seed, args.quiet)
-        timings["real_slices_s"] = round(time.time() - t0, 1)
+        if prev and prev.get("real_slices"):
+            res["real_slices"] = {**prev["real_slices"],
+                                  "crackseg_from_segmentpy_2d": segmentpy_2d_results()}
+        else:
+            res["real_slices"] = real_part(args.quick, args.seed, args.quiet)
+            timings["real_slices_s"] = round(time.time() - t0, 1)
     res["timings"] = timings
     text = tables(res)
     path = write_results("segmentation_accuracy", res, quick=args.quick, machine=machine,

@@ -208,9 +208,9 @@ def main(argv=None) -> int:
     runs = {"crackseg (defaults)": {}}
     if args.variants:
         runs.update({
-            "crackseg valid fp32": {"precision": "fp32"},
-            "crackseg gaussian 96/0.25 bf16": {"blend": "gaussian", "roi_size": 96,
-                                                "overlap": 0.25, "precision": "bf16"},
+            "crackseg --precision bf16": {"precision": "bf16"},
+            "crackseg --blend gaussian --roi 96 --overlap 0.25 (baseline settings)": {
+                "blend": "gaussian", "roi_size": 96, "overlap": 0.25},
         })
     results = []
     exec_base = windows_voxels(vol.shape, (96,) * 3, (72,) * 3)
@@ -225,11 +225,17 @@ def main(argv=None) -> int:
         s = pred.provenance["settings"]
         roi, halo = s["roi_size"], s["halo"]
         if s["blend"] == "valid":
-            interval = tuple(r - 2 * h for r, h in zip(roi, halo))
+            from crackseg.inference import valid_tiling
+
+            ext = [min(n, c + 2 * h) for n, c, h in zip(vol.shape, s["chunk_size"], halo)]
+            roi, halo, ov = valid_tiling(ext, roi, halo, 8)
+            interval = tuple(int(r * (1 - o)) if o else r for r, o in zip(roi, ov))
+            n_chunks = int(np.prod([-(-n // c) for n, c in zip(vol.shape, s["chunk_size"])]))
+            exec_v = n_chunks * windows_voxels(ext, roi, interval)
         else:
             interval = tuple(int(r * (1 - s["overlap"])) for r in roi)
-        exec_v = windows_voxels(vol.shape, tuple(min(r, n) for r, n in zip(roi, vol.shape)),
-                                interval)
+            exec_v = windows_voxels(vol.shape, tuple(min(r, n) for r, n in zip(roi, vol.shape)),
+                                    interval)
         d = dice_per_class(lab_base, pred.labels)
         r = {"method": name, "settings": s, "median_s": t, "times_s": ts,
              "voxels_per_s": n_vox / t, "speedup_vs_baseline": t_base / t,

@@ -25,7 +25,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
 
 from crackseg.labels import NMC4, LabelSchema  # noqa: E402
 
@@ -56,11 +55,6 @@ def _overlay_rgba(seg2d: np.ndarray, schema: LabelSchema) -> np.ndarray:
             continue
         rgba[seg2d == value] = colour
     return rgba
-
-
-def _display_range(img: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.percentile(img[:: max(1, img.size // 200_000 + 1)] if img.ndim == 1 else img, [1, 99])
-    return float(lo), float(hi) if hi > lo else float(lo) + 1.0
 
 
 def central_slices(vol, index=None) -> list[tuple[str, np.ndarray]]:

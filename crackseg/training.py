@@ -93,7 +93,8 @@ def card_from_info(info: dict, name: str, *, metrics: dict | None = None,
 
 
 def export_model(run_or_ckpt, out_dir, *, name: str | None = None, overwrite: bool = False,
-                 evaluate_on=None, evaluation_note: str = "", description: str = "",
+                 evaluate_on=None, evaluation_note: str = "", calibrate_on=None,
+                 calibration_note: str = "", description: str = "",
                  reproduce: str | None = None, quiet: bool = True) -> Path:
     """Write a model directory from a training run or checkpoint.
 
@@ -112,6 +113,12 @@ def export_model(run_or_ckpt, out_dir, *, name: str | None = None, overwrite: bo
         the card's ``metrics``.
     evaluation_note : str
         What those volumes are (recorded with the metrics).
+    calibrate_on : list, optional
+        Fully labelled validation volumes (never the evaluation volumes) on
+        which per-class output offsets are fitted (:func:`fit_logit_offsets`)
+        and folded into the output bias; recorded in ``training.calibration``.
+    calibration_note : str
+        What the calibration volumes are.
     description, reproduce : str
         Card description and the command that reproduces the model.
 
@@ -133,6 +140,12 @@ def export_model(run_or_ckpt, out_dir, *, name: str | None = None, overwrite: bo
         raise ModelError(f"checkpoint weights do not fit its architecture ({str(e).splitlines()[0]})") from None
     net.eval()
     card = card_from_info(info, name or out.name, description=description, reproduce=reproduce)
+    if calibrate_on is not None:
+        cal = fit_logit_offsets((net, card), calibrate_on)
+        apply_logit_offsets(net, cal["offsets"].values())
+        card["training"]["calibration"] = {**cal, "fitted_on": calibration_note,
+                                           "method": "per-class output logit offsets, "
+                                                     "coordinate search for mean Dice"}
     if evaluate_on is not None:
         card["metrics"] = evaluate_model((net, card), evaluate_on, quiet=quiet)
         if evaluation_note:
@@ -222,6 +235,99 @@ def evaluate_model(model, volumes, *, quiet: bool = True) -> dict:
     dice = dice_from_counts(counts)
     return {"dice": {k: (round(d, 4) if d == d else None) for k, d in zip(schema.names, dice)},
             "n_volumes": n, "voxels": voxels, "evaluated_on": "all labelled voxels"}
+
+
+def output_bias(net):
+    """The bias of the network's last layer (adding to it shifts every output logit).
+
+    Raises
+    ------
+    ModelError
+        If the last parameter is not a convolution bias.
+    """
+    name, param = list(net.named_parameters())[-1]
+    if not name.endswith("conv.bias"):
+        raise ModelError(f"cannot find the output bias of this network (last parameter {name})")
+    return param
+
+
+def fit_logit_offsets(model, volumes, *, grid=None, passes: int = 2) -> dict:
+    """Per-class logit offsets that maximise mean Dice on labelled validation volumes.
+
+    Class-weighted training shifts the network towards rare classes (thicker
+    cracks); adding a constant per class to the output logits undoes such a
+    prior shift.  Offsets are found by coordinate search over ``grid`` for
+    every class but the first (whose offset stays 0).
+
+    Parameters
+    ----------
+    model : (net, card)
+        Network and card.
+    volumes : list of (image, labels)
+        Fully labelled validation volumes (not the test volumes).
+    grid : sequence of float, optional
+        Offsets tried (default -2.5 .. 2.5 in steps of 0.25).
+    passes : int
+        Rounds of coordinate search.
+
+    Returns
+    -------
+    dict
+        ``{"offsets": {class: value}, "dice_before": {...}, "dice_after": {...}}``.
+    """
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from crackseg.data import labels_to_index
+    from crackseg.losses import dice_counts, dice_from_counts
+    from crackseg.normalize import normalize_image
+
+    net, card = model
+    schema = card_schema(card)
+    grid = np.arange(-2.5, 2.51, 0.25) if grid is None else np.asarray(grid, dtype=float)
+    logits, targets = [], []
+    with torch.inference_mode():
+        for image, labels in volumes:
+            x = torch.from_numpy(normalize_image(image, card.get("normalization")))[None, None]
+            roi = [min(int(r), s) for r, s in zip(card["inference"]["roi_size"], x.shape[2:])]
+            logits.append(sliding_window_inference(x, roi, 2, net, overlap=card["inference"]["overlap"],
+                                                   mode="gaussian")[0])
+            targets.append(torch.from_numpy(labels_to_index(labels, schema).astype(np.int64)))
+
+    def dice(off):
+        counts = 0
+        for lg, t in zip(logits, targets):
+            pred = (lg + torch.as_tensor(off, dtype=lg.dtype)[:, None, None, None]).argmax(0)
+            counts = counts + dice_counts(pred[None], t[None], schema.num_classes)
+        return dice_from_counts(counts)
+
+    def score(d):
+        return float(np.nanmean(d))
+
+    off = np.zeros(schema.num_classes)
+    before = dice(off)
+    best = score(before)
+    for _ in range(passes):
+        for c in range(1, schema.num_classes):
+            for g in grid:
+                trial = off.copy()
+                trial[c] = g
+                s = score(dice(trial))
+                if s > best + 1e-6:
+                    best, off = s, trial
+    after = dice(off)
+    return {"offsets": dict(zip(schema.names, [round(float(v), 3) for v in off])),
+            "dice_before": dict(zip(schema.names, [round(v, 4) for v in before])),
+            "dice_after": dict(zip(schema.names, [round(v, 4) for v in after]))}
+
+
+def apply_logit_offsets(net, offsets) -> None:
+    """Add per-class offsets (channel order) to the output bias, in place."""
+    import torch
+
+    with torch.no_grad():
+        bias = output_bias(net)
+        bias += torch.as_tensor(list(offsets), dtype=bias.dtype)
 
 
 # ---------------------------------------------------------------- README

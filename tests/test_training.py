@@ -217,3 +217,23 @@ def test_ddp_two_processes_on_cpu(pairs, tmp_path):
     assert main(["export", str(tmp_path / "runs" / "tiny" / "version_0"), "-o",
                  str(tmp_path / "ddp_model")]) == 0
     assert (tmp_path / "ddp_model" / WEIGHTS).exists()
+
+
+def test_logit_offsets_shift_outputs_and_never_lower_mean_dice(parent, pairs):
+    from crackseg.training import apply_logit_offsets, fit_logit_offsets
+
+    net, card = load_model(parent)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        before = net(x)
+        apply_logit_offsets(net, [0.0, 0.5, -1.0, 2.0])
+        after = net(x)
+    diff = (after - before).mean(dim=(0, 2, 3, 4))
+    assert torch.allclose(diff, torch.tensor([0.0, 0.5, -1.0, 2.0]), atol=1e-5)
+    img, _, full = pairs[1][2]
+    cal = fit_logit_offsets((net, card), [(img, full)], grid=[-1.0, 0.0, 1.0], passes=1)
+    assert set(cal["offsets"]) == {"matrix", "particle", "crack", "pore"}
+    assert cal["offsets"]["matrix"] == 0.0
+    mean = [np.nanmean([v if v is not None else np.nan for v in cal[k].values()])
+            for k in ("dice_before", "dice_after")]
+    assert mean[1] >= mean[0] - 1e-9

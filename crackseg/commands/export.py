@@ -23,20 +23,32 @@ def register(subparsers) -> None:
                    help="first seed of the evaluation phantoms (default 1000)")
     p.add_argument("--eval-shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
                    help="evaluation phantom shape (default: the training phantoms')")
+    p.add_argument("--calibrate-phantoms", type=int, default=0, metavar="N",
+                   help="fit per-class output offsets on the run's N validation phantoms "
+                        "(fully labelled; seeds recorded by the recipe) and fold them into the "
+                        "output layer")
     p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from crackseg.data import synthetic_pairs
+    from crackseg.errors import InputError
     from crackseg.training import export_model, read_checkpoint
 
-    volumes, desc = None, None
+    volumes, desc, cal, cal_desc = None, None, None, ""
+    _, info = read_checkpoint(args.run)
+    data = (info.get("training") or {}).get("data") or {}
+    syn = data.get("synthetic") or {}
+    if args.calibrate_phantoms:
+        if not data.get("val_seeds"):
+            raise InputError("--calibrate-phantoms needs a run trained on synthetic phantoms")
+        seeds = data["val_seeds"][: args.calibrate_phantoms]
+        cal = [(im, full) for s in seeds for im, _, full in synthetic_pairs(
+            1, syn.get("shape"), seed=s, sparse_every=None, **(syn.get("phantom") or {}))]
+        cal_desc = f"validation phantoms seeds {seeds}, shape {syn.get('shape')}"
     if args.eval_phantoms:
-        from crackseg.data import synthetic_pairs
-
-        _, info = read_checkpoint(args.run)
-        syn = ((info.get("training") or {}).get("data") or {}).get("synthetic") or {}
         shape = args.eval_shape or syn.get("shape") or [96, 96, 96]
         phantom = syn.get("phantom") or {}
         seeds = list(range(args.eval_seed, args.eval_seed + args.eval_phantoms))
@@ -44,7 +56,8 @@ def run(args) -> int:
             args.eval_phantoms, shape, seed=args.eval_seed, sparse_every=None, **phantom)]
         desc = f"held-out phantoms seeds {seeds[0]}..{seeds[-1]}, shape {list(shape)}, settings {phantom}"
     out = export_model(args.run, args.output, name=args.name, overwrite=args.overwrite,
-                       evaluate_on=volumes, evaluation_note=desc or "",
+                       evaluate_on=volumes, evaluation_note=desc or "", calibrate_on=cal,
+                       calibration_note=cal_desc,
                        description=args.description, reproduce=args.reproduce, quiet=args.quiet)
     print(out)
     return 0
