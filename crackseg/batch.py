@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from crackseg._version import __version__
-from crackseg.errors import CracksegError, InputError
+from crackseg.errors import CracksegError
 from crackseg.io import (
     HDF5_SUFFIXES,
     TIFF_SUFFIXES,
@@ -348,10 +348,3 @@ def _remove_unstarted(folder: Path, existed: bool) -> None:
         shutil.rmtree(work, ignore_errors=True)
     if not existed and folder.exists() and not any(folder.iterdir()):
         folder.rmdir()
-
-
-def ensure_input_exists(path) -> None:
-    """Raise :class:`InputError` if an input path does not exist."""
-    p, _ = split_dataset_path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file or folder")

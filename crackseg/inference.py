@@ -52,7 +52,7 @@ import numpy as np
 
 from crackseg._version import __version__
 from crackseg.errors import CracksegError, InputError
-from crackseg.io import Image, count_nonfinite, describe_voxel_size, read_volume, write_json
+from crackseg.io import Image, count_nonfinite, read_volume, write_json
 from crackseg.labels import LabelSchema
 from crackseg.tiling import GIB, chunk_for_memory, chunk_grid, inference_memory_bytes, round_up
 from crackseg.uncertainty import (
@@ -233,10 +233,13 @@ def _settings_fingerprint(d: dict) -> str:
 
 def _input_identity(volume) -> dict:
     if isinstance(volume, (str, os.PathLike)):
-        p = Path(os.fspath(volume).split(":")[0]) if ".h5:" in os.fspath(volume) else Path(volume)
+        from crackseg.io import split_dataset_path
+
+        p, ds = split_dataset_path(volume)
         try:
             st = p.stat()
-            return {"path": str(Path(volume).resolve()), "size": st.st_size, "mtime": st.st_mtime}
+            return {"path": str(p.resolve()), "dataset": ds, "size": st.st_size,
+                    "mtime": st.st_mtime}
         except OSError:
             return {"path": str(volume)}
     return {"path": None}
@@ -425,8 +428,29 @@ def _chunk_seed(seed: int, chunk_index: int, sample: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(chunk_index), int(sample)]).generate_state(1)[0])
 
 
-def _read_block(data, ext, lo, hi, nan_policy: str, source: str) -> np.ndarray:
-    block = np.asarray(data[ext]).astype(np.float32, copy=False)
+def block_reader(data):
+    """Function ``ext -> ndarray`` that copies a region out of ``data``.
+
+    A memory-mapped file is mapped afresh for each read and unmapped after
+    the copy, so pages of a huge input do not accumulate in this process's
+    resident memory.
+    """
+    if isinstance(data, np.memmap) and getattr(data, "filename", None):
+        fn, off, shape, dt = data.filename, data.offset, data.shape, data.dtype
+        order = "F" if data.flags.f_contiguous and not data.flags.c_contiguous else "C"
+
+        def read(ext):
+            mm = np.memmap(fn, dtype=dt, mode="r", offset=off, shape=shape, order=order)
+            block = np.array(mm[ext])
+            del mm
+            return block
+
+        return read
+    return lambda ext: np.asarray(data[ext])
+
+
+def _read_block(read, ext, lo, hi, nan_policy: str, source: str) -> np.ndarray:
+    block = read(ext).astype(np.float32, copy=False)
     if np.issubdtype(block.dtype, np.floating):
         bad = ~np.isfinite(block)
         if bad.any():
@@ -666,7 +690,8 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
             out_d[f"{name}_bits"] = bits[name]
         return out_d
 
-    read = lambda c: _read_block(img.data, c.ext, lo, hi, nan_policy, img.source)  # noqa: E731
+    reader = block_reader(img.data)
+    read = lambda c: _read_block(reader, c.ext, lo, hi, nan_policy, img.source)  # noqa: E731
     if uncertainty == "mc":
         enable_mc_dropout(net)
     from tqdm.auto import tqdm
@@ -697,11 +722,3 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
         provenance=provenance, workdir=Path(out) if out is not None else None,
         stats={"chunks": len(chunks), "chunks_run": n_run},
     )
-
-
-def describe_plan(prediction: Prediction) -> str:
-    """One line describing what was run (for logs)."""
-    s = prediction.provenance["settings"]
-    return (f"{prediction.provenance['input']}: model {prediction.provenance['model']}, "
-            f"{s['blend']} windows {s['roi_size']} halo {s['halo']}, {s['precision']} on "
-            f"{s['device']}, voxel size {describe_voxel_size(prediction.voxel_size_um)}")

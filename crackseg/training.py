@@ -156,8 +156,8 @@ def export_model(run_or_ckpt, out_dir, *, name: str | None = None, overwrite: bo
 # ---------------------------------------------------------------- evaluation
 
 
-def predict_labels(net, card: dict, image, *, sw_batch_size: int = 2) -> np.ndarray:
-    """Channel index per voxel of one image (sliding window, Gaussian blending).
+def predict_logits(net, card: dict, image, *, sw_batch_size: int = 2):
+    """Class logits of one image (sliding window, Gaussian blending).
 
     Parameters
     ----------
@@ -170,8 +170,7 @@ def predict_labels(net, card: dict, image, *, sw_batch_size: int = 2) -> np.ndar
 
     Returns
     -------
-    numpy.ndarray of uint8, same shape
-        Channel indices (not stored label values).
+    torch.Tensor, float32, shape (C, *image.shape)
     """
     import torch
     from monai.inferers import sliding_window_inference
@@ -180,19 +179,33 @@ def predict_labels(net, card: dict, image, *, sw_batch_size: int = 2) -> np.ndar
 
     x = normalize_image(image, card.get("normalization"))
     sd = int(card["spatial_dims"])
-    roi = [min(int(r), s) for r, s in zip(card["inference"]["roi_size"], x.shape[-sd:])]
     if sd == 3 and x.ndim != 3:
         raise InputError(f"a 3-D model needs a volume (Z, Y, X), got shape {x.shape}")
+    roi = [min(int(r), s) for r, s in zip(card["inference"]["roi_size"], x.shape[-sd:])]
     t = torch.from_numpy(x)
     t = t[None, None] if x.ndim == sd else t[:, None]
-    out = np.empty(t.shape[:1] + t.shape[2:], dtype=np.uint8)
+    parts = []
     with torch.inference_mode():
         for i in range(0, t.shape[0], 16):
-            logits = sliding_window_inference(
+            parts.append(sliding_window_inference(
                 t[i:i + 16], roi, sw_batch_size, net, overlap=card["inference"].get("overlap", 0.25),
-                mode=card["inference"].get("mode", "gaussian"))
-            out[i:i + 16] = logits.argmax(1).to(torch.uint8).numpy()
-    return out[0] if x.ndim == sd else out
+                mode=card["inference"].get("mode", "gaussian")))
+    logits = torch.cat(parts)
+    return logits[0] if x.ndim == sd else logits.movedim(1, 0)
+
+
+def predict_labels(net, card: dict, image, *, sw_batch_size: int = 2) -> np.ndarray:
+    """Channel index per voxel of one image (see :func:`predict_logits`).
+
+    Returns
+    -------
+    numpy.ndarray of uint8, same shape as ``image``
+        Channel indices (not stored label values).
+    """
+    import torch
+
+    logits = predict_logits(net, card, image, sw_batch_size=sw_batch_size)
+    return logits.argmax(0).to(torch.uint8).numpy()
 
 
 def evaluate_model(model, volumes, *, quiet: bool = True) -> dict:
@@ -276,28 +289,23 @@ def fit_logit_offsets(model, volumes, *, grid=None, passes: int = 2) -> dict:
         ``{"offsets": {class: value}, "dice_before": {...}, "dice_after": {...}}``.
     """
     import torch
-    from monai.inferers import sliding_window_inference
 
     from crackseg.data import labels_to_index
     from crackseg.losses import dice_counts, dice_from_counts
-    from crackseg.normalize import normalize_image
 
     net, card = model
     schema = card_schema(card)
     grid = np.arange(-2.5, 2.51, 0.25) if grid is None else np.asarray(grid, dtype=float)
     logits, targets = [], []
-    with torch.inference_mode():
-        for image, labels in volumes:
-            x = torch.from_numpy(normalize_image(image, card.get("normalization")))[None, None]
-            roi = [min(int(r), s) for r, s in zip(card["inference"]["roi_size"], x.shape[2:])]
-            logits.append(sliding_window_inference(x, roi, 2, net, overlap=card["inference"]["overlap"],
-                                                   mode="gaussian")[0])
-            targets.append(torch.from_numpy(labels_to_index(labels, schema).astype(np.int64)))
+    for image, labels in volumes:
+        logits.append(predict_logits(net, card, image))
+        targets.append(torch.from_numpy(labels_to_index(labels, schema).astype(np.int64)))
 
     def dice(off):
         counts = 0
         for lg, t in zip(logits, targets):
-            pred = (lg + torch.as_tensor(off, dtype=lg.dtype)[:, None, None, None]).argmax(0)
+            shift = torch.as_tensor(off, dtype=lg.dtype).reshape(-1, *([1] * (lg.dim() - 1)))
+            pred = (lg + shift).argmax(0)
             counts = counts + dice_counts(pred[None], t[None], schema.num_classes)
         return dice_from_counts(counts)
 
@@ -370,6 +378,16 @@ def model_readme(card: dict) -> str:
         lines += [f"| {k} | {v:.3f} |" if v is not None else f"| {k} | n/a |"
                   for k, v in m["dice"].items()]
         lines.append("")
+        if card.get("spatial_dims") == 2:
+            lines += ["The 2-D model was applied to every z-slice (YX) of the held-out volumes.", ""]
+    cal = tr.get("calibration")
+    if cal:
+        lines += ["Per-class output offsets (logits) fitted on "
+                  f"{cal.get('fitted_on')} and folded into the output layer: "
+                  + ", ".join(f"{k} {v:+.2f}" for k, v in cal["offsets"].items())
+                  + "; validation Dice before/after: "
+                  + ", ".join(f"{k} {cal['dice_before'][k]:.3f}/{cal['dice_after'][k]:.3f}"
+                              for k in cal["offsets"]) + ".", ""]
     if tr.get("reproduce"):
         lines += ["## Reproduce", "", "```", tr["reproduce"], "```", ""]
     if card.get("parent"):

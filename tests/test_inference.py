@@ -78,6 +78,11 @@ def test_reads_path_lazily_with_voxel_size(model_dir, phantom, tmp_path):
     b = predict_volume(model_dir, phantom.image, progress=False)
     assert a.voxel_size_um == (0.5, 0.25, 0.25)
     np.testing.assert_array_equal(a.labels, b.labels)
+    # uncompressed TIFF: memory-mapped, read chunk by chunk
+    m = write_volume(tmp_path / "m.tif", phantom.image, compression=None)
+    c = predict_volume(model_dir, m, chunk_size=(16, 24, 24), progress=False)
+    d = predict_volume(model_dir, phantom.image, chunk_size=(16, 24, 24), progress=False)
+    np.testing.assert_array_equal(c.labels, d.labels)
 
 
 def test_gaussian_blend_is_monai_sliding_window(model_dir, phantom):
