@@ -114,8 +114,12 @@ def results_path(name: str, quick: bool) -> Path:
     return RESULTS / f"{name}{'_quick' if quick else ''}.json"
 
 
-def write_results(name: str, payload: dict, *, quick: bool, machine: dict, started: float) -> Path:
-    """Write a benchmark's results (atomically) with machine, command and timing."""
+def write_results(name: str, payload: dict, *, quick: bool, machine: dict, started: float,
+                  path=None) -> Path:
+    """Write a benchmark's results (atomically) with machine, command and timing.
+
+    ``path`` overrides :func:`results_path`.
+    """
     from crackseg.io import write_json
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -128,7 +132,8 @@ def write_results(name: str, payload: dict, *, quick: bool, machine: dict, start
         "machine": machine,
         **payload,
     }
-    path = results_path(name, quick)
+    path = Path(path) if path else results_path(name, quick)
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, _plain(record), overwrite=True)
     return path
 

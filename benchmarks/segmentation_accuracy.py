@@ -148,6 +148,11 @@ def phantom_part(cfg: dict, methods: dict, probabilities: dict, quiet: bool,
                                    "seconds": round(secs, 2), **s})
                 log(f"phantom {setting} seed {seed} {name}: crack Dice "
                     f"{s['dice']['crack']:.3f}, pore Dice {s['dice']['pore']:.3f} ({secs:.0f} s)", quiet)
+    return phantom_summary(cfg, per_volume)
+
+
+def phantom_summary(cfg: dict, per_volume: list) -> dict:
+    """Phantom part of the results: per-volume rows and their means per setting and method."""
     names = list(dict.fromkeys(r["method"] for r in per_volume))
     summary = {}
     for setting in cfg["settings"]:
@@ -192,7 +197,7 @@ def random_init_model(parent: Path, out: Path, seed: int) -> Path:
 
 
 def curve_part(cfg: dict, model: Path, quick: bool, seed: int, quiet: bool,
-               previous: list | None = None) -> dict:
+               previous: list | None = None, crackseg_only: bool = False) -> dict:
     from crackseg.io import write_volume
     from crackseg.labels import NMC4
     from crackseg.synthetic import generate_electrode
@@ -215,7 +220,7 @@ def curve_part(cfg: dict, model: Path, quick: bool, seed: int, quiet: bool,
                                     overwrite=True)
             old = [r for r in previous or [] if r["slices"] == n and not r["method"].startswith("crackseg")]
             rows += old
-            peers, info = ({}, {}) if old else \
+            peers, info = ({}, {}) if old or crackseg_only else \
                 fit_peers([(train_ph.image, sparse)], seed=seed, quick=quick, quiet=True)[:2]
             for name, fn in peers.items():
                 t = time.time()
@@ -353,10 +358,19 @@ def main(argv=None) -> int:
     p.add_argument("--reuse-peers", action="store_true",
                    help="take the classical and random-forest results from the existing results "
                         "file (same settings) and only rerun crackseg")
+    p.add_argument("--crackseg-only", action="store_true",
+                   help="run only crackseg (no peers, no real slices); combine with --merge")
+    p.add_argument("--out", default=None, help="results file (default benchmarks/results/...)")
+    p.add_argument("--merge", nargs=2, metavar=("PEERS_JSON", "CRACKSEG_JSON"),
+                   help="write the results file from the peer rows of one earlier run and the "
+                        "crackseg rows of another (same settings); runs nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
     from crackseg.errors import CracksegError
     from crackseg.model_io import load_model
+
+    if args.merge:
+        return merge_results(*args.merge, quick=args.quick)
 
     try:
         model = require_model(args.model)
@@ -374,7 +388,9 @@ def main(argv=None) -> int:
     except CracksegError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if prev is None:
+    if args.crackseg_only:
+        peers, peer_info, peer_probs = {}, {}, {}
+    elif prev is None:
         pairs = training_phantoms(t["n"], t["shape"], seed=t["seed"],
                                   sparse_every=t["sparse_every"], sparse_axes=t["sparse_axes"])
         peers, peer_info, peer_probs = fit_peers(pairs, seed=args.seed, quick=args.quick,
@@ -400,9 +416,10 @@ def main(argv=None) -> int:
         t0 = time.time()
         res["annotation_curve"] = curve_part(
             cfg, model, args.quick, args.seed, args.quiet,
-            previous=prev["annotation_curve"]["rows"] if prev and prev.get("annotation_curve") else None)
+            previous=prev["annotation_curve"]["rows"] if prev and prev.get("annotation_curve") else None,
+            crackseg_only=args.crackseg_only)
         timings["annotation_curve_s" + ("_crackseg_only" if prev else "")] = round(time.time() - t0, 1)
-    if "real" not in args.skip and cfg["real"]:
+    if "real" not in args.skip and cfg["real"] and not args.crackseg_only:
         t0 = time.time()
         if prev and prev.get("real_slices"):
             res["real_slices"] = {**prev["real_slices"],
@@ -413,9 +430,50 @@ def main(argv=None) -> int:
     res["timings"] = timings
     text = tables(res)
     path = write_results("segmentation_accuracy", res, quick=args.quick, machine=machine,
-                         started=started)
+                         started=started, path=args.out)
     print(text)
     print(f"\nwritten {path} ({time.time() - started:.0f} s)")
+    return 0
+
+
+def merge_results(peers_json: str, crackseg_json: str, *, quick: bool) -> int:
+    """Results file from the peer rows of one run and the crackseg rows of another."""
+    a = json.loads(Path(peers_json).read_text())
+    b = json.loads(Path(crackseg_json).read_text())
+    keys = ("training_annotations", "seed")
+    if any(a.get(k) != b.get(k) for k in keys) or a["phantoms"]["settings"] != b["phantoms"]["settings"] \
+            or a["phantoms"]["eval_seeds"] != b["phantoms"]["eval_seeds"]:
+        print("error: the two results files were made with different settings", file=sys.stderr)
+        return 2
+    cfg = {"settings": a["phantoms"]["settings"], "eval_seeds": a["phantoms"]["eval_seeds"],
+           "eval_shape": a["phantoms"]["shape"]}
+
+    def is_crackseg(r):
+        return r["method"].startswith("crackseg")
+
+    res = {k: v for k, v in a.items() if k not in ("benchmark", "quick", "command", "written",
+                                                  "wall_seconds", "machine")}
+    res["model"] = b["model"]
+    rows = [r for r in a["phantoms"]["per_volume"] if not is_crackseg(r)] + \
+        [r for r in b["phantoms"]["per_volume"] if is_crackseg(r)]
+    res["phantoms"] = phantom_summary(cfg, rows)
+    if a.get("annotation_curve") and b.get("annotation_curve"):
+        rows = [r for r in a["annotation_curve"]["rows"] if not is_crackseg(r)] + \
+            [r for r in b["annotation_curve"]["rows"] if is_crackseg(r)]
+        order = ["crackseg shipped (no fine-tuning)", "classical", "random forest",
+                 "crackseg fine-tuned", "crackseg from scratch"]
+        rows.sort(key=lambda r: (r["slices"], order.index(r["method"]) if r["method"] in order else 9))
+        res["annotation_curve"] = {**b["annotation_curve"], "rows": rows}
+    if res.get("real_slices"):
+        res["real_slices"]["crackseg_from_segmentpy_2d"] = segmentpy_2d_results()
+    res["merged_from"] = {
+        "peers": {k: a.get(k) for k in ("command", "written", "wall_seconds", "model")},
+        "crackseg": {k: b.get(k) for k in ("command", "written", "wall_seconds", "model")}}
+    res["timings"] = {"peers_run": a.get("timings"), "crackseg_run": b.get("timings")}
+    path = write_results("segmentation_accuracy", res, quick=quick, machine=b["machine"],
+                         started=time.time())
+    print(tables(res))
+    print(f"\nwritten {path}")
     return 0
 
 

@@ -139,8 +139,7 @@ def particle_damage_figure(instances, labels, damage, *, vmax: float | None = No
     vmax = float(np.nanpercentile(damage, 95)) if vmax is None and damage.size else (vmax or 1.0)
     vmax = vmax if vmax > 0 else 1.0
     lut = damage_lut(int(inst.max()), labels, damage)
-    cmap = plt.get_cmap("inferno").copy()
-    cmap.set_bad((0.12, 0.12, 0.16))
+    cmap = plt.get_cmap("inferno").with_extremes(bad=(0.12, 0.12, 0.16))
     depths = np.linspace(0, inst.shape[0] - 1, n_slices + 2)[1:-1].astype(int)
     fig, axes = plt.subplots(1, n_slices + 1, figsize=(3.6 * (n_slices + 1), 3.9))
     im = None

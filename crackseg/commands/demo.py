@@ -23,8 +23,8 @@ def register(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--out", default="crackseg_demo", help="output folder (default: crackseg_demo)")
     p.add_argument("--model", default=None, help="model directory (default: the shipped default model)")
-    p.add_argument("--shape", type=int, nargs=3, default=[128, 128, 128], metavar=("Z", "Y", "X"),
-                   help="phantom size in voxels (default 128 128 128)")
+    p.add_argument("--shape", type=int, nargs=3, default=[160, 256, 256], metavar=("Z", "Y", "X"),
+                   help="phantom size in voxels (default 160 256 256: about 350 particles)")
     p.add_argument("--seed", type=int, default=1, help="phantom and statistics seed (default 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--uncertainty", choices=("none", "tta", "mc"), default="none",

@@ -101,7 +101,9 @@ def run(args) -> int:
     if manifests and len(done) >= 2:
         try:
             compare_manifest(manifests[0], folders, Path(args.out), group_by=args.group_by,
-                             seed=args.seed, overwrite=args.overwrite, say=say)
+                             seed=args.seed, n_resamples=args.n_resamples,
+                             border="include" if args.border == "include" else "exclude",
+                             say=say)
         except CracksegError as e:
             print(f"crackseg run: comparison failed: {e}", file=sys.stderr)
             results.append({"input": "comparison", "status": "failed", "error": str(e)})
@@ -114,7 +116,7 @@ def run(args) -> int:
 
 
 def compare_manifest(manifest, folders: dict, out: Path, *, group_by: str, seed: int,
-                     overwrite: bool, say) -> Path | None:
+                     n_resamples: int, border: str, say) -> Path | None:
     """Compare the analysed inputs of a metadata manifest into ``out/comparison``."""
     import pandas as pd
 
@@ -140,5 +142,6 @@ def compare_manifest(manifest, folders: dict, out: Path, *, group_by: str, seed:
     comp_manifest = target / "manifest.csv"
     pd.DataFrame(rows).to_csv(comp_manifest, index=False)
     say(f"comparing {len(rows)} samples by {group_by!r}")
-    write_comparison(comp_manifest, target, group_by=group_by, seed=seed, overwrite=True, say=say)
+    write_comparison(comp_manifest, target, group_by=group_by, seed=seed, border=border,
+                     n_resamples=n_resamples, overwrite=True, say=say)
     return target
