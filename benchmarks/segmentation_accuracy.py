@@ -26,8 +26,13 @@ Three parts, all scored on every voxel (or pixel) of data never trained on:
 
 Usage::
 
-    nice -n 10 python benchmarks/segmentation_accuracy.py           # ~25 min, 2 CPU cores
+    nice -n 10 python benchmarks/segmentation_accuracy.py           # ~25 min on an idle 2-core CPU
     python benchmarks/segmentation_accuracy.py --quick              # < 3 min (CI)
+
+When only the model changed, ``--reuse-peers`` keeps the peer results of the
+existing results file and reruns crackseg alone; ``--crackseg-only --out F``
+runs crackseg alone into ``F`` and ``--merge PEERS.json F`` combines two runs
+made with the same settings.
 
 Writes ``benchmarks/results/segmentation_accuracy.json`` (``..._quick.json``
 with ``--quick``) and prints the tables.

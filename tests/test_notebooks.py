@@ -13,7 +13,6 @@ NEEDS_MODEL = {"01_quickstart.ipynb": default_model_dir(),
                "02_finetune_new_material.ipynb": default_model_dir().parent / "nmc4-synthetic-2d-v1"}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path):
     model = NEEDS_MODEL.get(path.name)
