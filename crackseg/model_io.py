@@ -134,6 +134,7 @@ def save_model(net, card: dict, out_dir: str | os.PathLike, *, readme: str | Non
     with atomic_path(out, overwrite=overwrite) as tmp:
         tmp.mkdir()
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "crackseg_model": card["name"]})
+        os.chmod(tmp / WEIGHTS, 0o644)
         card = {**card, "weights_sha256": file_sha256(tmp / WEIGHTS)}
         (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n")
         (tmp / README).write_text(readme if readme is not None else model_readme(card))
