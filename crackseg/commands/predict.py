@@ -19,16 +19,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="segment volumes and label particles",
                               description=DESCRIPTION)
     add_predict_arguments(p)
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="run inputs in parallel on a local Dask cluster of N workers")
-    g.add_argument("--dask", default=None, metavar="ADDRESS",
-                   help="run inputs on the Dask scheduler at ADDRESS (tcp://host:8786)")
     p.set_defaults(func=run)
 
 
 def add_predict_arguments(p) -> None:
     """Arguments shared by ``crackseg predict`` and ``crackseg run``."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run inputs in parallel on a local Dask cluster of N workers")
+    g.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run inputs on the Dask scheduler at ADDRESS (tcp://host:8786)")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="volume files, folders, glob patterns or manifests (.txt/.csv list)")
     p.add_argument("--model", default=None,

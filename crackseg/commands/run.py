@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 DESCRIPTION = """\
-The main job. For each input: segment it with the model (as `crackseg predict`),
+The main job. For each input: segment it with the model (as `crackseg predict`,
+on Dask workers with --workers/--dask),
 separate the particles, measure every particle and summarise the damage
 distribution with confidence intervals (as `crackseg stats`), and write a
 self-contained report.html. Each input gets OUT/<name>/. Finished steps are
@@ -82,6 +83,16 @@ def run(args) -> int:
     model = load_model(args.model)
     folders = output_folders(inputs, args.out)
     results = []
+    if args.workers or args.dask:
+        # Segmentation (the expensive step) runs on the Dask workers; the finished
+        # folders are then picked up below, where prediction is skipped.
+        from crackseg.scaleout import run_distributed
+
+        for r in run_distributed(inputs, args.out, model=args.model, address=args.dask,
+                                 n_workers=args.workers, **predict_options):
+            if r["status"] == "failed":
+                results.append(r)
+        inputs = [s for s in inputs if s not in {r["input"] for r in results}]
     for src in inputs:
         try:
             r = analyse_input(src, folders[src], model=model, stats_options=stats_options,
