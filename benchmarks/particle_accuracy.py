@@ -21,7 +21,7 @@ Reported per method (pooled over volumes):
 
 Usage::
 
-    nice -n 10 python benchmarks/particle_accuracy.py           # ~12 min, 2 CPU cores
+    nice -n 10 python benchmarks/particle_accuracy.py           # 19 min on a shared, loaded 2-core CPU
     python benchmarks/particle_accuracy.py --quick              # < 3 min (CI)
 
 Writes ``benchmarks/results/particle_accuracy.json`` (``..._quick.json`` with

@@ -26,7 +26,7 @@ Three parts, all scored on every voxel (or pixel) of data never trained on:
 
 Usage::
 
-    nice -n 10 python benchmarks/segmentation_accuracy.py           # ~25 min on an idle 2-core CPU
+    nice -n 10 python benchmarks/segmentation_accuracy.py           # 38 min on a shared, loaded 2-core CPU
     python benchmarks/segmentation_accuracy.py --quick              # < 3 min (CI)
 
 When only the model changed, ``--reuse-peers`` keeps the peer results of the

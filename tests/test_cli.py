@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-import pytest
-
 from crackseg import __version__
 from crackseg.cli import build_parser, main
 
