@@ -557,67 +557,6 @@ def _bootstrap_posterior(v, w, blocks, n_units, statistics, post, estimates, lab
     return out
 
 
-def _group(intervals: list, sizes: list[int], statistics) -> list:
-    """One Interval per scalar statistic; a list of them for a histogram."""
-    out, i = [], 0
-    for s, k in zip(statistics, sizes):
-        hist = isinstance(s, tuple) and s[0] == "histogram"
-        out.append(intervals[i:i + k] if hist else intervals[i])
-        i += k
-    return out
-
-
-def _bootstrap_posterior(v, w, blocks, n_units, statistics, post, estimates, label, base,
-                         n_resamples, confidence, seed, stat, factors):
-    """Bootstrap that also draws a posterior segmentation sample for every replicate.
-
-    The particle-sampling part of each replicate is widened by ``factors``
-    (cross-block covariance) before the segmentation part is added.
-    """
-    if post.ndim != 2 or post.shape[1] != v.size:
-        raise InputError(f"posterior samples of shape {post.shape} do not match {v.size} particles")
-    rng = np.random.default_rng(seed)
-    n_s = post.shape[0]
-    alpha = (1 - confidence) / 2
-    # segmentation only: the census statistic in each posterior sample
-    seg_only = np.array([[float(_weighted(s, np.sort(p), w[np.argsort(p, kind="stable")][None])[0])
-                          for s in statistics] for p in post])
-    # particle sampling only: resample blocks on the given values
-    idx = rng.integers(0, n_units, size=(n_resamples, n_units))
-    samp_only = np.concatenate([stat(idx[i:i + 200]).T for i in range(0, n_resamples, 200)])
-    # both: each replicate resamples blocks and draws one posterior sample
-    draw = rng.integers(0, n_s, size=n_resamples)
-    both = np.empty((n_resamples, len(statistics)))
-    for s in range(n_s):
-        rows = np.flatnonzero(draw == s)
-        if rows.size == 0:
-            continue
-        order = np.argsort(post[s], kind="stable")
-        ps, ws, bs = post[s][order], w[order], blocks[order]
-        m = _multiplicity(idx[rows], n_units)
-        wr = m[:, bs] * ws
-        both[rows] = np.stack([_weighted(st, ps, wr) for st in statistics], axis=1)
-    out = []
-    for i, _ in enumerate(statistics):
-        var_seg = float(np.var(seg_only[:, i], ddof=1)) if n_s > 1 else 0.0
-        var_samp = float(np.var(samp_only[:, i], ddof=1))
-        tot = var_seg + var_samp
-        q = np.quantile(both[:, i], [alpha, 1 - alpha])
-        extra = {"uncertainty": {
-            "n_posterior_samples": int(n_s),
-            "variance_sampling": var_samp, "variance_segmentation": var_seg,
-            "share_sampling": var_samp / tot if tot > 0 else None,
-            "share_segmentation": var_seg / tot if tot > 0 else None,
-            "ci_sampling_only": [float(x) for x in np.quantile(samp_only[:, i], [alpha, 1 - alpha])],
-            "ci_segmentation_only": [float(x) for x in np.quantile(seg_only[:, i], [alpha, 1 - alpha])],
-        }}
-        out.append(Interval(estimate=float(np.mean(seg_only[:, i])), ci=(float(q[0]), float(q[1])),
-                            method=f"{label}; x posterior segmentation samples (percentile)",
-                            standard_error=float(np.std(both[:, i], ddof=1)), extra=extra,
-                            note="estimate is the mean over posterior segmentation samples", **base))
-    return out
-
-
 def bootstrap_ci(values, statistic: StatSpec = "mean", *, method: str = "block", coords=None,
                  block_size_um: float | None = None, extent=None, weights=None,
                  n_resamples: int = 2000, confidence: float = 0.95, seed: int | None = 0,
