@@ -109,6 +109,11 @@ def headline_rows(summary: dict) -> list[tuple[str, str]]:
     method = (dmg.get("mean") or {}).get("method")
     if method:
         rows.append(("interval method", html.escape(str(method))))
+    unc = ((dmg.get("mean") or {}).get("extra") or {}).get("uncertainty")
+    if unc and unc.get("share_sampling") is not None:
+        rows.append(("variance of the mean from particle sampling / segmentation",
+                     f"{unc['share_sampling']:.0%} / {unc['share_segmentation']:.0%} "
+                     f"({unc['n_posterior_samples']} posterior samples)"))
     spatial = summary.get("spatial") or {}
     cl = spatial.get("correlation_length_um", spatial.get("correlation_length"))
     if cl is not None:

@@ -110,19 +110,25 @@ def distribution_statistics(values, *, coords=None, block_size: float | None = N
         top = float(v.max()) if v.max() > 0 else 1.0
         histogram_edges = np.linspace(0.0, top * (1 + 1e-9), 21)
     edges = np.asarray(histogram_edges, dtype=np.float64)
-    use_hist = posterior is None
-    res = bootstrap_many(v, specs + ([("histogram", edges)] if use_hist else []), method=method,
-                         coords=coords, block_size=block_size, extent=extent, weights=weights,
-                         n_resamples=n_resamples, confidence=confidence, seed=seed, unit=unit,
-                         posterior=posterior, cross_block_range=cross_block_range)
+    common = dict(method=method, coords=coords, block_size=block_size, extent=extent,
+                  weights=weights, n_resamples=n_resamples, confidence=confidence, seed=seed,
+                  unit=unit, cross_block_range=cross_block_range)
+    if posterior is None:
+        res = bootstrap_many(v, specs + [("histogram", edges)], **common)
+        hist, hist_note = res[-1], "particle sampling"
+    else:
+        res = bootstrap_many(v, specs, posterior=posterior, **common)
+        # Per-bin intervals from particle sampling alone: posterior samples move
+        # particles between bins, which the scalar statistics above account for.
+        hist = bootstrap_many(v, [("histogram", edges)], **common)[0]
+        hist_note = "particle sampling only (segmentation uncertainty not included per bin)"
     out = {stat_name(s): r.to_dict() for s, r in zip(specs, res)}
     out["std"] = float(v.std(ddof=1)) if v.size > 1 else None
-    if use_hist:
-        hist = res[-1]
-        out["histogram"] = {
-            "edges": edges.tolist(),
-            "fraction": [h.estimate for h in hist],
-            "ci_low": [h.ci[0] if h.ci else None for h in hist],
-            "ci_high": [h.ci[1] if h.ci else None for h in hist],
-        }
+    out["histogram"] = {
+        "edges": edges.tolist(),
+        "fraction": [h.estimate for h in hist],
+        "ci_low": [h.ci[0] if h.ci else None for h in hist],
+        "ci_high": [h.ci[1] if h.ci else None for h in hist],
+        "intervals_from": hist_note,
+    }
     return out
