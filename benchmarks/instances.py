@@ -13,7 +13,7 @@ Usage::
 
     nice -n 10 python benchmarks/instances.py [--quick] [--model DIR]
 
-Writes ``benchmarks/results/instances.json``.
+Writes ``benchmarks/results/instances.json`` (``instances_quick.json`` with ``--quick``).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     if (DATA / "nmc_matbox_labels.tif").exists():
         record["real_nmc"] = real_nmc(ROOT / "docs" / "figures" / "nmc_instances.png")
     record["command"] = "python benchmarks/instances.py " + " ".join(argv or sys.argv[1:])
-    out = ROOT / "benchmarks" / "results" / "instances.json"
+    out = ROOT / "benchmarks" / "results" / ("instances_quick.json" if args.quick else "instances.json")
     out.write_text(json.dumps(record, indent=2, default=float) + "\n")
     print(json.dumps({"pooled": summary, "real_nmc": record.get("real_nmc")}, indent=2))
     return 0
