@@ -120,7 +120,7 @@ def write_results(name: str, payload: dict, *, quick: bool, machine: dict, start
 
     ``path`` overrides :func:`results_path`.
     """
-    from crackseg.io import write_json
+    from crackseg.io import json_safe, write_json
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     record = {
@@ -134,22 +134,9 @@ def write_results(name: str, payload: dict, *, quick: bool, machine: dict, start
     }
     path = Path(path) if path else results_path(name, quick)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, _plain(record), overwrite=True)
+    write_json(path, json_safe(record), overwrite=True)
     return path
 
-
-def _plain(o):
-    if isinstance(o, dict):
-        return {str(k): _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_plain(v) for v in o]
-    if isinstance(o, np.generic):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, Path):
-        return str(o)
-    return o
 
 
 # ---------------------------------------------------------------- tables

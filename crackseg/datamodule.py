@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -33,6 +32,7 @@ from crackseg.data import (
     synthetic_pairs,
 )
 from crackseg.errors import InputError
+from crackseg.io import json_safe
 from crackseg.labels import load_schema
 from crackseg.normalize import fit_normalization
 
@@ -209,16 +209,5 @@ class SparseSliceDataModule(pl.LightningDataModule):
     def card_info(self) -> dict:
         """Normalisation, patch size and provenance for a model card."""
         return {"normalization": self.normalization, "patch_size": self.patch_size,
-                "provenance": _plain(self.provenance)}
+                "provenance": json_safe(self.provenance)}
 
-
-def _plain(o):
-    if isinstance(o, dict):
-        return {str(k): _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_plain(v) for v in o]
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    return o

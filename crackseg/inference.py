@@ -179,18 +179,12 @@ def intensity_range(data, normalization: dict, *, source: str = "input") -> tupl
     -------
     lo, hi : float
     """
-    from crackseg.normalize import DEFAULT_NORMALIZATION, percentile_range
+    from crackseg.normalize import fixed_range, percentile_range, resolved
 
-    norm = {**DEFAULT_NORMALIZATION, **(normalization or {})}
-    if norm.get("method") != "percentile":
-        raise CracksegError(f"model card normalisation method {norm.get('method')!r} is not supported")
-    if norm.get("mode", "per_volume") == "fixed":
-        ref = norm.get("reference") or {}
-        rng = norm.get("range") or ([ref["low"], ref["high"]] if "low" in ref and "high" in ref
-                                    else None)
-        if not rng:
-            raise CracksegError("model card normalisation 'fixed' needs a 'range': [low, high]")
-        return float(rng[0]), float(rng[1])
+    fixed = fixed_range(normalization)
+    if fixed is not None:
+        return fixed
+    norm = resolved(normalization)
     sample = strided_sample(data)
     if np.issubdtype(sample.dtype, np.floating):
         sample = sample[np.isfinite(sample)]

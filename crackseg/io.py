@@ -215,6 +215,30 @@ def write_json(path: str | os.PathLike, obj, *, overwrite: bool = True) -> Path:
                       overwrite=overwrite)
 
 
+def json_safe(o):
+    """Plain JSON data from nested dicts/lists with NumPy scalars, paths and NaN.
+
+    Keys become strings, NumPy scalars Python numbers, paths strings, and
+    non-finite floats ``None`` (JSON has no NaN).
+
+    Examples
+    --------
+    >>> json_safe({1: [np.float32(0.5), float("nan")], "p": Path("a")})
+    {'1': [0.5, None], 'p': 'a'}
+    """
+    if isinstance(o, dict):
+        return {str(k): json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_safe(v) for v in o]
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
 def _json_default(o):
     if isinstance(o, np.generic):
         return o.item()
