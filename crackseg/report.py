@@ -122,7 +122,7 @@ def headline_rows(summary: dict) -> list[tuple[str, str]]:
 
 
 def write_report(out_dir: str | Path, *, image: str | Path | None = None,
-                 overwrite: bool = True, max_slices_voxels: int = 512) -> Path:
+                 overwrite: bool = True) -> Path:
     """Write ``report.html`` (and ``figures/*.png``) for one analysed folder.
 
     Parameters
@@ -134,9 +134,12 @@ def write_report(out_dir: str | Path, *, image: str | Path | None = None,
         the summary, when it still exists).
     overwrite : bool
         Replace an existing report.
-    max_slices_voxels : int
-        Unused placeholder for very large volumes: slices are read lazily, so
-        only three planes are loaded whatever the volume size.
+
+    Notes
+    -----
+    Images are opened lazily and only three planes are read for the slice
+    figures, whatever the volume size; the particle map reads the instance
+    volume whole.
 
     Returns
     -------
