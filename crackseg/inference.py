@@ -20,7 +20,9 @@ Two ways of stitching windows (``blend``):
 With ``out`` set, outputs are written chunk by chunk into Zarr stores in that
 folder, and the indices of finished chunks into ``progress.json`` after each
 chunk; calling again with the same settings skips finished chunks and gives
-bit-identical results.
+bit-identical results.  With a ``dask.distributed`` ``client`` as well, the
+chunks of one input file run as tasks on the cluster's workers
+(:mod:`crackseg.scaleout`), with the same results.
 
 Examples
 --------
@@ -443,7 +445,12 @@ def block_reader(data):
     return lambda ext: np.asarray(data[ext])
 
 
-def _read_block(read, ext, lo, hi, nan_policy: str, source: str) -> np.ndarray:
+def normalized_block(read, ext, lo, hi, nan_policy: str, source: str) -> np.ndarray:
+    """Region ``ext`` read with ``read`` (:func:`block_reader`), as float32 mapped so lo->0, hi->1.
+
+    NaN/Inf voxels raise :class:`~crackseg.errors.InputError` (``nan_policy
+    "error"``) or are set to ``lo`` (``"replace"``).
+    """
     block = read(ext).astype(np.float32, copy=False)
     if np.issubdtype(block.dtype, np.floating):
         bad = ~np.isfinite(block)
@@ -455,6 +462,93 @@ def _read_block(read, ext, lo, hi, nan_policy: str, source: str) -> np.ndarray:
             block = np.where(bad, np.float32(lo), block)
     scale = np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(1.0)
     return (block - np.float32(lo)) * scale
+
+
+def predict_chunk(net, block, chunk, job: dict, *, progress: bool = False) -> dict:
+    """Outputs of one chunk's core: labels, and entropy and sample bits with uncertainty.
+
+    The unit of work of :func:`predict_volume`, run in this process or on a
+    Dask worker (:func:`crackseg.scaleout.predict_chunk_task`); call it inside
+    ``torch.inference_mode()``, with MC dropout enabled on ``net`` for
+    ``uncertainty="mc"``.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        Network on ``job["device"]``.
+    block : ndarray of float32, shape (Z, Y, X) or (Y, X)
+        Normalised grey values of ``chunk.ext`` (core plus halo).
+    chunk : crackseg.tiling.Chunk
+    job : dict
+        ``plan`` (:func:`plan_inference`), ``batch_size``, ``device``,
+        ``precision``, ``uncertainty``, ``n_samples``, ``seed``,
+        ``transforms`` (TTA), ``values_lut`` (class index -> label value)
+        and ``sample_classes`` (name -> class index).
+
+    Returns
+    -------
+    dict of ndarray, each of shape ``chunk.core_shape``
+        ``labels`` (uint8); with uncertainty also ``entropy`` (float16, nats)
+        and ``<class>_bits`` per class of :data:`SAMPLE_CLASSES`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from crackseg.model_io import new_card
+    >>> from crackseg.nets import build_network, unet_architecture
+    >>> from crackseg.tiling import chunk_grid
+    >>> arch = unet_architecture(3, out_channels=4, channels=(4, 8))
+    >>> plan = plan_inference(new_card("tiny", arch, patch_size=(32, 32, 32)), (24, 24, 24),
+    ...                       chunk_size=16)
+    >>> job = {"plan": plan, "batch_size": 1, "device": "cpu", "precision": "fp32",
+    ...        "uncertainty": "none", "n_samples": 1, "seed": 0, "transforms": None,
+    ...        "values_lut": np.arange(4), "sample_classes": {}}
+    >>> chunk = chunk_grid((24, 24, 24), 16, plan["halo"])[0]
+    >>> block = np.random.default_rng(0).random(chunk.ext_shape, dtype=np.float32)
+    >>> with torch.inference_mode():
+    ...     out = predict_chunk(build_network(arch).eval(), block, chunk, job)
+    >>> out["labels"].shape, out["labels"].dtype
+    ((16, 16, 16), dtype('uint8'))
+    """
+    import torch
+
+    plan, n, uncertainty = job["plan"], int(job["n_samples"]), job["uncertainty"]
+    lut = np.asarray(job["values_lut"])
+    sw = dict(sw_batch_size=job["batch_size"], sw_device=job["device"], out_device="cpu",
+              precision=job["precision"])
+    x = torch.from_numpy(block)[None, None]
+    if uncertainty == "none":
+        logits = stitched_logits(net, x, plan, progress=progress, **sw)[0]
+        idx = torch.argmax(logits[(slice(None),) + chunk.crop], dim=0)
+        return {"labels": torch.as_tensor(lut.astype(np.int64))[idx].numpy().astype(np.uint8)}
+    mean = None
+    bits = {c: np.zeros(chunk.core_shape, bits_dtype(n)) for c in SAMPLE_CLASSES}
+    for s in range(n):
+        if uncertainty == "mc":
+            torch.manual_seed(_chunk_seed(job["seed"], chunk.index, s))
+            xs, t = x, None
+        else:
+            t = job["transforms"][s]
+            xs = apply_transform(x, t)
+        logits = stitched_logits(net, xs, plan, **sw)
+        if t is not None:
+            logits = apply_transform(logits, t, inverse=True)
+        p = torch.softmax(logits[(0, slice(None)) + chunk.crop], dim=0)
+        mean = p if mean is None else mean.add_(p)
+        idx = torch.argmax(p, dim=0).numpy()
+        for name, ci in job["sample_classes"].items():
+            bits[name] |= (idx == ci).astype(bits[name].dtype) << np.asarray(s, bits[name].dtype)
+    mean = (mean / n).numpy()
+    out_d = {"labels": lut[np.argmax(mean, axis=0)],
+             "entropy": predictive_entropy(mean).astype(np.float16)}
+    for name in SAMPLE_CLASSES:
+        out_d[f"{name}_bits"] = bits[name]
+    return out_d
+
+
+def sink_path(workdir, name: str) -> Path:
+    """Level-0 Zarr array of output ``name`` (labels, entropy, ...) in ``workdir``."""
+    return Path(workdir) / f"{name}.zarr" / "0"
 
 
 class _Sinks:
@@ -486,7 +580,7 @@ class _Sinks:
                 state = None
         if state is not None and state.get("fingerprint") == fingerprint:
             self.done = set(int(i) for i in state.get("done", []))
-            self.arrays = {k: zarr.open_array(str(self.workdir / f"{k}.zarr" / "0"), mode="r+")
+            self.arrays = {k: zarr.open_array(str(sink_path(self.workdir, k)), mode="r+")
                            for k in names}
         else:
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -504,7 +598,11 @@ class _Sinks:
     def write(self, chunk, outputs: dict):
         for k, v in outputs.items():
             self.arrays[k][chunk.core] = v
-        self.done.add(chunk.index)
+        self.mark_done(chunk.index)
+
+    def mark_done(self, index: int):
+        """Record chunk ``index`` as finished (its core is written)."""
+        self.done.add(index)
         if self.workdir is not None:
             self._save_progress(self.fingerprint)
 
@@ -515,7 +613,7 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
                    uncertainty: str = "none", n_samples: int = 8, out=None,
                    chunk_size=None, max_memory_gb: float | None = None, resume: bool = True,
                    progress: bool = True, seed: int = 0, nan_policy: str = "error",
-                   stop_after_chunks: int | None = None) -> Prediction:
+                   stop_after_chunks: int | None = None, client=None) -> Prediction:
     """Segment a volume or image with a model, in chunks of bounded memory.
 
     Parameters
@@ -572,6 +670,15 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
     stop_after_chunks : int, optional
         Stop (raising :class:`KeyboardInterrupt`) after this many chunks of
         this call; simulates an interrupted run.
+    client : dask.distributed.Client, optional
+        Run the chunks as tasks on this cluster's workers (needs ``volume``
+        as a path and ``out``, both visible to every worker).  Each worker
+        loads the model once, reads its chunks lazily from ``volume`` and
+        writes their cores into the Zarr stores in ``out``; this process
+        records finished chunks, so resume works as without a client, and
+        the results are bit-identical.  ``device`` is resolved on each worker
+        (see :func:`crackseg.scaleout.worker_device`: ``"cuda"`` pins
+        worker *i* to ``cuda:i``).
 
     Returns
     -------
@@ -591,9 +698,17 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
         if n < 2:
             raise CracksegError("uncertainty needs at least 2 samples")
         bits_dtype(n)
-    device = resolve_device(device)
-    precision = resolve_precision(precision, device)
-    net, card, ident = _model(model, device)
+    if client is not None:
+        from crackseg.scaleout import cluster_devices, distributable_source
+
+        source = distributable_source(volume, out)
+        requested_device = device
+        device, precision = cluster_devices(client, device, precision)
+        net, card, ident = _model(model, "cpu")
+    else:
+        device = resolve_device(device)
+        precision = resolve_precision(precision, device)
+        net, card, ident = _model(model, device)
     from crackseg.model_io import card_schema
 
     schema = card_schema(card)
@@ -645,47 +760,16 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
         print(f"{img.source}: {len(chunks)} chunks of {plan['chunk_size']}, window "
               f"{plan['roi_size']}, estimated peak memory {plan['memory_estimate_gb']:.1f} GB "
               f"(limit {plan['max_memory_gb']:g} GB)", file=sys.stderr)
-    values = torch.as_tensor(schema.values_lut().astype(np.int64))
-    stitch_device = "cpu"
-    cls = {name: schema.index_lut()[schema.value(name)] for name in SAMPLE_CLASSES
-           if schema.has(name)}
-
-    def run_chunk(chunk, block):
-        x = torch.from_numpy(block)[None, None]
-        single = len(chunks) == 1 and progress
-        if uncertainty == "none":
-            logits = stitched_logits(net, x, plan, sw_batch_size=sw_batch, sw_device=device,
-                                     out_device=stitch_device, precision=precision,
-                                     progress=single)[0]
-            idx = torch.argmax(logits[(slice(None),) + chunk.crop], dim=0)
-            return {"labels": values[idx].numpy().astype(np.uint8)}
-        mean = None
-        bits = {c: np.zeros(chunk.core_shape, bits_dtype(n)) for c in SAMPLE_CLASSES}
-        for s in range(n):
-            if uncertainty == "mc":
-                torch.manual_seed(_chunk_seed(seed, chunk.index, s))
-                xs, t = x, None
-            else:
-                t = transforms[s]
-                xs = apply_transform(x, t)
-            logits = stitched_logits(net, xs, plan, sw_batch_size=sw_batch, sw_device=device,
-                                     out_device=stitch_device, precision=precision)
-            if t is not None:
-                logits = apply_transform(logits, t, inverse=True)
-            p = torch.softmax(logits[(0, slice(None)) + chunk.crop], dim=0)
-            mean = p if mean is None else mean.add_(p)
-            idx = torch.argmax(p, dim=0).numpy()
-            for name, ci in cls.items():
-                bits[name] |= (idx == ci).astype(bits[name].dtype) << np.asarray(s, bits[name].dtype)
-        mean = (mean / n).numpy()
-        out_d = {"labels": schema.values_lut()[np.argmax(mean, axis=0)],
-                 "entropy": predictive_entropy(mean).astype(np.float16)}
-        for name in SAMPLE_CLASSES:
-            out_d[f"{name}_bits"] = bits[name]
-        return out_d
-
+    job = {
+        "plan": plan, "batch_size": sw_batch, "device": device, "precision": precision,
+        "uncertainty": uncertainty, "n_samples": n, "seed": int(seed), "transforms": transforms,
+        "values_lut": schema.values_lut(),
+        "sample_classes": {name: int(schema.index_lut()[schema.value(name)])
+                           for name in SAMPLE_CLASSES if schema.has(name)},
+    }
+    single = len(chunks) == 1 and progress
     reader = block_reader(img.data)
-    read = lambda c: _read_block(reader, c.ext, lo, hi, nan_policy, img.source)  # noqa: E731
+    read = lambda c: normalized_block(reader, c.ext, lo, hi, nan_policy, img.source)  # noqa: E731
     if uncertainty == "mc":
         enable_mc_dropout(net)
     from tqdm.auto import tqdm
@@ -694,18 +778,30 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
                desc=Path(img.source).name[:30], disable=not progress or len(chunks) == 1,
                file=sys.stderr, leave=False)
     n_run = 0
-    with torch.inference_mode(), ThreadPoolExecutor(max_workers=1) as pool:
-        nxt = pool.submit(read, todo[0]) if todo else None
-        for i, chunk in enumerate(todo):
-            block = nxt.result()
-            nxt = pool.submit(read, todo[i + 1]) if i + 1 < len(todo) else None
-            sinks.write(chunk, run_chunk(chunk, block))
-            bar.update(1)
-            n_run += 1
-            if stop_after_chunks is not None and n_run >= stop_after_chunks and nxt is not None:
-                nxt.cancel()
-                bar.close()
-                raise KeyboardInterrupt(f"stopped after {n_run} chunks")
+    if client is not None:
+        from crackseg.scaleout import run_chunks
+
+        task = {"model": ident["path"] or net, "model_sha256": ident["sha256"],
+                "source": source, "device": requested_device, "lo": lo, "hi": hi,
+                "nan_policy": nan_policy, "workdir": str(Path(out).resolve()), "job": job}
+        try:
+            n_run = run_chunks(client, todo, task, on_done=lambda c: sinks.mark_done(c.index),
+                               bar=bar, stop_after_chunks=stop_after_chunks)
+        finally:
+            bar.close()
+    else:
+        with torch.inference_mode(), ThreadPoolExecutor(max_workers=1) as pool:
+            nxt = pool.submit(read, todo[0]) if todo else None
+            for i, chunk in enumerate(todo):
+                block = nxt.result()
+                nxt = pool.submit(read, todo[i + 1]) if i + 1 < len(todo) else None
+                sinks.write(chunk, predict_chunk(net, block, chunk, job, progress=single))
+                bar.update(1)
+                n_run += 1
+                if stop_after_chunks is not None and n_run >= stop_after_chunks and nxt is not None:
+                    nxt.cancel()
+                    bar.close()
+                    raise KeyboardInterrupt(f"stopped after {n_run} chunks")
     bar.close()
     net.eval()
     a = sinks.arrays

@@ -11,7 +11,12 @@ DESCRIPTION = (
     "(or .zarr for big volumes), particles.tif, uncertainty.tif and particle_samples.npz "
     "(with --uncertainty) and prediction.json (provenance). Finished inputs are skipped and "
     "interrupted ones resume from their last finished chunk; --overwrite redoes them. A broken "
-    "input is reported and skipped; the exit status is non-zero if any input failed."
+    "input is reported and skipped; the exit status is non-zero if any input failed. "
+    "With --workers N (a local Dask cluster) or --dask ADDRESS, several inputs run one per "
+    "worker; an input given alone, or one of at least 512^3 voxels, is cut into chunks that "
+    "run as tasks on all workers (each reads its chunk from the input and writes it into the "
+    "shared .work Zarr stores; results are identical to a serial run, and an interrupted run "
+    "resumes from its finished chunks). With --device auto or cuda, worker i uses GPU i."
 )
 
 
@@ -26,9 +31,12 @@ def add_predict_arguments(p) -> None:
     """Arguments shared by ``crackseg predict`` and ``crackseg run``."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="run inputs in parallel on a local Dask cluster of N workers")
+                   help="run on a local Dask cluster of N worker processes (one per GPU on "
+                   "multi-GPU nodes): inputs one per worker, and a lone or >= 512^3-voxel "
+                   "input as chunks spread over all workers")
     g.add_argument("--dask", default=None, metavar="ADDRESS",
-                   help="run inputs on the Dask scheduler at ADDRESS (tcp://host:8786)")
+                   help="the same on the Dask scheduler at ADDRESS (tcp://host:8786); every "
+                   "worker must see the input and output paths")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="volume files, folders, glob patterns or manifests (.txt/.csv list)")
     p.add_argument("--model", default=None,
@@ -60,7 +68,8 @@ def add_predict_arguments(p) -> None:
     p.add_argument("--voxel-size", type=float, nargs="+", metavar="UM",
                    help="voxel size in µm (one value, or Z Y X), overriding the file's")
     p.add_argument("--max-memory", type=float, default=None, metavar="GB",
-                   help="memory budget that sets the chunk size (default: 3)")
+                   help="memory budget that sets the chunk size, per worker with "
+                   "--workers/--dask (default: 3)")
     p.add_argument("--chunk", type=int, default=None, metavar="N",
                    help="core chunk edge in voxels (default: from --max-memory)")
     p.add_argument("--format", choices=("auto", "tif", "zarr"), default="auto",
