@@ -182,9 +182,18 @@ def training_phantoms(n: int, shape, *, seed: int = 0, sparse_every: int = 12,
                                                       sparse_axes=sparse_axes, **phantom_kwargs)]
 
 
+RF_SETTINGS = {"quick": {"max_per_class": 5000, "n_estimators": 16, "sigma_max": 4.0},
+               "full": {"max_per_class": 20000, "n_estimators": 100, "sigma_max": 8.0}}
+"""Random-forest settings of :func:`fit_peers`: in full runs ilastik's default forest
+(100 trees) on features at scales 0.5-8 voxels, at most 20000 annotated voxels per class."""
+
+
 def fit_peers(pairs, *, schema=None, seed: int = 0, quick: bool = False, phase_order=None,
-              quiet: bool = False) -> tuple[dict, dict, dict]:
+              quiet: bool = False, memory=None) -> tuple[dict, dict, dict]:
     """Fit the classical pipeline and the random forest on annotated images.
+
+    ``memory`` (a joblib cache, see :func:`crackseg.baselines.fit_random_forest`)
+    keeps the random forest's pixel features of images seen in earlier calls.
 
     Returns
     -------
@@ -214,10 +223,10 @@ def fit_peers(pairs, *, schema=None, seed: int = 0, quick: bool = False, phase_o
     tuned = tune_classical(images, labels, schema=schema, grid=grid, phase_order=phase_order,
                            progress=not quiet)
     t_classical = time.time() - t
-    rf_kw = dict(max_per_class=5000, n_estimators=16, sigma_max=4.0) if quick else \
-        dict(max_per_class=20000, n_estimators=50, sigma_max=8.0)
+    rf_kw = RF_SETTINGS["quick" if quick else "full"]
     t = time.time()
-    forest = fit_random_forest(images, labels, schema=schema, seed=seed, progress=not quiet, **rf_kw)
+    forest = fit_random_forest(images, labels, schema=schema, seed=seed, progress=not quiet,
+                               memory=memory, **rf_kw)
     t_rf = time.time() - t
     params = dict(tuned["params"])
     order = tuned["phase_order"] or phase_order
@@ -226,7 +235,7 @@ def fit_peers(pairs, *, schema=None, seed: int = 0, quick: bool = False, phase_o
         return classical_segmentation(image, schema=schema, phase_order=order, **params)
 
     def random_forest(image):
-        return random_forest_segmentation(image, forest, progress=not quiet)
+        return random_forest_segmentation(image, forest, memory=memory, progress=not quiet)
 
     info = {"classical": {"params": params, "phase_order": order,
                           "tuning_score_mean_dice": tuned["score"],
@@ -235,7 +244,7 @@ def fit_peers(pairs, *, schema=None, seed: int = 0, quick: bool = False, phase_o
             "random forest": {**forest.training, **forest.feature_settings,
                               "fit_seconds": round(t_rf, 1)}}
     def rf_probabilities(image):
-        return random_forest_probabilities(image, forest, progress=not quiet)
+        return random_forest_probabilities(image, forest, memory=memory, progress=not quiet)
 
     return ({"classical": classical, "random forest": random_forest}, info,
             {"random forest": rf_probabilities})

@@ -17,9 +17,11 @@ Classical pipeline (:func:`classical_segmentation`, tuned by :func:`tune_classic
 Random-forest pixel classifier (:func:`fit_random_forest`, :func:`random_forest_segmentation`)
     The ilastik approach: intensity, gradient and Hessian-eigenvalue features
     at several Gaussian scales (:func:`skimage.feature.multiscale_basic_features`)
-    and a :class:`sklearn.ensemble.RandomForestClassifier` trained on a
-    class-balanced sample of the annotated voxels; all voxels are then
-    classified, block by block.
+    and a :class:`sklearn.ensemble.RandomForestClassifier` (100 trees by
+    default, as ilastik's) trained on a class-balanced sample of the
+    annotated voxels; all voxels are then classified, the whole volume at
+    once or in z-slabs when its features would not fit in memory.  Features
+    are computed, and trees grown and evaluated, on all usable cores.
 
 Arrays are ZYX volumes or YX images; label images hold stored values of the
 schema (:mod:`crackseg.labels`).
@@ -39,6 +41,7 @@ dtype('uint8')
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -107,10 +110,25 @@ def phase_thresholds(smoothed, *, seed: int = 0, max_voxels: int = _OTSU_SAMPLE)
     return float(lo), float(hi)
 
 
+def usable_cores() -> int:
+    """Number of CPU cores this process may run on (threads used by default).
+
+    Examples
+    --------
+    >>> usable_cores() >= 1
+    True
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
 def _edt(mask: np.ndarray) -> np.ndarray:
     import edt
 
-    return edt.edt(np.ascontiguousarray(mask, dtype=np.uint8), black_border=False, parallel=1)
+    return edt.edt(np.ascontiguousarray(mask, dtype=np.uint8), black_border=False,
+                   parallel=usable_cores())
 
 
 def ball_closing(mask, radius: float) -> np.ndarray:
@@ -126,8 +144,14 @@ def ball_closing(mask, radius: float) -> np.ndarray:
     m = np.asarray(mask, dtype=bool)
     if radius <= 0:
         return m.copy()
-    grown = _edt(~m) <= radius
-    return _edt(grown) > radius
+    return _closing_from_distance(m, _edt(~m), radius)
+
+
+def _closing_from_distance(mask: np.ndarray, outside: np.ndarray, radius: float) -> np.ndarray:
+    # ``outside``: distance of every voxel to ``mask`` (shared by closings of several radii)
+    if radius <= 0:
+        return mask.copy()
+    return _edt(outside <= radius) > radius
 
 
 def ball_opening(mask, radius: float) -> np.ndarray:
@@ -144,20 +168,39 @@ def ball_opening(mask, radius: float) -> np.ndarray:
     m = np.asarray(mask, dtype=bool)
     if radius <= 0:
         return m.copy()
-    core = _edt(m) > radius
-    return (_edt(~core) <= radius) & m
+    return _opening_from_distance(m, _edt(m), radius)
 
 
-def _nmc_labels(smoothed, solid_threshold, closing_radius, crack_width, schema) -> np.ndarray:
-    solid = smoothed > solid_threshold
-    envelope = ndi.binary_fill_holes(ball_closing(solid, closing_radius))
-    void = envelope & ~solid
-    pore = ball_opening(void, crack_width)
-    out = np.full(smoothed.shape, schema.value("matrix") if schema.has("matrix") else 0, np.uint8)
-    out[solid] = schema.value("particle")
-    out[void & ~pore] = schema.value("crack")
-    out[pore] = schema.value("pore")
-    return out
+def _opening_from_distance(mask: np.ndarray, inside: np.ndarray, radius: float) -> np.ndarray:
+    # ``inside``: distance of every mask voxel to the background (shared by several radii)
+    if radius <= 0:
+        return mask.copy()
+    return (_edt(~(inside > radius)) <= radius) & mask
+
+
+def _nmc_candidates(smoothed, solid_thresholds, closing_radii, crack_widths, schema):
+    """Labels of the nmc4 pipeline for every combination of its settings.
+
+    Yields ``(i, closing_radius, crack_width, labels)`` with ``i`` the index
+    into ``solid_thresholds``; the distance transforms that do not depend on
+    the later settings are computed once (a solid's distance map serves all
+    closing radii, a void's all crack widths).
+    """
+    background = schema.value("matrix") if schema.has("matrix") else 0
+    for i, threshold in enumerate(solid_thresholds):
+        solid = smoothed > threshold
+        outside = _edt(~solid) if any(r > 0 for r in closing_radii) else None
+        for radius in closing_radii:
+            envelope = ndi.binary_fill_holes(_closing_from_distance(solid, outside, radius))
+            void = envelope & ~solid
+            inside = _edt(void) if any(w > 0 for w in crack_widths) else None
+            for width in crack_widths:
+                pore = _opening_from_distance(void, inside, width)
+                out = np.full(smoothed.shape, background, np.uint8)
+                out[solid] = schema.value("particle")
+                out[void & ~pore] = schema.value("crack")
+                out[pore] = schema.value("pore")
+                yield i, radius, width, out
 
 
 def _phase_names(schema: LabelSchema, phase_order) -> list[str]:
@@ -221,7 +264,7 @@ def classical_segmentation(image, *, schema: LabelSchema = NMC4, sigma: float = 
     lo, hi = thresholds if thresholds is not None else phase_thresholds(g)
     hi_shifted = hi + float(offset) * (hi - lo)
     if schema.has("crack") and schema.has("particle") and schema.has("pore"):
-        return _nmc_labels(g, hi_shifted, closing_radius, crack_width, schema)
+        return next(_nmc_candidates(g, [hi_shifted], [closing_radius], [crack_width], schema))[3]
     dark, mid, bright = _phase_names(schema, phase_order)
     out = np.full(a.shape, schema.value(mid), np.uint8)
     out[g <= lo] = schema.value(dark)
@@ -322,6 +365,15 @@ def tune_classical(images, labels, *, schema: LabelSchema = NMC4, grid: dict | N
         for sigma in g["sigma"]:
             sm = ndi.gaussian_filter(x, sigma) if sigma > 0 else x
             th = phase_thresholds(sm)
+            if nmc:
+                lo, hi = th
+                offsets = list(g["offset"])
+                for i, radius, width, seg in _nmc_candidates(
+                        sm, [hi + float(o) * (hi - lo) for o in offsets], list(g["closing_radius"]),
+                        list(g["crack_width"]), schema):
+                    preds[(sigma, offsets[i], radius, width, None)].append(seg[a])
+                    bar.update()
+                continue
             for c in combos:
                 if c[0] != sigma:
                     continue
@@ -369,8 +421,19 @@ class PixelClassifier:
     training: dict = field(default_factory=dict)
 
 
+FEATURE_MEMORY_BYTES = 1 << 30
+"""Pixel features of a volume are computed whole when they (and their temporaries)
+fit in this many bytes, else in z-slabs that do."""
+
+
+def _n_features(ndim: int, sigma_min: float, sigma_max: float) -> int:
+    # per scale: smoothed intensity, gradient magnitude and ``ndim`` Hessian eigenvalues,
+    # scales as in skimage.feature.multiscale_basic_features
+    return (2 + ndim) * int(np.log2(sigma_max) - np.log2(sigma_min) + 1)
+
+
 def pixel_features(image, *, sigma_min: float = 0.5, sigma_max: float = 8.0,
-                   normalization: dict | None = None) -> np.ndarray:
+                   normalization: dict | None = None, workers: int | None = None) -> np.ndarray:
     """Multiscale intensity, gradient and Hessian features of every voxel.
 
     Parameters
@@ -381,10 +444,15 @@ def pixel_features(image, *, sigma_min: float = 0.5, sigma_max: float = 8.0,
         Smallest and largest Gaussian scale (voxels); scales double in between.
     normalization : dict, optional
         See :func:`crackseg.normalize.normalize_image`.
+    workers : int, optional
+        Threads computing the scales in parallel (default: all usable cores);
+        the features do not depend on it.
 
     Returns
     -------
     ndarray of float32, shape image.shape + (n_features,)
+        Per scale: smoothed intensity, gradient magnitude and the Hessian
+        eigenvalues (5 features per scale in 3-D, 4 in 2-D).
 
     Examples
     --------
@@ -396,13 +464,24 @@ def pixel_features(image, *, sigma_min: float = 0.5, sigma_max: float = 8.0,
 
     x = normalize_image(_check_image(image), normalization)
     return multiscale_basic_features(x, intensity=True, edges=True, texture=True,
-                                     sigma_min=sigma_min, sigma_max=sigma_max, workers=1,
+                                     sigma_min=sigma_min, sigma_max=sigma_max,
+                                     workers=int(workers or usable_cores()),
                                      channel_axis=None).astype(np.float32, copy=False)
 
 
+def _cached_features(image, memory, **kwargs) -> np.ndarray:
+    """:func:`pixel_features`, looked up in (and stored to) a joblib cache when one is given."""
+    if memory is None:
+        return pixel_features(image, **kwargs)
+    from sklearn.utils.validation import check_memory
+
+    return check_memory(memory).cache(pixel_features, ignore=["workers"])(image, **kwargs)
+
+
 def fit_random_forest(images, labels, *, schema: LabelSchema = NMC4, max_per_class: int = 20000,
-                      n_estimators: int = 50, min_samples_leaf: int = 2, sigma_min: float = 0.5,
+                      n_estimators: int = 100, min_samples_leaf: int = 2, sigma_min: float = 0.5,
                       sigma_max: float = 8.0, seed: int = 0, normalization: dict | None = None,
+                      n_jobs: int | None = None, memory=None,
                       progress: bool = False) -> PixelClassifier:
     """Train a random-forest pixel classifier on annotated voxels (the ilastik approach).
 
@@ -418,13 +497,20 @@ def fit_random_forest(images, labels, *, schema: LabelSchema = NMC4, max_per_cla
         Annotated voxels drawn per class at most (uniformly over all images),
         as a user's brush strokes would give a roughly balanced set.
     n_estimators, min_samples_leaf : int
-        Forest size and leaf size.
+        Forest size (default 100 trees, as ilastik's pixel classification)
+        and leaf size.
     sigma_min, sigma_max : float
         Feature scales (see :func:`pixel_features`).
     seed : int
         Seed of the voxel sample and of the forest.
     normalization : dict, optional
         Grey-value normalisation (default: per-image percentiles).
+    n_jobs : int, optional
+        Threads growing the trees, and later classifying voxels (default: all
+        usable cores); the forest does not depend on it.
+    memory : str or joblib.Memory, optional
+        Cache of pixel features (as in scikit-learn's ``Pipeline(memory=...)``):
+        features of an image seen before are read back, not recomputed.
     progress : bool
         Progress bar on stderr.
 
@@ -475,37 +561,52 @@ def fit_random_forest(images, labels, *, schema: LabelSchema = NMC4, max_per_cla
         if not chosen:
             continue
         sel = np.sort(np.concatenate(chosen))
-        f = pixel_features(im, normalization=norm, **settings)
+        f = _cached_features(im, memory, normalization=norm, **settings)
         xs.append(f.reshape(-1, f.shape[-1])[sel])
         ys.append(ix[sel])
         del f
     x, y = np.concatenate(xs), np.concatenate(ys)
     forest = RandomForestClassifier(n_estimators=int(n_estimators), min_samples_leaf=int(min_samples_leaf),
-                                    n_jobs=1, random_state=int(seed))
+                                    n_jobs=int(n_jobs or usable_cores()), random_state=int(seed))
     forest.fit(x, y)
     counts = np.bincount(y, minlength=n)
     return PixelClassifier(forest=forest, schema=schema, feature_settings=settings,
                            normalization=norm,
                            training={"samples_per_class": dict(zip(schema.names, map(int, counts))),
+                                     "max_per_class": int(max_per_class),
                                      "n_images": len(images), "seed": int(seed),
                                      "n_estimators": int(n_estimators),
                                      "min_samples_leaf": int(min_samples_leaf)})
 
 
-def random_forest_probabilities(image, classifier: PixelClassifier, *, block: int = 64,
-                                progress: bool = False) -> np.ndarray:
+def _slab_thickness(shape, n_features: int, margin: int) -> int:
+    # features, their stacked copy and the per-scale temporaries: ~3 float32 copies
+    per_slice = int(np.prod(shape[1:])) * n_features * 4 * 3
+    fits = FEATURE_MEMORY_BYTES // max(per_slice, 1)
+    if fits >= shape[0]:
+        return int(shape[0])
+    return int(max(fits - 2 * margin, margin, 8))
+
+
+def random_forest_probabilities(image, classifier: PixelClassifier, *, block: int | None = None,
+                                memory=None, progress: bool = False) -> np.ndarray:
     """Class probabilities of every voxel from a fitted pixel classifier.
 
-    Volumes are processed in slabs of ``block`` z-slices, each with a margin
-    of ``4 * sigma_max + 4`` slices of context, so memory stays bounded and
-    the features equal those of the whole volume.
+    The features of a volume are computed whole when they fit in
+    :data:`FEATURE_MEMORY_BYTES`, else in slabs of ``block`` z-slices, each
+    with a margin of ``4 * sigma_max + 4`` slices of context, so memory
+    stays bounded and the features equal those of the whole volume.  The
+    forest classifies with its own ``n_jobs`` threads.
 
     Parameters
     ----------
     image : ndarray, shape (Z, Y, X) or (Y, X)
     classifier : PixelClassifier
-    block : int
-        Slab thickness (z-slices).
+    block : int, optional
+        Slab thickness (z-slices); default: the whole volume if its features
+        fit in memory, else the thickest slab that does.
+    memory : str or joblib.Memory, optional
+        Cache of pixel features (see :func:`fit_random_forest`).
     progress : bool
         Progress bar on stderr.
 
@@ -513,6 +614,16 @@ def random_forest_probabilities(image, classifier: PixelClassifier, *, block: in
     -------
     ndarray of float32, shape (C,) + image.shape
         Channel-first probabilities (channels in schema order).
+
+    Examples
+    --------
+    >>> from crackseg.synthetic import generate_electrode, sparse_labels
+    >>> ph = generate_electrode((32, 32, 32), seed=0)
+    >>> rf = fit_random_forest([ph.image], [sparse_labels(ph.labels, every=8)], n_estimators=5,
+    ...                        sigma_max=2.0)
+    >>> p = random_forest_probabilities(ph.image, rf)
+    >>> p.shape, bool(abs(p.sum(0) - 1).max() < 1e-5)
+    ((4, 32, 32, 32), True)
     """
     from tqdm.auto import tqdm
 
@@ -528,19 +639,26 @@ def random_forest_probabilities(image, classifier: PixelClassifier, *, block: in
     n = classifier.schema.num_classes
     out = np.zeros((n,) + a.shape, np.float32)
     classes = classifier.forest.classes_
+    settings = classifier.feature_settings
     # Gaussian reach (4 sigma) plus the finite differences of gradients and Hessians
-    margin = int(np.ceil(4 * classifier.feature_settings["sigma_max"])) + 4
-    starts = range(0, a.shape[0], int(block)) if a.ndim == 3 else [0]
+    margin = int(np.ceil(4 * settings["sigma_max"])) + 4
+    if a.ndim == 3:
+        if block is None:
+            block = _slab_thickness(a.shape, _n_features(3, settings["sigma_min"], settings["sigma_max"]),
+                                    margin)
+        starts = range(0, a.shape[0], int(block))
+    else:
+        starts = [0]
     for z0 in tqdm(list(starts), desc="random forest", disable=not progress, file=sys.stderr,
                    leave=False):
         if a.ndim == 3:
             z1 = min(z0 + int(block), a.shape[0])
             lo_, hi_ = max(0, z0 - margin), min(a.shape[0], z1 + margin)
-            f = pixel_features(a[lo_:hi_], normalization=norm, **classifier.feature_settings)
+            f = _cached_features(a[lo_:hi_], memory, normalization=norm, **settings)
             f = f[z0 - lo_:z1 - lo_]
             region = (slice(None), slice(z0, z1))
         else:
-            f = pixel_features(a, normalization=norm, **classifier.feature_settings)
+            f = _cached_features(a, memory, normalization=norm, **settings)
             region = (slice(None),)
         p = classifier.forest.predict_proba(f.reshape(-1, f.shape[-1]))
         slab = np.zeros((n, p.shape[0]), np.float32)
@@ -549,8 +667,8 @@ def random_forest_probabilities(image, classifier: PixelClassifier, *, block: in
     return out
 
 
-def random_forest_segmentation(image, classifier: PixelClassifier, *, block: int = 64,
-                               progress: bool = False) -> np.ndarray:
+def random_forest_segmentation(image, classifier: PixelClassifier, *, block: int | None = None,
+                               memory=None, progress: bool = False) -> np.ndarray:
     """Label every voxel with a fitted random-forest pixel classifier.
 
     Parameters
@@ -558,15 +676,19 @@ def random_forest_segmentation(image, classifier: PixelClassifier, *, block: int
     image : ndarray, shape (Z, Y, X) or (Y, X)
     classifier : PixelClassifier
         From :func:`fit_random_forest`.
-    block : int
-        Slab thickness (z-slices) processed at once.
+    block : int, optional
+        Slab thickness (z-slices) processed at once (default: see
+        :func:`random_forest_probabilities`).
+    memory : str or joblib.Memory, optional
+        Cache of pixel features (see :func:`fit_random_forest`).
     progress : bool
         Progress bar on stderr.
 
     Returns
     -------
     ndarray of uint8, same shape
-        Stored label values of the classifier's schema.
+        Stored label values of the classifier's schema; the argmax of
+        :func:`random_forest_probabilities`.
     """
-    p = random_forest_probabilities(image, classifier, block=block, progress=progress)
+    p = random_forest_probabilities(image, classifier, block=block, memory=memory, progress=progress)
     return classifier.schema.values_lut()[p.argmax(0)]

@@ -122,6 +122,21 @@ def test_tune_classical_reports_its_best(phantoms):
     assert mean_dice(seg[keep], sparse[keep]) == pytest.approx(r["score"], abs=1e-4)
 
 
+def test_tune_classical_scores_equal_single_runs(phantoms):
+    # tuning shares distance maps between settings; every score must equal that of a single run
+    ph = phantoms[1]
+    sparse = sparse_labels(ph.labels, every=6, seed=1)
+    keep = sparse != 255
+    grid = {"sigma": [1.0], "offset": [-0.1, 0.1], "closing_radius": [0.0, 2.0],
+            "crack_width": [0.0, 1.5]}
+    r = tune_classical([ph.image], [sparse], grid=grid)
+    assert len(r["tried"]) == 8
+    for t in r["tried"]:
+        settings = {k: t[k] for k in ("sigma", "offset", "closing_radius", "crack_width")}
+        seg = classical_segmentation(ph.image, **settings)
+        assert mean_dice(seg[keep], sparse[keep]) == pytest.approx(t["score"], abs=1e-4)
+
+
 def test_tune_classical_bad_input(phantoms):
     ph = phantoms[0]
     with pytest.raises(InputError, match="no annotated"):
@@ -157,6 +172,46 @@ def test_random_forest_slabs_match_whole_volume(phantoms):
     assert whole.shape == (4,) + test.image.shape
     np.testing.assert_allclose(whole.sum(0), 1.0, atol=1e-5)
     assert (whole.argmax(0) == slabs.argmax(0)).mean() > 0.999
+
+
+def test_random_forest_automatic_slabs_and_threads(phantoms, monkeypatch):
+    import crackseg.baselines as baselines
+
+    train, test = phantoms
+    sparse = sparse_labels(train.labels, every=8, seed=0)
+    rf = fit_random_forest([train.image], [sparse], seed=0, n_jobs=1, **RF_SMALL)
+    whole = random_forest_probabilities(test.image, rf, block=64)
+    assert np.array_equal(random_forest_probabilities(test.image, rf), whole)
+    # the forest and its probabilities do not depend on the number of threads
+    rf2 = fit_random_forest([train.image], [sparse], seed=0, n_jobs=2, **RF_SMALL)
+    np.testing.assert_allclose(random_forest_probabilities(test.image, rf2), whole, atol=1e-6)
+    # too little memory for the whole volume's features: z-slabs, same labels
+    monkeypatch.setattr(baselines, "FEATURE_MEMORY_BYTES", 40 * 40 * 15 * 4 * 3 * 20)
+    assert baselines._slab_thickness(test.image.shape, 15, margin=12) < test.image.shape[0]
+    slabs = random_forest_probabilities(test.image, rf)
+    assert (slabs.argmax(0) == whole.argmax(0)).mean() > 0.999
+
+
+def test_random_forest_feature_cache(phantoms, tmp_path, monkeypatch):
+    import skimage.feature
+    from joblib import Memory
+
+    train, test = phantoms
+    sparse = sparse_labels(train.labels, every=8, seed=0)
+    plain = fit_random_forest([train.image], [sparse], seed=0, **RF_SMALL)
+    expected = random_forest_probabilities(test.image, plain)
+    memory = Memory(tmp_path, verbose=0)
+    cached = fit_random_forest([train.image], [sparse], seed=0, memory=memory, **RF_SMALL)
+    assert np.array_equal(random_forest_probabilities(test.image, cached, memory=memory), expected)
+    calls = []
+    compute = skimage.feature.multiscale_basic_features
+    monkeypatch.setattr(skimage.feature, "multiscale_basic_features",
+                        lambda *a, **k: calls.append(1) or compute(*a, **k))
+    # other annotations of the same image: its features, and the test image's, are read back
+    again = fit_random_forest([train.image], [sparse_labels(train.labels, every=5, seed=1)],
+                              seed=0, memory=memory, **RF_SMALL)
+    random_forest_segmentation(test.image, again, memory=memory)
+    assert calls == []
 
 
 def test_random_forest_2d_three_phase():
