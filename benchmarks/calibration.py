@@ -1,12 +1,15 @@
 """Coverage of crackseg's confidence intervals for the mean damage, on phantoms with known truth.
 
-Each phantom (``crackseg.synthetic.generate_electrode``, ``imaging=False``)
-has spatially clustered damage: a latent hot-spot field with correlation
-length ``l`` plus a depth gradient plus particle noise.  Its generator knows
-the superpopulation mean crack fraction (``params["true_mean_crack_fraction"]``).
-For every phantom the per-particle table is measured from the ground-truth
-labels and instances, and 95 % intervals of the mean crack fraction are
-computed with
+Each phantom (``crackseg.synthetic.generate_electrode``) has spatially
+clustered damage: a latent hot-spot field with correlation length ``l`` plus
+a depth gradient plus particle noise.  Its generator knows the
+superpopulation mean crack fraction (``params["true_mean_crack_fraction"]``),
+the target every interval below is scored against.  Three arms, over the same
+seeded phantoms (seeds ``seed0 .. seed0 + n - 1``, one damage law):
+
+**Census** (``coverage``, ``phantoms``).  The per-particle table is measured
+from the ground-truth labels and instances (``imaging=False``), and 95 %
+intervals of the mean crack fraction are computed with
 
 * the spatial block bootstrap with blocks of 1, ``BLOCK_FACTOR`` and 4 x the
   correlation length fitted to the damage variogram, each plain and widened
@@ -15,19 +18,58 @@ computed with
   ``block_x2+cross``;
 * the iid bootstrap over particles (what ignoring clustering gives).
 
-Coverage = share of phantoms whose interval contains the true mean.  The
-result, with the machine and command, goes to
-``benchmarks/results/calibration.json`` (``--quick``: ``calibration_quick.json``).
+**Known segmentation error** (``segmentation_error``).  Each census particle
+gets a measured crack fraction with a known random error, multiplicative and
+mean-preserving (so the measured mean is unbiased)::
+
+    measured_i = min(1, c_i * exp(a + b_i - (tau^2 + sigma^2) / 2))
+    a ~ N(0, tau^2)      one per volume: the whole segmentation calls more or
+                         fewer crack voxels (default tau = 0.15)
+    b_i ~ N(0, sigma^2)  independent per particle (default sigma = 0.30)
+
+and ``--seg-error-samples`` posterior samples drawn from the same law around
+the measurement (``measured_i * exp(a_s + b_is - (tau^2 + sigma^2) / 2)``,
+fresh ``a_s``, ``b_is`` per sample), so that the posterior is right by
+construction.  The error sits on the log scale rather than the logit scale
+because its mean is then exactly zero on the crack-fraction scale: a logit
+error would add a Jensen bias of the mean that no interval is meant to
+absorb.  Intervals that ignore the samples (the measured values alone) are
+compared with intervals that propagate them through
+``bootstrap_ci(..., posterior=samples)``, iid and ``block_x2+cross``.  The
+shared term ``a`` is what propagation must catch: independent per-particle
+errors average out over hundreds of particles.
+
+**Shipped model end to end** (``end_to_end``).  For every seed a phantom with
+imaging is generated at the voxel size the model was trained on (0.5 µm; the
+census arms use 1 µm so that many particles fit in 192³, where the model's
+particles would be half their trained size in voxels) and segmented with
+``predict_volume(..., uncertainty="tta")``; particle instances
+(``particle_instances``), posterior counts (``particle_posterior_counts``),
+the particle table with posterior samples and ``summarize`` follow as in
+``crackseg run``.  Scored against the superpopulation mean: the default
+interval with the TTA samples propagated and ignored, the iid interval, and
+the same statistics on the phantom's true labels and instances (what the
+statistics can do at this field of view without segmentation error).  Also
+reported: the bias of the predicted mean damage against the superpopulation
+mean and against the true census of the same volume, and how often the
+TTA-only interval contains that census mean.
+
+Coverage = share of phantoms whose interval contains the true mean, with its
+Clopper-Pearson 95 % interval.  The result, with the machine and command,
+goes to ``benchmarks/results/calibration.json`` (``--quick``:
+``calibration_quick.json``).
 
 Usage::
 
-    python benchmarks/calibration.py            # 50 phantoms of 192³ (about 17 min on 2 shared cores)
-    python benchmarks/calibration.py --quick    # 8 small phantoms, < 3 min
+    python benchmarks/calibration.py            # 50 phantoms per arm (census 192³ at 1 µm, model 160³ at 0.5 µm)
+    python benchmarks/calibration.py --quick    # 8 census phantoms of 128³, 2 model phantoms of 96³ (CI smoke test)
+    python benchmarks/calibration.py --arms model --cache /tmp/calcache   # one arm, reusing cached work
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -38,13 +80,17 @@ import numpy as np
 from scipy import stats as sps
 
 from crackseg._version import __version__
-from crackseg.io import write_json
+from crackseg.errors import CracksegError, InputError
+from crackseg.io import atomic_path, write_json
 from crackseg.stats.bootstrap import bootstrap_ci
 from crackseg.stats.distribution import population
 from crackseg.stats.spatial import correlation_length
 from crackseg.stats.summary import BLOCK_FACTOR, RANGE_FACTOR, block_size_for
 from crackseg.stats.table import particle_coords, particle_table, volume_extent
 from crackseg.synthetic import generate_electrode
+
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "nmc4-synthetic-v1"
+ARMS = ("census", "known-error", "model")
 
 
 def machine_info() -> dict:
@@ -61,10 +107,19 @@ def machine_info() -> dict:
             "cpu_model": cpu or platform.processor(), "cpu_count": os.cpu_count()}
 
 
+_CENSUSES: dict = {}
+
+
 def phantom_particles(seed: int, args) -> dict:
     """Census of one phantom: the used particles' crack fraction, centroids, weights, truth."""
-    cache = Path(args.cache) / f"phantom_{args.shape}_{args.voxel_size:g}_{args.correlation_length:g}_{seed}_{args.border}.npz" \
-        if args.cache else None
+    key = f"phantom_{args.shape}_{args.voxel_size:g}_{args.correlation_length:g}_{seed}_{args.border}"
+    if key not in _CENSUSES:
+        _CENSUSES[key] = _phantom_particles(seed, args, key)
+    return _CENSUSES[key]
+
+
+def _phantom_particles(seed: int, args, key: str) -> dict:
+    cache = Path(args.cache) / f"{key}.npz" if args.cache else None
     if cache is not None and cache.exists():
         with np.load(cache) as z:
             return {k: z[k] for k in z.files}
@@ -115,6 +170,13 @@ def _record(ci, truth) -> dict:
             "cross_block_factor": ci.extra.get("cross_block_factor")}
 
 
+def _record_posterior(ci, truth) -> dict:
+    """:func:`_record` plus the estimate and the segmentation share of the variance."""
+    unc = ci.extra.get("uncertainty") or {}
+    return {**_record(ci, truth), "estimate": float(ci.estimate),
+            "share_segmentation": unc.get("share_segmentation")}
+
+
 def coverage_table(rows: list[dict], confidence: float) -> dict:
     """Coverage, its Clopper-Pearson 95 % interval and mean width per method."""
     out = {}
@@ -125,8 +187,276 @@ def coverage_table(rows: list[dict], confidence: float) -> dict:
         out[m] = {"coverage": k / n, "covered": k, "n_phantoms": n,
                   "coverage_ci95": [float(ci.low), float(ci.high)],
                   "mean_width": float(np.nanmean([r["methods"][m]["width"] for r in rows])),
-                  "mean_n_blocks": float(np.mean([r["methods"][m]["n_blocks"] for r in rows]))}
+                  "mean_n_blocks": float(np.nanmean([np.nan if r["methods"][m]["n_blocks"] is None
+                                                     else r["methods"][m]["n_blocks"] for r in rows]))}
     return out
+
+
+# ---------------------------------------------------------------- known segmentation error
+
+
+def measured_with_error(values, *, seed: int, shared_sd: float, particle_sd: float,
+                        n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Measured crack fractions and posterior samples under a known multiplicative error.
+
+    ``measured_i = min(1, c_i * exp(a + b_i - v / 2))`` with ``a ~ N(0,
+    shared_sd^2)`` shared by all particles (one per volume), ``b_i ~ N(0,
+    particle_sd^2)`` per particle and ``v = shared_sd^2 + particle_sd^2``, so
+    that ``E[measured_i] = c_i``.  Posterior sample ``s`` applies a fresh
+    draw of the same law to the measurement.
+
+    Parameters
+    ----------
+    values : array_like, shape (n,)
+        True crack fractions (0..1).
+    seed : int
+        Seed of the error draws.
+    shared_sd, particle_sd : float
+        Standard deviations of the shared and per-particle log-scale errors.
+    n_samples : int
+        Posterior samples.
+
+    Returns
+    -------
+    measured : numpy.ndarray, shape (n,)
+    posterior : numpy.ndarray, shape (n_samples, n)
+
+    Examples
+    --------
+    >>> m, post = measured_with_error(np.full(4000, 0.05), seed=0, shared_sd=0.0,
+    ...                               particle_sd=0.3, n_samples=4)
+    >>> post.shape, round(float(m.mean()), 2)
+    ((4, 4000), 0.05)
+    """
+    c = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng([int(seed), 1])
+    half_var = (shared_sd ** 2 + particle_sd ** 2) / 2
+
+    def factors(k: int) -> np.ndarray:
+        a = rng.normal(0.0, shared_sd, (k, 1))
+        b = rng.normal(0.0, particle_sd, (k, c.size))
+        return np.exp(a + b - half_var)
+
+    measured = np.minimum(1.0, c * factors(1)[0])
+    posterior = np.minimum(1.0, measured[None] * factors(int(n_samples)))
+    return measured, posterior
+
+
+def known_error_phantom(seed: int, args) -> dict:
+    """Intervals of the mean from measured values with a known error, posterior ignored vs propagated."""
+    p = phantom_particles(seed, args)
+    values, coords, extent, truth = p["values"], p["coords"], p["extent"], float(p["truth"])
+    w = p["weights"] if args.border == "miles" else None
+    measured, post = measured_with_error(values, seed=seed, shared_sd=args.seg_error_shared,
+                                         particle_sd=args.seg_error_particle,
+                                         n_samples=args.seg_error_samples)
+    length, _, _ = correlation_length(measured, coords, seed=seed)
+    size, _ = block_size_for(length, extent, factor=BLOCK_FACTOR)
+    cross = RANGE_FACTOR * length if length else None
+    row = {"seed": seed, "n_particles": int(values.size), "truth": truth,
+           "census_mean": float(np.average(values, weights=w)),
+           "measured_mean": float(np.average(measured, weights=w)),
+           "correlation_length_fit_um": length, "methods": {}}
+    common = dict(weights=w, n_resamples=args.n_resamples, confidence=args.confidence, seed=seed)
+    for posterior, suffix in ((None, ""), (post, "+posterior")):
+        ci = bootstrap_ci(measured, "mean", method="iid", posterior=posterior, **common)
+        row["methods"]["iid" + suffix] = _record_posterior(ci, truth)
+        ci = bootstrap_ci(measured, "mean", method="block", coords=coords, block_size_um=size,
+                          extent=extent, cross_block_range=cross, posterior=posterior, **common)
+        row["methods"][f"block_x{BLOCK_FACTOR:g}+cross" + suffix] = _record_posterior(ci, truth)
+    return row
+
+
+# ---------------------------------------------------------------- shipped model end to end
+
+
+def _table_arrays(table, prefix: str) -> dict:
+    out = {f"{prefix}__{c}": table[c].to_numpy() for c in table.columns}
+    out[f"{prefix}__attrs"] = np.array(json.dumps(table.attrs, default=float))
+    return out
+
+
+def _table_from(z, prefix: str):
+    import pandas as pd
+
+    cols = [k for k in z.files if k.startswith(prefix + "__") and k != prefix + "__attrs"]
+    table = pd.DataFrame({k[len(prefix) + 2:]: z[k] for k in cols})
+    table.attrs.update(json.loads(str(z[prefix + "__attrs"])))
+    return table
+
+
+def model_particles(seed: int, args, model) -> dict:
+    """Predicted (with TTA posterior) and true particle tables of one imaged phantom.
+
+    Returns ``{"pred", "true"}`` (particle tables), ``"posterior"`` (labels,
+    crack-fraction samples of shape (n_samples, n_particles)), ``"truth"``
+    and ``"seconds"`` per stage.
+    """
+    from crackseg.inference import predict_volume
+    from crackseg.particles import particle_instances
+    from crackseg.uncertainty import particle_posterior_counts
+
+    sha = str(model[1].get("weights_sha256", ""))[:12]
+    cache = Path(args.cache) / (f"model_{args.model_shape}_{args.model_voxel_size:g}_"
+                                f"{args.correlation_length:g}_tta{args.tta_samples}_{sha}_{seed}.npz") \
+        if args.cache else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            return {"pred": _table_from(z, "pred"), "true": _table_from(z, "true"),
+                    "posterior": (z["post_label"], z["post_crack_fraction"]),
+                    "truth": float(z["truth"]), "seconds": json.loads(str(z["seconds"])),
+                    "cached": True}
+    sec = {}
+    t0 = time.perf_counter()
+    ph = generate_electrode((args.model_shape,) * 3, seed=seed, voxel_size_um=args.model_voxel_size,
+                            correlation_length_um=args.correlation_length)
+    sec["phantom"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = predict_volume(model, ph.image, voxel_size_um=ph.voxel_size_um, uncertainty="tta",
+                          n_samples=args.tta_samples, seed=seed, progress=False)
+    sec["predict"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    labels = np.asarray(pred.labels)
+    inst = particle_instances(labels, schema=pred.schema, voxel_size_um=pred.voxel_size_um)
+    counts = particle_posterior_counts(inst, pred.sample_bits, pred.n_samples)
+    post = (counts["label"], counts["crack_voxels"] / np.maximum(counts["envelope_voxels"], 1.0))
+    sec["particles"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred_table = particle_table(labels, inst, schema=pred.schema, voxel_size_um=pred.voxel_size_um,
+                                posterior=post)
+    true_table = particle_table(ph.labels, ph.instances, voxel_size_um=ph.voxel_size_um)
+    sec["tables"] = time.perf_counter() - t0
+    out = {"pred": pred_table, "true": true_table, "posterior": post,
+           "truth": float(ph.params["true_mean_crack_fraction"]), "seconds": sec, "cached": False}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache, overwrite=True) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **_table_arrays(pred_table, "pred"), **_table_arrays(true_table, "true"),
+                     post_label=post[0], post_crack_fraction=post[1], truth=np.float64(out["truth"]),
+                     seconds=np.array(json.dumps(sec)))
+    return out
+
+
+def _record_summary(interval: dict | None, truth: float) -> dict:
+    """Coverage record of a ``summary.json`` interval (``None``: no summary)."""
+    interval = interval or {}
+    ci = interval.get("ci") or [None, None]
+    lo, hi = (np.nan if v is None else float(v) for v in ci)
+    unc = (interval.get("extra") or {}).get("uncertainty") or {}
+    return {"ci": [lo, hi], "covered": bool(lo <= truth <= hi), "width": float(hi - lo),
+            "estimate": interval.get("estimate"), "n_blocks": interval.get("n_blocks"),
+            "block_size_um": interval.get("block_size"), "method": interval.get("method"),
+            "cross_block_factor": (interval.get("extra") or {}).get("cross_block_factor"),
+            "share_segmentation": unc.get("share_segmentation"), "note": interval.get("note")}
+
+
+def model_phantom(seed: int, args, model) -> dict:
+    """Intervals of the mean damage from the shipped model's segmentation of one phantom."""
+    from crackseg.stats.summary import summarize
+
+    p = model_particles(seed, args, model)
+    truth = p["truth"]
+    opts = dict(confidence=args.confidence, n_resamples=args.n_resamples, seed=seed,
+                border=args.border, spatial=False, protocols=False)
+    summaries, notes = {}, []
+    for key, table, post in (("model", p["pred"], None), ("model+tta", p["pred"], p["posterior"]),
+                             ("truth", p["true"], None)):
+        try:
+            summaries[key] = summarize(table, posterior=post, **opts)
+        except InputError as e:
+            summaries[key] = None
+            notes.append(f"{key}: {e}")
+
+    def damage(key, stat="mean"):
+        return (summaries[key] or {}).get("damage", {}).get(stat)
+
+    methods = {
+        "model_block+cross+tta": _record_summary(damage("model+tta"), truth),
+        "model_block+cross": _record_summary(damage("model"), truth),
+        "model_iid": _record_summary(damage("model", "mean_iid"), truth),
+        "truth_block+cross": _record_summary(damage("truth"), truth),
+        "truth_iid": _record_summary(damage("truth", "mean_iid"), truth),
+    }
+    pred_mean = methods["model_block+cross"]["estimate"]
+    census = methods["truth_block+cross"]["estimate"]
+    unc = ((damage("model+tta") or {}).get("extra") or {}).get("uncertainty") or {}
+    seg_ci = unc.get("ci_segmentation_only")
+
+    def diff(a, b):
+        return None if a is None or b is None else float(a - b)
+
+    return {
+        "seed": seed, "truth": truth,
+        "n_particles_pred": None if summaries["model"] is None else summaries["model"]["n_particles"],
+        "n_particles_true": None if summaries["truth"] is None else summaries["truth"]["n_particles"],
+        "pred_mean": pred_mean, "pred_posterior_mean": methods["model_block+cross+tta"]["estimate"],
+        "census_mean": census, "bias_vs_truth": diff(pred_mean, truth),
+        "bias_vs_census": diff(pred_mean, census), "census_minus_truth": diff(census, truth),
+        "share_segmentation": unc.get("share_segmentation"),
+        "tta_only_ci": seg_ci,
+        "tta_only_covers_census": None if seg_ci is None or census is None
+        else bool(seg_ci[0] <= census <= seg_ci[1]),
+        "block_size_rule": None if summaries["model"] is None
+        else summaries["model"]["bootstrap"]["block_size_rule"],
+        "seconds": {k: round(v, 2) for k, v in p["seconds"].items()}, "cached": p["cached"],
+        "notes": notes, "methods": methods,
+    }
+
+
+def mean_with_ci(x) -> dict:
+    """Mean of per-phantom values with its Student-t 95 % interval (None values dropped)."""
+    v = np.asarray([a for a in x if a is not None and np.isfinite(a)], dtype=np.float64)
+    out = {"mean": float(v.mean()) if v.size else None,
+           "sd": float(v.std(ddof=1)) if v.size > 1 else None, "n": int(v.size), "ci95": None}
+    if v.size > 1:
+        ci = sps.ttest_1samp(v, 0.0).confidence_interval(0.95)
+        out["ci95"] = [float(ci.low), float(ci.high)]
+    return out
+
+
+def model_findings(rows: list[dict], cov: dict, bias: dict, args) -> list[str]:
+    """Plain-language reading of the end-to-end arm, computed from its numbers."""
+    n = len(rows)
+    tta, ref = cov["model_block+cross+tta"], cov["truth_block+cross"]
+    half = 0.5 * tta["mean_width"]
+    b = bias["bias_vs_census"]
+    out = [f"Shipped model, default interval with TTA samples propagated: covers the true mean in "
+           f"{tta['covered']}/{n} phantoms ({tta['coverage']:.2f}); the same statistics on the "
+           f"true labels of the same volumes: {ref['covered']}/{n} ({ref['coverage']:.2f})."]
+    if b["mean"] is not None:
+        rel = abs(b["mean"]) / half if half > 0 else float("nan")
+        ci = b["ci95"]
+        out.append(f"Predicted mean damage minus the true census mean of the same volume: "
+                   f"{b['mean']:+.4f}" + (f" (95 % CI {ci[0]:+.4f} to {ci[1]:+.4f})" if ci else "")
+                   + f", {rel:.2f} x the interval's mean half-width {half:.4f}.")
+        if ci and (ci[0] > 0 or ci[1] < 0):
+            out.append("The model's mean damage is biased. TTA samples describe how the prediction "
+                       "changes under flips and rotations, not the model's systematic error, so "
+                       "propagating them cannot correct for it"
+                       + (": the lower coverage than with true labels comes from this bias."
+                          if tta["coverage"] < ref["coverage"] else "."))
+        else:
+            out.append(f"No model bias is resolved by {b['n']} phantoms at this precision.")
+    shares = [r["share_segmentation"] for r in rows if r["share_segmentation"] is not None]
+    if shares:
+        out.append(f"TTA samples contribute {np.mean(shares):.1%} of the interval's variance on "
+                   "average; the TTA-only interval contains the volume's true census mean in "
+                   f"{sum(bool(r['tta_only_covers_census']) for r in rows)}/{n} phantoms.")
+    if ref["coverage_ci95"][1] < args.confidence:
+        out.append(f"Even the true labels under-cover at this field of view "
+                   f"({args.model_shape * args.model_voxel_size:g} µm, on average "
+                   f"{np.mean([r['n_particles_true'] or 0 for r in rows]):.0f} particles used): the "
+                   "volume spans too few correlation lengths for an interval of the "
+                   "superpopulation mean (the summary says so in its notes).")
+    return out
+
+
+def _print_coverage(title: str, cov: dict) -> None:
+    print(title)
+    print(f"{'method':<28}{'coverage':>10}{'95% CI of coverage':>22}{'mean width':>12}{'blocks':>8}")
+    for m, c in cov.items():
+        print(f"{m:<28}{c['coverage']:>10.3f}   [{c['coverage_ci95'][0]:.3f}, {c['coverage_ci95'][1]:.3f}]"
+              f"{c['mean_width']:>12.4f}{c['mean_n_blocks']:>8.1f}")
 
 
 def main(argv=None) -> int:
@@ -142,45 +472,137 @@ def main(argv=None) -> int:
     p.add_argument("--n-resamples", type=int, default=2000)
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--seed0", type=int, default=1000, help="first phantom seed")
-    p.add_argument("--quick", action="store_true", help="8 phantoms of 128³ voxels (< 3 min)")
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                   help="census: true particle tables; known-error: measured values with a known "
+                        "segmentation error and its posterior; model: the shipped model end to end")
+    p.add_argument("--seg-error-shared", type=float, default=0.15,
+                   help="known-error arm: SD of the log-scale error shared by all particles of a volume")
+    p.add_argument("--seg-error-particle", type=float, default=0.30,
+                   help="known-error arm: SD of the independent per-particle log-scale error")
+    p.add_argument("--seg-error-samples", type=int, default=16,
+                   help="known-error arm: posterior samples per phantom")
+    p.add_argument("--model", default=str(SHIPPED_MODEL), help="model arm: model directory")
+    p.add_argument("--model-phantoms", type=int, default=None,
+                   help="model arm: number of phantoms (default --n-phantoms)")
+    p.add_argument("--model-shape", type=int, default=160, help="model arm: cube side in voxels")
+    p.add_argument("--model-voxel-size", type=float, default=0.5,
+                   help="model arm: µm (the shipped model's training phantoms: 0.5)")
+    p.add_argument("--tta-samples", type=int, default=4, help="model arm: TTA posterior samples")
+    p.add_argument("--quick", action="store_true",
+                   help="8 census phantoms of 128³, 2 model phantoms of 96³ with 2 TTA samples")
     p.add_argument("--out", default=None, help="result JSON")
-    p.add_argument("--cache", default=None, help="folder to keep phantom censuses between runs")
+    p.add_argument("--cache", default=None,
+                   help="folder to keep phantom censuses and model predictions between runs")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.n_phantoms, args.shape, args.n_resamples = 8, 128, 999
+        args.model_phantoms, args.model_shape, args.tta_samples = 2, 96, 2
+    if args.model_phantoms is None:
+        args.model_phantoms = args.n_phantoms
     if len(set(args.factors)) != len(args.factors):
         args.factors = sorted(set(args.factors))
     out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / (
         "calibration_quick.json" if args.quick else "calibration.json")
-    rows = []
-    t0 = time.time()
+    model = None
+    if "model" in args.arms:
+        from crackseg.model_io import load_model
+
+        try:
+            model = load_model(args.model)
+        except CracksegError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     from tqdm import tqdm
 
-    for i in tqdm(range(args.n_phantoms), desc="phantoms", disable=args.quiet, file=sys.stderr):
-        rows.append(one_phantom(args.seed0 + i, args))
-    elapsed = time.time() - t0
-    cov = coverage_table(rows, args.confidence)
+    def seeds(n, desc):
+        return tqdm(range(args.seed0, args.seed0 + n), desc=desc, disable=args.quiet, file=sys.stderr)
+
+    t_start = time.time()
     result = {
         "benchmark": "coverage of the CI for the mean crack fraction vs the generator's "
                      "superpopulation mean (true_mean_crack_fraction)",
         "crackseg_version": __version__,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info(),
-        "elapsed_s": elapsed,
+        "elapsed_s": None,
         "settings": {k: v for k, v in vars(args).items()},
         "default_block_factor": BLOCK_FACTOR,
-        "coverage": cov,
-        "phantoms": rows,
     }
+    if "census" in args.arms:
+        t0 = time.time()
+        rows = [one_phantom(seed, args) for seed in seeds(args.n_phantoms, "census")]
+        result["coverage"] = cov = coverage_table(rows, args.confidence)
+        result["phantoms"] = rows
+        result["census_elapsed_s"] = time.time() - t0
+        _print_coverage("Census (true particle tables):", cov)
+        print(f"{args.n_phantoms} phantoms of {args.shape}³ voxels at {args.voxel_size} µm in "
+              f"{result['census_elapsed_s']:.0f} s; mean particles used "
+              f"{np.mean([r['n_particles'] for r in rows]):.0f}\n")
+    if "known-error" in args.arms:
+        t0 = time.time()
+        rows = [known_error_phantom(seed, args) for seed in seeds(args.n_phantoms, "known error")]
+        cov = coverage_table(rows, args.confidence)
+        shares = [r["methods"][f"block_x{BLOCK_FACTOR:g}+cross+posterior"]["share_segmentation"]
+                  for r in rows]
+        result["segmentation_error"] = {
+            "error_model": {
+                "measured": "min(1, c_i * exp(a + b_i - (tau^2 + sigma^2) / 2)), c_i the true "
+                            "crack fraction of particle i",
+                "shared": "a ~ N(0, tau^2), one draw per volume (and per posterior sample)",
+                "per_particle": "b_i ~ N(0, sigma^2), independent per particle",
+                "posterior": "sample s: measured_i * exp(a_s + b_is - (tau^2 + sigma^2) / 2), "
+                             "fresh draws of the same law",
+                "tau": args.seg_error_shared, "sigma": args.seg_error_particle,
+                "n_posterior_samples": args.seg_error_samples,
+                "phantoms": f"the census phantoms ({args.shape}³ at {args.voxel_size} µm)"},
+            "elapsed_s": time.time() - t0,
+            "coverage": cov,
+            "mean_share_segmentation": float(np.mean(shares)),
+            "bias_measured_vs_census": mean_with_ci([r["measured_mean"] - r["census_mean"]
+                                                     for r in rows]),
+            "phantoms": rows,
+        }
+        _print_coverage(f"Known segmentation error (tau {args.seg_error_shared:g}, sigma "
+                        f"{args.seg_error_particle:g}, {args.seg_error_samples} posterior samples):",
+                        cov)
+        print(f"segmentation share of the variance (block+cross+posterior): {np.mean(shares):.1%}\n")
+    if "model" in args.arms:
+        t0 = time.time()
+        rows = [model_phantom(seed, args, model) for seed in seeds(args.model_phantoms, "model")]
+        cov = coverage_table(rows, args.confidence)
+        bias = {k: mean_with_ci([r[k] for r in rows])
+                for k in ("bias_vs_truth", "bias_vs_census", "census_minus_truth")}
+        findings = model_findings(rows, cov, bias, args)
+        card = model[1]
+        result["end_to_end"] = {
+            "model": {"path": args.model, "name": card.get("name"),
+                      "weights_sha256": card.get("weights_sha256")},
+            "pipeline": "generate_electrode (imaging) -> predict_volume(uncertainty='tta') -> "
+                        "particle_instances -> particle_posterior_counts -> particle_table"
+                        "(posterior) -> summarize (block bootstrap + cross-block widening; "
+                        "with and without the posterior samples)",
+            "phantoms_setting": {"shape": [args.model_shape] * 3, "voxel_size_um": args.model_voxel_size,
+                                 "correlation_length_um": args.correlation_length,
+                                 "tta_samples": args.tta_samples},
+            "elapsed_s": time.time() - t0,
+            "mean_seconds_per_phantom": {k: float(np.mean([r["seconds"].get(k, 0.0) for r in rows]))
+                                         for k in rows[0]["seconds"]} if rows else {},
+            "coverage": cov,
+            "bias": bias,
+            "findings": findings,
+            "phantoms": rows,
+        }
+        _print_coverage(f"Shipped model end to end ({args.model_shape}³ at {args.model_voxel_size:g} "
+                        f"µm, TTA {args.tta_samples} samples):", cov)
+        for k, b in bias.items():
+            ci = b["ci95"]
+            print(f"{k:<28}{'' if b['mean'] is None else format(b['mean'], '+.4f'):>10}"
+                  + (f"   [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""))
+        print("\n".join(findings) + "\n")
+    result["elapsed_s"] = time.time() - t_start
     write_json(out, result, overwrite=True)
-    print(f"{'method':<20}{'coverage':>10}{'95% CI of coverage':>22}{'mean width':>12}{'blocks':>8}")
-    for m, c in cov.items():
-        print(f"{m:<20}{c['coverage']:>10.3f}   [{c['coverage_ci95'][0]:.3f}, {c['coverage_ci95'][1]:.3f}]"
-              f"{c['mean_width']:>12.4f}{c['mean_n_blocks']:>8.1f}")
-    print(f"{args.n_phantoms} phantoms of {args.shape}³ voxels at {args.voxel_size} µm in "
-          f"{elapsed:.0f} s; mean particles used {np.mean([r['n_particles'] for r in rows]):.0f}; "
-          f"written {out}")
+    print(f"{result['elapsed_s']:.0f} s; written {out}")
     return 0
 
 

@@ -5,8 +5,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from crackseg.errors import InputError
 from crackseg.stats.bootstrap import (
+    _multiplicity,
+    _unit_counts,
+    _unit_statistics,
+    _weighted,
     bootstrap_ci,
+    bootstrap_columns,
     bootstrap_many,
     spatial_blocks,
     weighted_statistic,
@@ -144,3 +150,60 @@ def test_cross_block_factor_one_for_independent_values_and_large_for_smooth_fiel
     f = wide.extra["cross_block_factor"]
     assert f == pytest.approx(f_smooth[0])
     assert wide.ci[1] - wide.ci[0] == pytest.approx(f * (plain.ci[1] - plain.ci[0]))
+
+
+@pytest.mark.parametrize("n, n_units", [(7, 3), (300, 40), (2000, 2000), (25000, 25000)])
+def test_statistics_from_unit_counts_equal_particle_weights(n, n_units):
+    rng = np.random.default_rng(n)
+    v = np.sort(np.round(rng.beta(0.8, 10, n), 3))  # sorted, with ties
+    b = rng.integers(0, n_units, n)
+    b[:n_units] = np.arange(min(n, n_units))
+    specs = ["mean", "median", ("quantile", 0.1), ("quantile", 0.9), ("fraction_above", 0.05),
+             ("fraction_between", (0.01, 0.05)), ("histogram", np.linspace(0, v.max() + 1e-9, 6))]
+    idx = rng.integers(0, n_units, (50, n_units))
+    m = _multiplicity(idx, n_units)
+    for w in (np.ones(n), rng.uniform(0.5, 2.0, n)):
+        f = _unit_statistics(specs, v, w, b, n_units)
+        got = f(idx)
+        ref = np.concatenate([np.reshape(_weighted(s, v, m[:, b] * w), (-1, 50)) for s in specs])
+        if (w == 1).all():  # integer weights: the same numbers
+            np.testing.assert_array_equal(got[1:4], ref[1:4])
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-15)
+        # the replicate that draws every unit once is the observed sample
+        obs = np.concatenate([np.ravel(_weighted(s, v, w[None])) for s in specs])
+        np.testing.assert_allclose(f(np.arange(n_units)[None])[:, 0], obs, rtol=1e-12)
+        # without quantiles (no per-particle lookup needed)
+        linear = _unit_statistics(["mean", specs[4]], v, w, b, n_units)(idx)
+        np.testing.assert_allclose(linear, ref[[0, 4]], rtol=1e-12, atol=1e-15)
+
+
+def test_unit_counts_equal_multiplicities_in_both_layouts():
+    rng = np.random.default_rng(1)
+    for rows, units in ((30, 50), (45, 100_000)):  # in cache, and counted resample by resample
+        idx = rng.integers(0, units, (rows, units)).astype(np.int32)
+        np.testing.assert_array_equal(_unit_counts(idx, units), _multiplicity(idx, units).T)
+
+
+def test_callable_statistic_still_supported(sample):
+    x, xyz = sample
+
+    def weighted_rms(v, w):  # a statistic given as a function of sorted values and weights
+        return np.sqrt((w @ v**2) / w.sum(axis=-1))
+
+    r = bootstrap_ci(x, weighted_rms, coords=xyz, block_size_um=25, extent=(100, 100, 100),
+                     n_resamples=300, seed=0)
+    assert r.estimate == pytest.approx(np.sqrt(np.mean(x**2)))
+    assert r.ci[0] < r.estimate < r.ci[1]
+
+
+def test_columns_share_resamples_and_equal_separate_calls(sample):
+    x, xyz = sample
+    y = np.sqrt(x) + 0.01 * xyz[:, 0]
+    kw = dict(coords=xyz, block_size=20.0, extent=(100, 100, 100), n_resamples=400, seed=5,
+              cross_block_range=30.0)
+    both = bootstrap_columns([x, y], ["mean", "median", ("fraction_above", 0.05)], **kw)
+    for col, got in zip((x, y), both):
+        alone = bootstrap_many(col, ["mean", "median", ("fraction_above", 0.05)], **kw)
+        assert [g.to_dict() for g in got] == [a.to_dict() for a in alone]
+    with pytest.raises(InputError, match="equal length"):
+        bootstrap_columns([x, y[:-1]], ["mean"], method="iid")

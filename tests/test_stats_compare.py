@@ -9,7 +9,12 @@ from scipy import stats
 
 from crackseg.cli import main
 from crackseg.errors import InputError
-from crackseg.stats.compare import cliffs_delta, compare_samples, read_manifest
+from crackseg.stats.compare import (
+    PERMUTATION_MAX_N,
+    cliffs_delta,
+    compare_samples,
+    read_manifest,
+)
 
 
 def brute_cliff(x, y):
@@ -96,3 +101,50 @@ def test_compare_cli(tmp_path, capsys):
     assert len(pd.read_csv(out / "comparison.csv")) == 3
     assert main(argv) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_intervals_equal_direct_hierarchical_resampling():
+    # the resamples the documented procedure draws from one generator, kept as arrays
+    rng = np.random.default_rng(4)
+    groups = {10: [rng.beta(1, 20, 60), rng.beta(1, 15, 45)], 20: [np.round(rng.beta(2, 20, 80), 2)],
+              30: [rng.beta(2, 15, 50), rng.beta(3, 15, 70), rng.beta(2, 10, 30)]}
+    n_res, seed, reference = 200, 9, 20
+    draw = np.random.default_rng(seed)
+
+    def resample(vols):
+        if len(vols) == 1:
+            return vols[0][draw.integers(0, vols[0].size, vols[0].size)]
+        pick = draw.integers(0, len(vols), len(vols))
+        return np.concatenate([vols[i][draw.integers(0, vols[i].size, vols[i].size)] for i in pick])
+
+    reps = {g: [resample(groups[g]) for _ in range(n_res)] for g in sorted(groups)}
+
+    def ci(x):
+        a = (1 - 0.95) / 2
+        return list(np.quantile(x, [a, 1 - a]))
+
+    r = compare_samples(groups, reference=reference, n_resamples=n_res, n_permutations=99,
+                        seed=seed)
+    for g in groups:
+        assert r["groups"][str(g)]["mean"]["ci"] == ci([x.mean() for x in reps[g]])
+        assert r["groups"][str(g)]["median"]["ci"] == ci([np.median(x) for x in reps[g]])
+    for g in (10, 30):
+        c = r["comparisons"][str(g)]
+        pairs = list(zip(reps[g], reps[reference]))
+        assert c["difference_of_means"]["ci"] == ci([a.mean() - b.mean() for a, b in pairs])
+        assert c["difference_of_medians"]["ci"] == ci([np.median(a) - np.median(b) for a, b in pairs])
+        assert c["cliffs_delta"]["ci"] == ci([cliffs_delta(a, b) for a, b in pairs])
+
+
+def test_permutation_test_normal_limit_for_large_samples():
+    rng = np.random.default_rng(9)
+    x, y = rng.beta(1, 20, 6000), rng.beta(1, 20, 5000) + 0.0015
+    assert x.size + y.size > PERMUTATION_MAX_N
+    r = compare_samples({"a": [y], "b": [x]}, n_resamples=50, seed=0)
+    t = r["comparisons"]["b"]["permutation_test"]
+    assert t["n_resamples"] == 0 and "normal law" in t["method"]
+    ref = stats.permutation_test((x, y), lambda a, b, axis=-1: a.mean(axis) - b.mean(axis),
+                                 vectorized=True, n_resamples=1999, rng=0, batch=100)
+    mc_sd = np.sqrt(ref.pvalue * (1 - ref.pvalue) / 1999)
+    assert 0.01 < ref.pvalue < 0.9
+    assert t["p_value"] == pytest.approx(ref.pvalue, abs=4 * mc_sd + 0.005)

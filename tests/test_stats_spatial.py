@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import pdist, squareform
 
+from crackseg.errors import InputError
 from crackseg.stats.spatial import (
+    MORAN_PERMUTATION_MAX_N,
     correlation_length,
     depth_profile,
     fit_variogram,
@@ -91,3 +93,20 @@ def test_hot_spots_find_planted_cluster_only():
     members = per["hot_spot"].to_numpy() == clusters[0]["id"]
     assert hot[members].mean() > 0.8
     np.testing.assert_allclose(clusters[0]["centroid"], [35, 35, 35], atol=8)
+
+
+def test_morans_i_normal_test_agrees_with_permutations():
+    rng = np.random.default_rng(5)
+    xyz = rng.random((600, 3)) * 100
+    x = np.sin(xyz[:, 0] / 20) + rng.lognormal(0, 0.5, 600)
+    perm = morans_i(x, xyz, n_permutations=3999, seed=0)
+    norm = morans_i(x, xyz, test="normal")
+    assert perm["test"] == "permutation" and 600 <= MORAN_PERMUTATION_MAX_N
+    assert norm["I"] == pytest.approx(perm["I"])
+    assert norm["n_permutations"] == 0
+    # the permutation z estimates the exact randomisation z: Monte Carlo error of
+    # the null's sd with 3999 relabellings is about 1 / sqrt(2 * 3999) = 1.1 %
+    assert norm["z"] == pytest.approx(perm["z"], rel=0.05)
+    assert norm["z"] > 5 and norm["p_value"] < 1e-6
+    with pytest.raises(InputError, match="'auto', 'permutation' or 'normal'"):
+        morans_i(x, xyz, test="exact")

@@ -11,7 +11,13 @@ Examples
 [0.051, 0.069]
 """
 
-from crackseg.stats.bootstrap import Interval, bootstrap_ci, bootstrap_many, spatial_blocks
+from crackseg.stats.bootstrap import (
+    Interval,
+    bootstrap_ci,
+    bootstrap_columns,
+    bootstrap_many,
+    spatial_blocks,
+)
 from crackseg.stats.compare import cliffs_delta, compare_samples, read_manifest
 from crackseg.stats.distribution import distribution_statistics, population
 from crackseg.stats.representativeness import (
@@ -35,7 +41,8 @@ from crackseg.stats.table import (
 )
 
 __all__ = [
-    "Interval", "bootstrap_ci", "bootstrap_many", "spatial_blocks", "cliffs_delta",
+    "Interval", "bootstrap_ci", "bootstrap_columns", "bootstrap_many", "spatial_blocks",
+    "cliffs_delta",
     "compare_samples", "read_manifest", "distribution_statistics", "population",
     "particles_needed", "representativeness", "section_crack_fractions", "correlation_length",
     "depth_profile", "hot_spots", "morans_i", "variogram", "summarize", "particle_table",

@@ -12,7 +12,10 @@ and the interval speaks for that volume only (the output says which).
 For each group against the reference group: difference of mean and median
 crack fraction with percentile CIs, Cliff's delta with CI, the Mann-Whitney
 U test (:func:`scipy.stats.mannwhitneyu`) and a permutation test of the
-difference of means (:func:`scipy.stats.permutation_test`).  Over an ordered
+difference of means (:func:`scipy.stats.permutation_test`; with more than
+:data:`PERMUTATION_MAX_N` particles in the two groups, the normal law with the
+exact mean and variance of the difference over all relabellings, which the
+random relabellings only estimate).  Over an ordered
 numeric grouping: Spearman's rho (:func:`scipy.stats.spearmanr`) of
 particle damage vs the group value and the slope of group means, with a
 hierarchical-bootstrap CI.
@@ -26,6 +29,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -141,13 +145,88 @@ def load_volumes(manifest: pd.DataFrame, *, group_by: str = "sample", quantity: 
     return groups
 
 
-def _hier_sample(vols: list[np.ndarray], rng) -> np.ndarray:
-    """One hierarchical resample: volumes with replacement, then particles within each."""
-    if len(vols) == 1:
-        v = vols[0]
-        return v[rng.integers(0, v.size, v.size)]
-    pick = rng.integers(0, len(vols), len(vols))
-    return np.concatenate([vols[i][rng.integers(0, vols[i].size, vols[i].size)] for i in pick])
+#: Above this many particles in the two groups together, the permutation test
+#: of the difference of means uses the normal law with the exact permutation
+#: variance instead of random relabellings (module docs).
+PERMUTATION_MAX_N = 10000
+
+
+def _hier_indices(sizes: list[int], offsets: np.ndarray, rng) -> np.ndarray:
+    """One hierarchical resample: volumes with replacement, then particles within each.
+
+    Returned as indices into the group's pooled particles (volumes concatenated
+    in order; ``offsets`` are where each starts).
+    """
+    if len(sizes) == 1:
+        return rng.integers(0, sizes[0], sizes[0])
+    pick = rng.integers(0, len(sizes), len(sizes))
+    return np.concatenate([offsets[i] + rng.integers(0, sizes[i], sizes[i]) for i in pick])
+
+
+class _Group:
+    """A group's pooled particle values, sorted, and its stream of hierarchical resamples.
+
+    Each resample is kept as counts over the sorted values, so that medians
+    and Cliff's deltas of resamples need no sorting, and only one resample
+    is held at a time (memory grows with the particles, not the resamples).
+    """
+
+    def __init__(self, vols: list[np.ndarray]):
+        self.sizes = [int(v.size) for v in vols]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        self.values = np.concatenate(vols)
+        self.order = np.argsort(self.values, kind="stable")
+        self.rank = np.empty_like(self.order)
+        self.rank[self.order] = np.arange(self.order.size)
+        self.sorted = self.values[self.order]
+
+    def draw(self, rng, *, mean: bool = True) -> tuple[np.ndarray, float | None]:
+        """Counts of one resample over the sorted values, and its mean (as ``np.mean`` of the resample)."""
+        idx = _hier_indices(self.sizes, self.offsets, rng)
+        counts = np.bincount(self.rank[idx], minlength=self.sorted.size)
+        return counts, (float(self.values[idx].mean()) if mean else None)
+
+    def median(self, counts: np.ndarray) -> float:
+        """``np.median`` of the resample with these counts."""
+        cum = np.cumsum(counts)
+        n = int(cum[-1])
+        lo, hi = self.sorted[np.searchsorted(cum, [(n - 1) // 2, n // 2], side="right")]
+        return float(lo) if n % 2 else float((lo + hi) / 2)
+
+
+def _cliffs_delta_counts(ca: np.ndarray, below: np.ndarray, upto: np.ndarray,
+                         cb: np.ndarray) -> float:
+    """:func:`cliffs_delta` of two resamples given as counts over their groups' sorted values.
+
+    ``below[i]`` / ``upto[i]``: how many of group b's sorted values are < / <=
+    group a's ``i``-th sorted value.
+    """
+    cum = np.concatenate([[0], np.cumsum(cb)])
+    na, nb = int(ca.sum()), int(cum[-1])
+    less = int(ca @ cum[below])
+    greater = int(ca @ (nb - cum[upto]))
+    return float((less - greater) / (na * nb))
+
+
+def _permutation_test(x: np.ndarray, y: np.ndarray, n_permutations: int, seed: int) -> dict:
+    """Two-sided test of the difference of means against relabellings of the particles."""
+    note = "particles treated as exchangeable between groups"
+    if x.size + y.size <= PERMUTATION_MAX_N:
+        perm = stats.permutation_test(
+            (x, y), lambda a, b, axis=-1: a.mean(axis=axis) - b.mean(axis=axis),
+            vectorized=True, n_resamples=n_permutations, rng=seed,
+            batch=max(1, int(2e7 // (x.size + y.size))))
+        return {"p_value": float(perm.pvalue), "n_resamples": n_permutations,
+                "statistic": "difference of means", "note": note}
+    n1, n2 = x.size, y.size
+    n = n1 + n2
+    pooled = np.concatenate([x, y])
+    sd = np.sqrt(n * n * pooled.var() / (n1 * n2 * (n - 1)))
+    d = float(x.mean() - y.mean())
+    p = min(1.0, 2.0 * float(stats.norm.sf(abs(d) / sd))) if sd > 0 else (1.0 if d == 0 else 0.0)
+    return {"p_value": p, "n_resamples": 0, "statistic": "difference of means",
+            "method": ("normal law with the exact variance over all relabellings (more than "
+                       f"{PERMUTATION_MAX_N} particles)"), "note": note}
 
 
 def _ci(reps, confidence):
@@ -194,7 +273,38 @@ def compare_samples(groups: dict, *, reference=None, order=None, confidence: flo
     if reference not in groups:
         raise InputError(f"reference group {reference!r} is not among {order}")
     rng = np.random.default_rng(seed)
-    reps = {g: [_hier_sample(groups[g], rng) for _ in range(n_resamples)] for g in order}
+    pooled = {g: _Group(groups[g]) for g in order}
+    ref = pooled[reference]
+    cross = {g: (np.searchsorted(ref.sorted, pooled[g].sorted, side="left"),
+                 np.searchsorted(ref.sorted, pooled[g].sorted, side="right"))
+             for g in order if g != reference}
+    # The resamples of each group in turn, from one stream; the reference's part
+    # of the stream is replayed beside each other group's for Cliff's delta.
+    rep_mean = {g: np.empty(n_resamples) for g in order}
+    rep_median = {g: np.empty(n_resamples) for g in order}
+    rep_cliff = {g: np.empty(n_resamples) for g in cross}
+    ref_state = None
+    pending = []
+    for g in order:
+        state = copy.deepcopy(rng.bit_generator.state)
+        if g == reference:
+            ref_state = state
+        ref_rng = _generator(ref_state) if g != reference and ref_state is not None else None
+        grp = pooled[g]
+        for r in range(n_resamples):
+            counts, rep_mean[g][r] = grp.draw(rng)
+            rep_median[g][r] = grp.median(counts)
+            if ref_rng is not None:
+                cb, _ = ref.draw(ref_rng, mean=False)
+                rep_cliff[g][r] = _cliffs_delta_counts(counts, *cross[g], cb)
+        if g != reference and ref_rng is None:
+            pending.append((g, state))
+    for g, state in pending:  # groups ordered before the reference
+        g_rng, ref_rng = _generator(state), _generator(ref_state)
+        for r in range(n_resamples):
+            ca, _ = pooled[g].draw(g_rng, mean=False)
+            cb, _ = ref.draw(ref_rng, mean=False)
+            rep_cliff[g][r] = _cliffs_delta_counts(ca, *cross[g], cb)
     hier = any(len(v) > 1 for v in groups.values())
     method = ("hierarchical bootstrap (volumes, then particles within volumes; percentile)"
               if hier else "bootstrap over particles (percentile)")
@@ -203,10 +313,10 @@ def compare_samples(groups: dict, *, reference=None, order=None, confidence: flo
         allv = np.concatenate(groups[g])
         out_groups[str(g)] = {
             "n_volumes": len(groups[g]), "n_particles": int(allv.size),
-            "mean": {"estimate": float(allv.mean()), "ci": _ci([r.mean() for r in reps[g]], confidence),
+            "mean": {"estimate": float(allv.mean()), "ci": _ci(rep_mean[g], confidence),
                      "confidence": confidence, "method": method},
             "median": {"estimate": float(np.median(allv)),
-                       "ci": _ci([np.median(r) for r in reps[g]], confidence),
+                       "ci": _ci(rep_median[g], confidence),
                        "confidence": confidence, "method": method},
             "speaks_for": ("the electrodes sampled by several volumes" if len(groups[g]) > 1
                            else "the one scanned volume"),
@@ -217,13 +327,10 @@ def compare_samples(groups: dict, *, reference=None, order=None, confidence: flo
         if g == reference:
             continue
         x = np.concatenate(groups[g])
-        d_mean = [a.mean() - b.mean() for a, b in zip(reps[g], reps[reference])]
-        d_med = [np.median(a) - np.median(b) for a, b in zip(reps[g], reps[reference])]
-        d_cliff = [cliffs_delta(a, b) for a, b in zip(reps[g], reps[reference])]
+        d_mean = rep_mean[g] - rep_mean[reference]
+        d_med = rep_median[g] - rep_median[reference]
+        d_cliff = rep_cliff[g]
         mw = stats.mannwhitneyu(x, ref_all, alternative="two-sided")
-        perm = stats.permutation_test(
-            (x, ref_all), lambda a, b, axis=-1: a.mean(axis=axis) - b.mean(axis=axis),
-            vectorized=True, n_resamples=n_permutations, rng=seed)
         comps[str(g)] = {
             "reference": str(reference),
             "difference_of_means": {"estimate": float(x.mean() - ref_all.mean()),
@@ -236,9 +343,7 @@ def compare_samples(groups: dict, *, reference=None, order=None, confidence: flo
                              "confidence": confidence, "method": method},
             "mann_whitney": {"U": float(mw.statistic), "p_value": float(mw.pvalue),
                              "note": "particles treated as independent"},
-            "permutation_test": {"p_value": float(perm.pvalue), "n_resamples": n_permutations,
-                                 "statistic": "difference of means",
-                                 "note": "particles treated as exchangeable between groups"},
+            "permutation_test": _permutation_test(x, ref_all, n_permutations, seed),
         }
     result = {"reference": str(reference), "order": [str(g) for g in order], "groups": out_groups,
               "comparisons": comps, "method": method, "confidence": confidence,
@@ -246,7 +351,7 @@ def compare_samples(groups: dict, *, reference=None, order=None, confidence: flo
     numeric = all(_is_number(g) for g in order)
     if numeric and len(order) >= 3:
         xs = np.array([float(g) for g in order])
-        means = np.array([[r.mean() for r in reps[g]] for g in order])  # (groups, resamples)
+        means = np.array([rep_mean[g] for g in order])  # (groups, resamples)
         slope_reps = np.polyfit(xs, means, 1)[0]
         point = np.polyfit(xs, [np.concatenate(groups[g]).mean() for g in order], 1)[0]
         allx = np.concatenate([np.full(np.concatenate(groups[g]).size, float(g)) for g in order])
@@ -260,6 +365,13 @@ def compare_samples(groups: dict, *, reference=None, order=None, confidence: flo
                          "note": "particle level; particles treated as independent"},
         }
     return result
+
+
+def _generator(state: dict) -> np.random.Generator:
+    """A generator that continues from a saved bit-generator state."""
+    bits = getattr(np.random, state["bit_generator"])()
+    bits.state = state
+    return np.random.Generator(bits)
 
 
 def _is_number(v) -> bool:

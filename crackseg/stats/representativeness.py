@@ -120,7 +120,8 @@ def representativeness(crack_fraction, coords, *, ks=DEFAULT_KS, n_draws: int = 
     rows = []
     ks = [int(k) for k in ks if 1 <= int(k) <= n]
     for k in ks:
-        est = np.array([cf[rng.choice(n, k, replace=False)].mean() for _ in range(n_draws)])
+        picks = np.array([rng.choice(n, k, replace=False) for _ in range(n_draws)]).reshape(-1, k)
+        est = cf[picks].mean(axis=1)
         rows.append(_summarise("random_particles", k, est, ref, severe_threshold, damaged_threshold))
     tree = cKDTree(c)
     for k in ks:

@@ -7,7 +7,9 @@ is known (else voxels); values are one number per particle (usually
 * :func:`depth_profile` - mean damage in slabs through the electrode
   thickness, each with a bootstrap CI.
 * :func:`morans_i` - global Moran's I on a k-nearest-neighbour graph, with a
-  permutation p-value (:func:`scipy.stats.permutation_test`).
+  permutation p-value (:func:`scipy.stats.permutation_test`), or, above
+  :data:`MORAN_PERMUTATION_MAX_N` particles, a normal p-value from the exact
+  randomisation moments.
 * :func:`variogram` and :func:`fit_variogram` - empirical semivariogram of
   damage between particle pairs and an exponential model
   ``nugget + sill * (1 - exp(-h / L))`` fitted with
@@ -37,6 +39,10 @@ from scipy.spatial import cKDTree
 
 from crackseg.errors import InputError
 from crackseg.stats.bootstrap import bootstrap_ci
+
+#: Above this many particles :func:`morans_i` tests against the normal law with
+#: the exact randomisation moments instead of random relabellings.
+MORAN_PERMUTATION_MAX_N = 20000
 
 
 def knn_weights(coords, k: int = 8) -> sparse.csr_matrix:
@@ -72,7 +78,7 @@ def distance_weights(coords, distance: float, *, include_self: bool = False) -> 
 
 
 def morans_i(values, coords, *, k: int = 8, n_permutations: int = 999, seed: int | None = 0,
-             weights: sparse.spmatrix | None = None) -> dict:
+             weights: sparse.spmatrix | None = None, test: str = "auto") -> dict:
     """Global Moran's I of particle values on a neighbour graph.
 
     Parameters
@@ -87,14 +93,34 @@ def morans_i(values, coords, *, k: int = 8, n_permutations: int = 999, seed: int
     seed : int or None
     weights : sparse matrix (n, n), optional
         Spatial weights to use instead of the kNN graph.
+    test : {"auto", "permutation", "normal"}
+        How ``z`` and ``p_value`` are found: from ``n_permutations`` random
+        relabellings (:func:`scipy.stats.permutation_test`), or from the
+        normal law with the exact mean and variance of ``I`` over all
+        relabellings (Cliff and Ord's randomisation moments, which the
+        permutation distribution estimates).  ``auto`` permutes up to
+        :data:`MORAN_PERMUTATION_MAX_N` particles; beyond, the permutation
+        distribution is normal to well within its own Monte Carlo error and
+        relabelling 10^5 particles a thousand times would dominate the run time.
 
     Returns
     -------
     dict
         ``I``, ``expected`` (= -1/(n-1) without autocorrelation), ``z``
-        (relative to the permutation distribution), ``p_value`` (one-sided,
-        positive autocorrelation), ``n``, ``k``, ``n_permutations``, ``seed``.
+        (relative to the null distribution), ``p_value`` (one-sided,
+        positive autocorrelation), ``n``, ``k``, ``n_permutations`` (0 for
+        the normal test), ``seed``, ``test``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> xyz = rng.random((500, 3)) * 100
+    >>> r = morans_i(xyz[:, 0] + rng.normal(0, 20, 500), xyz, test="normal")
+    >>> r["test"], r["z"] > 3
+    ('normal, randomisation moments', True)
     """
+    if test not in ("auto", "permutation", "normal"):
+        raise InputError(f"Moran's I test {test!r} must be 'auto', 'permutation' or 'normal'")
     x = np.asarray(values, dtype=np.float64)
     n = x.size
     if n < 3:
@@ -104,6 +130,11 @@ def morans_i(values, coords, *, k: int = 8, n_permutations: int = 999, seed: int
     rs = np.asarray(w.sum(axis=1)).ravel()
     w = sparse.diags(1.0 / np.where(rs > 0, rs, 1.0)) @ w
     s0 = float(w.sum())
+    if test == "normal" or (test == "auto" and n > MORAN_PERMUTATION_MAX_N):
+        if np.ptp(x) == 0:
+            return {"I": None, "expected": -1.0 / (n - 1), "p_value": None, "n": int(n),
+                    "note": "all values equal: Moran's I undefined"}
+        return _morans_i_normal(x, w, s0, k=int(min(k, n - 1)), seed=seed)
 
     def moran(v, axis=-1):
         v = np.moveaxis(np.asarray(v, dtype=np.float64), axis, -1)
@@ -126,7 +157,36 @@ def morans_i(values, coords, *, k: int = 8, n_permutations: int = 999, seed: int
     return {"I": float(res.statistic), "expected": -1.0 / (n - 1),
             "z": float((res.statistic - null.mean()) / sd) if sd > 0 else None,
             "p_value": float(res.pvalue), "n": int(n), "k": int(min(k, n - 1)),
-            "n_permutations": int(n_permutations), "seed": seed, "weights": "kNN, row-standardised"}
+            "n_permutations": int(n_permutations), "seed": seed, "weights": "kNN, row-standardised",
+            "test": "permutation"}
+
+
+def _morans_i_normal(x: np.ndarray, w: sparse.csr_matrix, s0: float, *, k: int,
+                     seed: int | None) -> dict:
+    """Moran's I with ``z`` and ``p_value`` from the randomisation mean and variance.
+
+    ``Var(I) = [n((n^2 - 3n + 3) S1 - n S2 + 3 S0^2) - b2((n^2 - n) S1 - 2n S2
+    + 6 S0^2)] / ((n - 1)(n - 2)(n - 3) S0^2) - E(I)^2`` with
+    ``S1 = sum (w_ij + w_ji)^2 / 2``, ``S2 = sum_i (w_i. + w_.i)^2`` and the
+    kurtosis ``b2 = n sum z^4 / (sum z^2)^2`` (Cliff and Ord, 1981): the exact
+    moments over all relabellings of the values.
+    """
+    n = x.size
+    z = x - x.mean()
+    m2 = float(z @ z)
+    stat = float((n / s0) * (z @ (w @ z)) / m2)
+    s1 = 0.5 * float((w + w.T).power(2).sum())
+    s2 = float(((np.asarray(w.sum(axis=1)).ravel() + np.asarray(w.sum(axis=0)).ravel()) ** 2).sum())
+    b2 = n * float((z ** 4).sum()) / m2 ** 2
+    expected = -1.0 / (n - 1)
+    var = ((n * ((n * n - 3 * n + 3) * s1 - n * s2 + 3 * s0 ** 2)
+            - b2 * ((n * n - n) * s1 - 2 * n * s2 + 6 * s0 ** 2))
+           / ((n - 1) * (n - 2) * (n - 3) * s0 ** 2) - expected ** 2)
+    zscore = float((stat - expected) / np.sqrt(var)) if var > 0 else None
+    return {"I": stat, "expected": expected, "z": zscore,
+            "p_value": float(stats.norm.sf(zscore)) if zscore is not None else None,
+            "n": int(n), "k": k, "n_permutations": 0, "seed": seed,
+            "weights": "kNN, row-standardised", "test": "normal, randomisation moments"}
 
 
 def variogram(values, coords, *, n_bins: int = 15, max_distance: float | None = None,

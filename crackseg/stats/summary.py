@@ -28,7 +28,7 @@ import pandas as pd
 
 from crackseg._version import __version__
 from crackseg.errors import InputError
-from crackseg.stats.bootstrap import bootstrap_ci, bootstrap_many, stat_name
+from crackseg.stats.bootstrap import bootstrap_ci, bootstrap_columns, stat_name
 from crackseg.stats.distribution import (
     DEFAULT_QUANTILES,
     DEFAULT_THRESHOLDS,
@@ -224,19 +224,24 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
     damage["quantity"] = quantity
     damage["n"] = int(finite.sum())
 
+    # quantities measured on the same particles share one set of resampled blocks
+    names = [q for q in OTHER_QUANTITIES if q in used and q != quantity]
+    columns = {q: used[q].to_numpy(dtype=np.float64) for q in names}
+    same_particles: dict = {}
+    for q in names:
+        ok = np.isfinite(columns[q])
+        if ok.any():
+            same_particles.setdefault(ok.tobytes(), (ok, []))[1].append(q)
     others = {}
-    for q in OTHER_QUANTITIES:
-        if q not in used or q == quantity:
-            continue
-        v = used[q].to_numpy(dtype=np.float64)
-        ok = np.isfinite(v)
-        if ok.sum() == 0:
-            continue
-        res = bootstrap_many(v[ok], ["mean", "median"], coords=coords[ok], block_size=block_size,
-                             extent=extent, method=method, weights=None if w is None else w[ok],
-                             confidence=confidence, n_resamples=n_resamples, seed=seed, unit=unit,
-                             cross_block_range=cross_range)
-        others[q] = {"mean": res[0].to_dict(), "median": res[1].to_dict(), "n": int(ok.sum())}
+    for ok, qs in same_particles.values():
+        res = bootstrap_columns([columns[q][ok] for q in qs], ["mean", "median"], coords=coords[ok],
+                                block_size=block_size, extent=extent, method=method,
+                                weights=None if w is None else w[ok], confidence=confidence,
+                                n_resamples=n_resamples, seed=seed, unit=unit,
+                                cross_block_range=cross_range)
+        for q, r in zip(qs, res):
+            others[q] = {"mean": r[0].to_dict(), "median": r[1].to_dict(), "n": int(ok.sum())}
+    others = {q: others[q] for q in names if q in others}
 
     n_used = int(mask.sum())
     summary = {
