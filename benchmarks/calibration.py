@@ -459,6 +459,54 @@ def _print_coverage(title: str, cov: dict) -> None:
               f"{c['mean_width']:>12.4f}{c['mean_n_blocks']:>8.1f}")
 
 
+_WORKER_MODEL: dict = {}
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _model_phantom_from(seed: int, args) -> dict:
+    """:func:`model_phantom` with the model loaded once per worker process from ``args.model``."""
+    if args.model not in _WORKER_MODEL:
+        from crackseg.model_io import load_model
+
+        _WORKER_MODEL[args.model] = load_model(args.model)
+    return model_phantom(seed, args, _WORKER_MODEL[args.model])
+
+
+def map_seeds(fn, seeds, args, desc: str) -> list[dict]:
+    """``[fn(seed, args) for seed in seeds]``, over ``args.jobs`` processes (one thread each).
+
+    Every phantom is seeded, so the rows do not depend on the number of processes.
+    """
+    from tqdm import tqdm
+
+    seeds = list(seeds)
+    bar = tqdm(total=len(seeds), desc=desc, disable=args.quiet, file=sys.stderr)
+    if args.jobs <= 1 or len(seeds) <= 1:
+        rows = []
+        for seed in seeds:
+            rows.append(fn(seed, args))
+            bar.update()
+        bar.close()
+        return rows
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    rows = {}
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"),
+                             initializer=_init_worker) as ex:
+        futures = {ex.submit(fn, seed, args): seed for seed in seeds}
+        for f in as_completed(futures):
+            rows[futures[f]] = f.result()
+            bar.update()
+    bar.close()
+    return [rows[seed] for seed in seeds]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n-phantoms", type=int, default=50)
@@ -493,6 +541,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="result JSON")
     p.add_argument("--cache", default=None,
                    help="folder to keep phantom censuses and model predictions between runs")
+    p.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+                   help="phantoms processed in parallel, one thread each (default: usable cores)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
@@ -513,11 +563,17 @@ def main(argv=None) -> int:
         except CracksegError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    from tqdm import tqdm
+    def seeds(n):
+        return range(args.seed0, args.seed0 + n)
 
-    def seeds(n, desc):
-        return tqdm(range(args.seed0, args.seed0 + n), desc=desc, disable=args.quiet, file=sys.stderr)
+    settings = dict(vars(args))
+    tmp_cache = None
+    if args.jobs > 1 and args.cache is None and {"census", "known-error"} <= set(args.arms):
+        import tempfile
 
+        # The census and known-error arms share each phantom: processes pass them on disk.
+        tmp_cache = tempfile.TemporaryDirectory(prefix="crackseg-calibration-")
+        args.cache = tmp_cache.name
     t_start = time.time()
     result = {
         "benchmark": "coverage of the CI for the mean crack fraction vs the generator's "
@@ -526,12 +582,12 @@ def main(argv=None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info(),
         "elapsed_s": None,
-        "settings": {k: v for k, v in vars(args).items()},
+        "settings": settings,
         "default_block_factor": BLOCK_FACTOR,
     }
     if "census" in args.arms:
         t0 = time.time()
-        rows = [one_phantom(seed, args) for seed in seeds(args.n_phantoms, "census")]
+        rows = map_seeds(one_phantom, seeds(args.n_phantoms), args, "census")
         result["coverage"] = cov = coverage_table(rows, args.confidence)
         result["phantoms"] = rows
         result["census_elapsed_s"] = time.time() - t0
@@ -541,7 +597,7 @@ def main(argv=None) -> int:
               f"{np.mean([r['n_particles'] for r in rows]):.0f}\n")
     if "known-error" in args.arms:
         t0 = time.time()
-        rows = [known_error_phantom(seed, args) for seed in seeds(args.n_phantoms, "known error")]
+        rows = map_seeds(known_error_phantom, seeds(args.n_phantoms), args, "known error")
         cov = coverage_table(rows, args.confidence)
         shares = [r["methods"][f"block_x{BLOCK_FACTOR:g}+cross+posterior"]["share_segmentation"]
                   for r in rows]
@@ -569,7 +625,7 @@ def main(argv=None) -> int:
         print(f"segmentation share of the variance (block+cross+posterior): {np.mean(shares):.1%}\n")
     if "model" in args.arms:
         t0 = time.time()
-        rows = [model_phantom(seed, args, model) for seed in seeds(args.model_phantoms, "model")]
+        rows = map_seeds(_model_phantom_from, seeds(args.model_phantoms), args, "model")
         cov = coverage_table(rows, args.confidence)
         bias = {k: mean_with_ci([r[k] for r in rows])
                 for k in ("bias_vs_truth", "bias_vs_census", "census_minus_truth")}
