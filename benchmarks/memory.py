@@ -132,7 +132,8 @@ def main(argv=None) -> int:
     cli = [sys.executable, "-m", "crackseg"]
     dest = ROOT / "benchmarks" / "results" / ("memory_quick.json" if args.quick else "memory.json")
     previous = json.loads(dest.read_text()) if dest.exists() and args.stage != "all" else {}
-    stages = dict(previous.get("stages", {}))
+    # Stages of an earlier run merge in only if they completed (they carry an exit status).
+    stages = {k: v for k, v in previous.get("stages", {}).items() if "rc" in v}
     if args.stage in ("all", "predict"):
         stages["predict"] = measured(cli + ["predict", str(vol), "--model", model, "-o",
                                             str(out / "pred"), "--max-memory",
