@@ -709,7 +709,7 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
         device = resolve_device(device)
         precision = resolve_precision(precision, device)
         net, card, ident = _model(model, device)
-    from crackseg.model_io import card_schema
+    from crackseg.model_io import card_schema, model_hint
 
     schema = card_schema(card)
     img = _as_image(volume, voxel_size_um, nan_policy)
@@ -717,7 +717,7 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
     if img.ndim != sd:
         raise InputError(
             f"{img.source}: {img.ndim}-D {'image' if img.ndim == 2 else 'volume'} of shape "
-            f"{img.shape}, but model {card.get('name')!r} is {sd}-D; use a {img.ndim}-D model"
+            f"{img.shape}, but model {card.get('name')!r} is {sd}-D; {model_hint(img.ndim)}"
         )
     in_ch = int(card["architecture"]["args"].get("in_channels", 1))
     if in_ch != 1:

@@ -41,6 +41,7 @@ import re
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,61 @@ class Image:
     @property
     def ndim(self) -> int:
         return len(self.data.shape)
+
+
+_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, RuntimeError, zlib.error)
+"""What decoding a damaged file raises (tifffile, imagecodecs, zarr, h5py, NumPy)."""
+
+
+def _read_failure(source: str, fmt: str, e: BaseException) -> InputError:
+    """The one-line error for a file that cannot be read."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return InputError(f"{source}: cannot read {fmt} ({msg}); the file may be truncated or corrupt")
+
+
+class LazyArray:
+    """Array-like over a lazily read array: native byte order, read errors as user errors.
+
+    Slicing reads only what is asked for (as the wrapped ``zarr.Array``,
+    ``h5py.Dataset`` or memory map does); a failure to decode the file
+    (truncated strip, corrupt chunk) becomes one :class:`InputError` naming
+    the file, wherever the read happens, and big-endian data come back in
+    the machine's byte order.
+
+    Examples
+    --------
+    >>> a = LazyArray(np.arange(6, dtype=">u2").reshape(2, 3), "a.tif")
+    >>> a.shape, a.dtype, a[1].dtype.isnative
+    ((2, 3), dtype('uint16'), True)
+    """
+
+    def __init__(self, base, source: str, fmt: str = "file"):
+        self.base = base
+        self.source = source
+        self.fmt = fmt
+        self.shape = tuple(base.shape)
+        self.dtype = np.dtype(base.dtype).newbyteorder("=")
+        self.chunks = getattr(base, "chunks", None)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        try:
+            out = np.asarray(self.base[key])
+        except InputError:
+            raise
+        except _READ_ERRORS as e:
+            raise _read_failure(self.source, self.fmt, e) from None
+        return out if out.dtype.isnative else out.astype(self.dtype)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
 
 
 # ---------------------------------------------------------------- paths
@@ -264,7 +320,7 @@ def check_array(data, source: str, *, channel: int | None = None,
     InputError
         For 1-D data, 4-D+ data without ``channel``, or unsupported dtypes.
     """
-    dtype = np.dtype(data.dtype)
+    dtype = np.dtype(data.dtype).newbyteorder("=")
     if not any(dtype == np.dtype(t) for t in SUPPORTED_DTYPES):
         raise InputError(
             f"{source}: unsupported data type {dtype}; convert to uint8, uint16 or float32"
@@ -278,8 +334,8 @@ def check_array(data, source: str, *, channel: int | None = None,
     if len(shape) > 3:
         if channel is None:
             raise InputError(
-                f"{source}: {len(shape)}-D array of shape {shape}; choose a channel with "
-                "--channel N (and --channel-axis A if the channels are not on the smallest axis)"
+                f"{source}: {len(shape)}-D array of shape {shape}; save one channel as a 3-D "
+                "volume (or, in Python, read_volume(path, channel=N))"
             )
         ax = int(np.argmin(shape)) if channel_axis is None else channel_axis
         if not 0 <= channel < shape[ax]:
@@ -374,19 +430,23 @@ def read_volume(path: str | os.PathLike, *, lazy: bool = False, dataset: str | N
     source = f"{p}:{ds}" if ds else str(p)
     try:
         data, vs, meta = reader(p, ds, lazy)
+        data = check_array(data, source, channel=channel, channel_axis=channel_axis)
+        if not lazy:
+            data = np.asarray(data)
     except InputError:
         raise
-    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, RuntimeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{source}: cannot read {fmt} ({msg}); the file may be truncated or corrupt") from None
-    data = check_array(data, source, channel=channel, channel_axis=channel_axis)
+    except (*_READ_ERRORS, IndexError, TypeError) as e:
+        raise _read_failure(source, fmt, e) from None
+    if lazy and not (isinstance(data, np.memmap) and data.dtype.isnative):
+        data = LazyArray(data, source, fmt)
+    elif not lazy and not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))
     ndim = len(data.shape)
     if vs is not None:
         vs = tuple(float(v) for v in vs)[-ndim:]
         if len(vs) != ndim or not all(np.isfinite(v) and v > 0 for v in vs):
             vs = None
     if not lazy:
-        data = np.asarray(data)
         if nan_policy != "ignore":
             n_bad = count_nonfinite(data)
             if n_bad:
@@ -722,7 +782,8 @@ def _write_tiff(tmp: Path, data, vs, *, ome, compression, metadata):
         return
     resolution = (1.0 / vs[-1], 1.0 / vs[-2]) if vs else None
     if data.dtype in (np.uint8, np.uint16, np.float32):
-        md = {"axes": axes, "unit": "um"}
+        # No unit without a voxel size: ImageJ would otherwise read 1 µm per pixel.
+        md = {"axes": axes, **({"unit": "um"} if vs else {})}
         if vs and ndim == 3:
             md["spacing"] = vs[0]
         if metadata:

@@ -45,6 +45,33 @@ def default_model_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME
 
 
+def shipped_models() -> dict[str, int]:
+    """Shipped model names (under ``models/``) and their ``spatial_dims``, sorted by name."""
+    out = {}
+    for d in sorted(default_model_dir().parent.glob("*/" + CARD)):
+        try:
+            out[d.parent.name] = int(json.loads(d.read_text()).get("spatial_dims", 3))
+        except (OSError, ValueError, TypeError):
+            continue
+    return out
+
+
+def model_hint(spatial_dims: int) -> str:
+    """Advice naming the shipped model for ``spatial_dims``-D inputs.
+
+    Examples
+    --------
+    >>> model_hint(7)
+    'use a 7-D model (--model DIR)'
+    """
+    names = [n for n, d in shipped_models().items() if d == int(spatial_dims)]
+    if int(spatial_dims) == 3 and DEFAULT_MODEL_NAME in names:
+        names = [DEFAULT_MODEL_NAME]
+    if not names:
+        return f"use a {spatial_dims}-D model (--model DIR)"
+    return f"use the {spatial_dims}-D model: --model {names[0]}"
+
+
 def resolve_model_path(model: str | os.PathLike | None) -> Path:
     """Turn a model argument into a directory: a path, a shipped model name, or the default."""
     if model is None:

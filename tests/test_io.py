@@ -180,8 +180,9 @@ def test_four_d_needs_channel(tmp_path):
     p = tmp_path / "multi.npy"
     a = _volume(np.uint16, (3, 6, 7, 8))
     np.save(p, a)
-    with pytest.raises(InputError, match="--channel"):
+    with pytest.raises(InputError, match="save one channel") as e:
         read_volume(p)
+    assert "--channel" not in str(e.value)  # no flag that does not exist
     img = read_volume(p, channel=1)
     np.testing.assert_array_equal(img.data, a[1])
 
@@ -225,3 +226,48 @@ def test_real_segmentpy_slices_read():
     lab = read_volume(SHARED / "segmentpy" / "1501_label.tif")
     assert img.axes == "YX" and img.dtype == np.float32
     check_same_shape(img.shape, lab.shape, img.source, lab.source)
+
+
+def _corrupt_strip_tiff(path, shape=(6, 32, 32)):
+    """A zlib TIFF whose file is complete but whose fourth page's strip is garbage."""
+    write_volume(path, _volume(np.uint16, shape), VS, compression="zlib")
+    with tifffile.TiffFile(path) as t:
+        off, n = t.pages[3].dataoffsets[0], t.pages[3].databytecounts[0]
+    raw = bytearray(path.read_bytes())
+    raw[off:off + n] = b"\xff" * n
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_corrupt_strip_read_lazily_is_one_input_error(tmp_path):
+    p = _corrupt_strip_tiff(tmp_path / "bad.tif")
+    img = read_volume(p, lazy=True)  # opening reads no pixel data
+    np.asarray(img.data[0])  # intact pages still read
+    with pytest.raises(InputError, match="bad.tif: cannot read tiff.*truncated or corrupt"):
+        img.data[2:5]
+    with pytest.raises(InputError, match="bad.tif"):
+        read_volume(p)
+
+
+@pytest.mark.parametrize("order", [">", "<"])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_any_byte_order_is_read_as_native(tmp_path, order, lazy):
+    a = _volume(np.float32, (4, 5, 6)).astype(f"{order}f4")
+    p = tmp_path / "be.tif"
+    tifffile.imwrite(p, a, byteorder=order)
+    img = read_volume(p, lazy=lazy)
+    block = np.asarray(img.data[1:3])
+    assert block.dtype == np.float32 and block.dtype.isnative
+    np.testing.assert_array_equal(block, a[1:3].astype(np.float32))
+    n = tmp_path / "be.npy"
+    np.save(n, a)
+    np.testing.assert_array_equal(np.asarray(read_volume(n, lazy=lazy).data[...]), a)
+
+
+def test_unknown_voxel_size_is_not_written_as_micrometres(tmp_path):
+    for shape in ((4, 5, 6), (5, 6)):
+        p = tmp_path / f"novs{len(shape)}.tif"
+        write_volume(p, np.zeros(shape, np.uint8))
+        with tifffile.TiffFile(p) as t:
+            assert (t.imagej_metadata or {}).get("unit") is None
+        assert read_volume(p).voxel_size_um is None

@@ -140,13 +140,14 @@ def run(args) -> int:
 
 
 def summarize(results, *, quiet: bool = False) -> int:
-    """Print a one-line summary (and the failures); exit status 1 if any input failed."""
+    """Print a one-line summary; exit status 1 if any input failed.
+
+    Each failure was printed once, as it happened; the summary only counts them.
+    """
     done = sum(r["status"] == "done" for r in results)
     skipped = sum(r["status"] == "skipped" for r in results)
     failed = [r for r in results if r["status"] == "failed"]
     if failed or not quiet:
         print(f"crackseg predict: {done} done, {skipped} already finished (skipped), "
-              f"{len(failed)} failed", file=sys.stderr)
-    for r in failed:
-        print(f"  failed: {r['error']}", file=sys.stderr)
+              f"{len(failed)} failed" + (" (errors above)" if failed else ""), file=sys.stderr)
     return 1 if failed else 0

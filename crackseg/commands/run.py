@@ -69,7 +69,7 @@ def run(args) -> int:
     from crackseg.commands.predict import options_from_args
     from crackseg.errors import CracksegError
     from crackseg.model_io import load_model
-    from crackseg.pipeline import analyse_input
+    from crackseg.pipeline import analyse_one_safely
 
     def say(msg):
         if not args.quiet:
@@ -94,14 +94,12 @@ def run(args) -> int:
                 results.append(r)
         inputs = [s for s in inputs if s not in {r["input"] for r in results}]
     for src in inputs:
-        try:
-            r = analyse_input(src, folders[src], model=model, stats_options=stats_options,
-                              report=not args.no_report, say=say, **predict_options)
-        except CracksegError as e:
-            print(f"crackseg run: {e}", file=sys.stderr)
-            results.append({"input": src, "status": "failed", "error": str(e)})
-            continue
+        r = analyse_one_safely(src, folders[src], model=model, stats_options=stats_options,
+                               report=not args.no_report, say=say, **predict_options)
         results.append(r)
+        if r["status"] == "failed":
+            print(f"crackseg run: {r['error']}", file=sys.stderr)
+            continue
         m = r["summary"]["damage"]["mean"]
         ci = m.get("ci") or [None, None]
         ci_txt = f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci[0] is not None else "(no interval)"
@@ -117,12 +115,13 @@ def run(args) -> int:
                              say=say)
         except CracksegError as e:
             print(f"crackseg run: comparison failed: {e}", file=sys.stderr)
-            results.append({"input": "comparison", "status": "failed", "error": str(e)})
+            results.append({"input": "comparison", "status": "failed",
+                            "error": f"comparison failed: {e}"})
     failed = [r for r in results if r["status"] == "failed"]
     if failed or not args.quiet:
-        print(f"crackseg run: {len(done)} analysed, {len(failed)} failed", file=sys.stderr)
-    for r in failed:
-        print(f"  failed: {r['error']}", file=sys.stderr)
+        # Each failure was printed once, as it happened.
+        print(f"crackseg run: {len(done)} analysed, {len(failed)} failed"
+              + (" (errors above)" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
 
 
