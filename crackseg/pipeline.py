@@ -78,6 +78,14 @@ def measure_folder(folder: str | Path, *, overwrite: bool = False, say=None, **o
     seg = seg_img.data
     inst = np.asarray(read_volume(inst_path).data)
     vs = seg_img.voxel_size_um
+    if "voxel_size_um" in prediction:
+        # What the prediction knew: an unknown voxel size stays unknown even where an
+        # older writer stored 1 µm per voxel in the image metadata.
+        pvs = prediction["voxel_size_um"]
+        vs = tuple(float(v) for v in pvs) if pvs else None
+    if vs is None:
+        say(f"voxel size unknown: sizes and distances in {'pixels' if seg.ndim == 2 else 'voxels'}"
+            " (give --voxel-size for µm)")
     schema = load_schema(prediction.get("schema"))
     post_path = folder / "particle_samples.npz"
     posterior = read_particle_samples(post_path) if post_path.exists() else None
@@ -201,6 +209,33 @@ def analyse_input(source, folder, *, model, overwrite: bool = False, resume: boo
     return {"input": str(source), "folder": str(folder), "status": "done",
             "summary": summary, "report": str(page) if page else None,
             "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def analyse_one_safely(source, folder, **kwargs) -> dict:
+    """:func:`analyse_input`, with a user error or unreadable file returned as a failed record.
+
+    What the failed input left behind is removed unless it holds finished
+    chunks that a re-run resumes from, so no folder looks complete.
+
+    Returns
+    -------
+    dict
+        As :func:`analyse_input`, or ``{"input", "folder", "status": "failed",
+        "error"}`` with a one-line error.
+    """
+    from crackseg.batch import _remove_unstarted
+    from crackseg.errors import CracksegError
+
+    folder = Path(folder)
+    existed = folder.exists()
+    try:
+        return analyse_input(source, folder, **kwargs)
+    except (CracksegError, OSError) as e:
+        _remove_unstarted(folder, existed)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if not isinstance(e, CracksegError):
+            msg = f"{source}: {msg}"
+        return {"input": str(source), "folder": str(folder), "status": "failed", "error": msg}
 
 
 def write_comparison(manifest, out, *, group_by: str = "sample", reference=None,

@@ -60,10 +60,13 @@ def population(table: pd.DataFrame, border: str = "exclude") -> tuple[np.ndarray
     mask = ~touches
     if border == "exclude":
         return mask, np.ones(int(mask.sum())), "border-truncated particles excluded"
-    shape = np.asarray(table.attrs.get("shape") or
-                       table[["bbox_z1", "bbox_y1", "bbox_x1"]].max().to_numpy(), dtype=np.float64)
-    ext = (table[["bbox_z1", "bbox_y1", "bbox_x1"]].to_numpy(np.float64)
-           - table[["bbox_z0", "bbox_y0", "bbox_x0"]].to_numpy(np.float64))[mask]
+    from crackseg.stats.table import spatial_axes
+
+    axes = spatial_axes(table)
+    hi_cols, lo_cols = [f"bbox_{a}1" for a in axes], [f"bbox_{a}0" for a in axes]
+    shape = np.asarray(table.attrs.get("shape") or table[hi_cols].max().to_numpy(),
+                       dtype=np.float64)
+    ext = (table[hi_cols].to_numpy(np.float64) - table[lo_cols].to_numpy(np.float64))[mask]
     room = np.prod(np.maximum(shape[None, :] - ext, 1.0), axis=1)
     w = 1.0 / room
     w = w / w.mean() if w.size else w

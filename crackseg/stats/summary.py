@@ -37,7 +37,14 @@ from crackseg.stats.distribution import (
 )
 from crackseg.stats.representativeness import particles_needed, representativeness
 from crackseg.stats.spatial import correlation_length, depth_profile, hot_spots, morans_i
-from crackseg.stats.table import align_posterior, particle_coords, volume_extent
+from crackseg.stats.table import (
+    align_posterior,
+    depth_values,
+    is_section_table,
+    particle_coords,
+    unit_label,
+    volume_extent,
+)
 
 #: Block side = BLOCK_FACTOR x fitted exponential correlation length.
 BLOCK_FACTOR = 2.0
@@ -50,7 +57,10 @@ RANGE_FACTOR = 3.0
 MIN_BLOCKS = 8
 
 OTHER_QUANTITIES = ("pore_fraction", "void_fraction", "surface_crack_fraction",
-                    "internal_crack_fraction", "equivalent_diameter_um", "sphericity")
+                    "internal_crack_fraction", "equivalent_diameter_um", "equivalent_diameter_vox",
+                    "equivalent_diameter_px", "sphericity", "circularity")
+"""Columns summarised besides the damage, where the table has them (a diameter in voxels or
+pixels only when the voxel size is unknown)."""
 
 
 def n_blocks_for(size: float, extent) -> int:
@@ -178,13 +188,19 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
     coords_all, unit = particle_coords(table)
     coords = coords_all[mask]
     extent, _ = volume_extent(table)
-    unit_label = "µm" if unit == "um" else "voxels"
+    section = is_section_table(table)
+    unit_text = unit_label(unit)
+    if section and seg is not None and np.ndim(seg) != 3:
+        seg = instances = None  # the cross-section protocol needs a volume
     w = None if border != "miles" else weights
     post = None
     if posterior is not None:
         post = align_posterior(posterior, table["label"].to_numpy())[:, mask]
 
     notes = []
+    if unit != "um":
+        notes.append(f"VOXEL SIZE UNKNOWN: sizes, positions and distances are in {unit_text}, not "
+                     "µm; give the voxel size (--voxel-size) to measure in µm.")
     # correlation length and block size
     length, vfit, vg = (None, {"note": "too few particles"}, pd.DataFrame())
     if finite.sum() >= 10:
@@ -200,7 +216,7 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
     if method == "block" and "SMALL VOLUME" in rule:
         notes.append(
             f"The damage correlation length ({'?' if length is None else f'{length:.3g}'} "
-            f"{unit_label}) is not small compared with the volume: blocks of {block_factor:g} "
+            f"{unit_text}) is not small compared with the {'section' if section else 'volume'}: blocks of {block_factor:g} "
             f"correlation lengths do not fit {MIN_BLOCKS} times, so smaller blocks were used and "
             "the intervals may be too narrow; analyse a larger volume or several volumes."
         )
@@ -208,8 +224,8 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
     cross_range = RANGE_FACTOR * length if (method == "block" and length) else None
     if cross_range is not None and cross_range > 0.5 * float(np.min(extent)):
         notes.append(
-            f"The damage correlation range ({cross_range:.3g} {unit_label}) exceeds half the "
-            "volume: clustering on the scale of the field of view cannot be measured from inside "
+            f"The damage correlation range ({cross_range:.3g} {unit_text}) exceeds half the "
+            f"{'section' if section else 'volume'}: clustering on the scale of the field of view cannot be measured from inside "
             "it, so the intervals are likely too narrow for the electrode."
         )
     common = dict(coords=coords[finite], block_size=block_size, extent=extent, method=method,
@@ -225,7 +241,9 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
     damage["n"] = int(finite.sum())
 
     # quantities measured on the same particles share one set of resampled blocks
-    names = [q for q in OTHER_QUANTITIES if q in used and q != quantity]
+    names = [q for q in OTHER_QUANTITIES if q in used and q != quantity
+             and not (q.startswith("equivalent_diameter_") and q != "equivalent_diameter_um"
+                      and unit == "um")]
     columns = {q: used[q].to_numpy(dtype=np.float64) for q in names}
     same_particles: dict = {}
     for q in names:
@@ -250,8 +268,9 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
         "n_particles_border": n_border,
         "population": {"border": border, "description": pop_desc},
         "estimand": (
-            f"Intervals speak for the particles of the population this volume samples "
-            f"({' x '.join(f'{e:.4g}' for e in extent)} {unit_label}; {pop_desc}). Damage "
+            f"Intervals speak for the particles of the population this "
+            f"{'section' if section else 'volume'} samples "
+            f"({' x '.join(f'{e:.4g}' for e in extent)} {unit_text}; {pop_desc}). Damage "
             f"clustered on scales larger than the field of view cannot be seen from inside it: "
             f"this is not an interval for the whole electrode. For electrode-level claims analyse "
             f"several volumes and resample volumes then particles (crackseg compare)."),
@@ -272,8 +291,8 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
         notes.append("Only one particle: no interval can be given.")
 
     if spatial:
-        summary["spatial"] = _spatial(values[finite], coords[finite], used["depth_um"].to_numpy()[finite]
-                                      if unit == "um" else used["depth_vox"].to_numpy()[finite],
+        summary["spatial"] = _spatial(values[finite], coords[finite],
+                                      depth_values(used, unit)[finite],
                                       length, vfit, vg, unit, extent, block_size, method, confidence,
                                       n_resamples, seed, w if w is None else w[finite], cross_range)
     if protocols and quantity == "crack_fraction":
@@ -351,14 +370,13 @@ def _protocols(values, coords, used, finite, thresholds, seg, instances, schema,
                n_draws, seed, unit, relative_precision, damage, iid_mean, confidence) -> dict:
     severe = float(max(thresholds)) if len(thresholds) else 0.05
     damaged = float(min(thresholds)) if len(thresholds) else 0.01
-    depth_col = "depth_um" if unit == "um" else "depth_vox"
     rep = representativeness(
         values, coords, n_draws=n_draws, seed=seed, severe_threshold=severe,
         damaged_threshold=damaged, seg=seg, instances=instances, schema=schema,
         depth_axis=depth_axis,
         surface_crack_fraction=used["surface_crack_fraction"].to_numpy()[finite]
         if "surface_crack_fraction" in used else None,
-        depth=used[depth_col].to_numpy()[finite] if depth_col in used else None)
+        depth=depth_values(used, unit)[finite])
     se_block = damage["mean"].get("standard_error")
     se_iid = iid_mean.standard_error
     deff = (se_block / se_iid) ** 2 if se_block and se_iid else float("nan")

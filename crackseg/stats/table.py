@@ -62,6 +62,48 @@ TABLE_COLUMNS = [
     "bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1", "bbox_y1", "bbox_x1",
     "touches_border",
 ]
+"""Columns of the table of a 3-D volume."""
+
+TABLE_COLUMNS_2D = [
+    "label", "area_px", "area_um2", "equivalent_diameter_um", "equivalent_diameter_px",
+    "envelope_px", "solid_px", "crack_px", "pore_px",
+    "crack_fraction", "pore_fraction", "void_fraction",
+    "surface_crack_fraction", "internal_crack_fraction", "shell_px_count", "core_px_count",
+    "perimeter_um", "circularity",
+    "centroid_y_px", "centroid_x_px", "centroid_y_um", "centroid_x_um",
+    "depth_px", "depth_um",
+    "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1",
+    "touches_border",
+]
+"""Columns of the table of a 2-D section (areas, perimeters and pixels instead of volumes,
+surfaces and voxels; the damage columns are area fractions in the section)."""
+
+#: Perimeter correction of edge counting: the mean of |n_y|+|n_x| over isotropic
+#: orientations is 4/pi, so counted pixel edges overestimate a smooth perimeter by it.
+EDGE_COUNT_PERIMETER_FACTOR = np.pi / 4.0
+
+UNIT_LABELS = {"um": "µm", "vox": "voxels", "px": "pixels"}
+"""How a unit code of the tables and summaries is written for readers."""
+
+
+def unit_label(unit: str) -> str:
+    """Readable name of a unit code (``"um"`` -> ``"µm"``, ``"vox"`` -> ``"voxels"``, ...).
+
+    Examples
+    --------
+    >>> unit_label("px")
+    'pixels'
+    """
+    return UNIT_LABELS.get(unit, unit)
+
+
+def _names(ndim: int) -> dict:
+    """Words of the column names for a 3-D volume or a 2-D section."""
+    if ndim == 2:
+        return {"size": "area", "pix": "px", "size_um": "um2", "axes": "yx",
+                "columns": TABLE_COLUMNS_2D}
+    return {"size": "volume", "pix": "vox", "size_um": "um3", "axes": "zyx",
+            "columns": TABLE_COLUMNS}
 
 
 def _class_value(schema: LabelSchema, name: str) -> int | None:
@@ -70,8 +112,9 @@ def _class_value(schema: LabelSchema, name: str) -> int | None:
 
 def _check_inputs(seg, instances, schema, source):
     seg = np.asarray(seg)
-    if seg.ndim != 3:
-        raise InputError(f"{source}: segmentation must be a 3-D (Z, Y, X) volume, got shape {seg.shape}")
+    if seg.ndim not in (2, 3):
+        raise InputError(f"{source}: segmentation must be a 3-D (Z, Y, X) volume or a 2-D (Y, X) "
+                         f"section, got shape {seg.shape}")
     validate_labels(seg, schema, source=source)
     if not schema.has("particle"):
         raise InputError(
@@ -110,13 +153,14 @@ def _dense_labels(instances: np.ndarray):
 
 
 def _boundary_faces(dense: np.ndarray, n: int, voxel_size) -> np.ndarray:
-    """Area of the faces between each label and anything else (µm² or voxel faces)."""
+    """Size of the faces (3-D, µm²) or edges (2-D, µm) between each label and anything else."""
+    nd = dense.ndim
     area = np.zeros(n + 1)
-    for axis in range(3):
+    for axis in range(nd):
         a = np.moveaxis(dense, axis, 0)
         lo, hi = a[:-1], a[1:]
         diff = lo != hi
-        face = float(np.prod([voxel_size[i] for i in range(3) if i != axis]))
+        face = float(np.prod([voxel_size[i] for i in range(nd) if i != axis]))
         area += face * (np.bincount(lo[diff], minlength=n + 1) + np.bincount(hi[diff], minlength=n + 1))
     area[0] = 0.0
     return area
@@ -130,17 +174,18 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
 
     Parameters
     ----------
-    seg : array_like of uint8, shape (Z, Y, X)
+    seg : array_like of uint8, shape (Z, Y, X) or (Y, X)
         Semantic labels of ``schema`` (nmc4: 0 matrix, 1 particle, 2 crack,
-        3 pore).
-    instances : array_like of int, shape (Z, Y, X), optional
+        3 pore): a volume, or one 2-D section (SEM, FIB, a tomogram slice).
+    instances : array_like of int, same shape as ``seg``, optional
         Particle instance labels (0 = none) covering each particle's envelope.
         Computed with :func:`crackseg.particles.particle_instances` when
         omitted.
     schema : LabelSchema
         Classes named ``particle``, ``crack`` and ``pore`` are used.
-    voxel_size_um : sequence of 3 float, optional
-        Voxel size (z, y, x) in µm.  Without it the ``_um`` columns are NaN.
+    voxel_size_um : sequence of float, optional
+        Voxel (pixel) size per axis in µm.  Without it the ``_um`` columns
+        are NaN and sizes are in voxels (pixels).
     depth_axis : int
         Array axis along the electrode thickness; depth is measured from the
         first slice along it.
@@ -161,8 +206,12 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`TABLE_COLUMNS` (plus posterior columns); ``attrs``
-        records voxel size, depth axis, shell thickness and volume shape.
+        Columns :data:`TABLE_COLUMNS` for a volume, :data:`TABLE_COLUMNS_2D`
+        for a section (plus posterior columns); ``attrs`` records voxel size,
+        depth axis, shell thickness and shape.  Shape measures
+        (``sphericity``/``circularity``, surface area/perimeter) of particles
+        truncated by the field of view are NaN: their cut face is not their
+        surface.
 
     Raises
     ------
@@ -176,14 +225,22 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
     >>> seg = np.zeros((6, 6, 6), np.uint8); seg[1:5, 1:5, 1:5] = 1
     >>> particle_table(seg, (seg > 0).astype(np.uint32))["volume_vox"].tolist()
     [64]
+    >>> sec = np.zeros((8, 8), np.uint8); sec[2:6, 2:6] = 1; sec[3, 2:6] = 2
+    >>> t = particle_table(sec, (sec > 0).astype(np.uint32), voxel_size_um=(0.5, 0.5))
+    >>> t[["area_px", "area_um2", "crack_fraction"]].values.tolist()
+    [[16.0, 4.0, 0.25]]
     """
     seg, instances = _check_inputs(seg, instances, schema, source)
+    nd = seg.ndim
+    nm = _names(nd)
     vs_known = voxel_size_um is not None
-    vs = tuple(float(v) for v in voxel_size_um) if vs_known else (1.0, 1.0, 1.0)
-    if len(vs) != 3 or not all(np.isfinite(v) and v > 0 for v in vs):
-        raise InputError(f"voxel size {voxel_size_um} must be three positive numbers (z, y, x) in µm")
-    if depth_axis not in (0, 1, 2):
-        raise InputError(f"depth axis {depth_axis} must be 0, 1 or 2")
+    vs = tuple(float(v) for v in voxel_size_um) if vs_known else (1.0,) * nd
+    if len(vs) != nd or not all(np.isfinite(v) and v > 0 for v in vs):
+        raise InputError(f"voxel size {voxel_size_um} must be {nd} positive numbers "
+                         f"({', '.join(nm['axes'])}) in µm")
+    if depth_axis not in range(nd):
+        raise InputError(f"depth axis {depth_axis} must be one of {', '.join(map(str, range(nd)))} "
+                         f"for a {nd}-D {'section' if nd == 2 else 'volume'}")
     if instances is None:
         from crackseg.particles import particle_instances
 
@@ -208,8 +265,8 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
 
     # centroids: per-axis sums of voxel indices
     centroid = []
-    for axis in range(3):
-        shape = [1, 1, 1]
+    for axis in range(nd):
+        shape = [1] * nd
         shape[axis] = seg.shape[axis]
         coord = np.broadcast_to(np.arange(seg.shape[axis], dtype=np.float64).reshape(shape), seg.shape)
         centroid.append(np.bincount(flat, weights=coord.ravel(), minlength=n + 1)[1:] / envelope[1:])
@@ -219,13 +276,13 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
 
     objs = ndimage.find_objects(dense)
     bbox = np.array([[s.start for s in o] + [s.stop for s in o] for o in objs], dtype=np.int64)
-    touches = ((bbox[:, :3] == 0) | (bbox[:, 3:] == np.asarray(seg.shape))).any(axis=1)
+    touches = ((bbox[:, :nd] == 0) | (bbox[:, nd:] == np.asarray(seg.shape))).any(axis=1)
 
     # outer shell of each envelope from a label-aware distance transform
     import edt
 
     thickness = shell_um if (shell_um is not None and vs_known) else shell_vox * (min(vs) if vs_known else 1.0)
-    dist = edt.edt(np.ascontiguousarray(dense, dtype=np.uint32), anisotropy=vs if vs_known else (1, 1, 1),
+    dist = edt.edt(np.ascontiguousarray(dense, dtype=np.uint32), anisotropy=vs if vs_known else (1,) * nd,
                    black_border=False, parallel=1)
     shell = (dist <= thickness).ravel() & (flat > 0)
     del dist
@@ -236,43 +293,60 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
     core_n = envelope - shell_n
     core_crack = crack - shell_crack
 
-    area = _boundary_faces(dense, n, vs) * FACE_COUNT_AREA_FACTOR
-    vol = envelope[1:] * float(np.prod(vs))
+    size = envelope[1:] * float(np.prod(vs))
+    if nd == 3:
+        boundary = _boundary_faces(dense, n, vs)[1:] * FACE_COUNT_AREA_FACTOR
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shape_measure = np.pi ** (1 / 3) * (6 * size) ** (2 / 3) / boundary
+        diameter = lambda v: (6 * v / np.pi) ** (1 / 3)  # noqa: E731
+        boundary_col, shape_col = "surface_area_um2", "sphericity"
+    else:
+        boundary = _boundary_faces(dense, n, vs)[1:] * EDGE_COUNT_PERIMETER_FACTOR
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shape_measure = 4 * np.pi * size / boundary ** 2
+        diameter = lambda a: np.sqrt(4 * a / np.pi)  # noqa: E731
+        boundary_col, shape_col = "perimeter_um", "circularity"
+    # A truncated particle's cut face is not its surface: its shape cannot be measured.
+    shape_measure = np.where(touches, np.nan, np.clip(shape_measure, 0.0, None))
+    boundary = np.where(touches, np.nan, boundary)
     with np.errstate(divide="ignore", invalid="ignore"):
-        sphericity = np.pi ** (1 / 3) * (6 * vol) ** (2 / 3) / area[1:]
         surface_cf = np.where(shell_n[1:] > 0, shell_crack[1:] / shell_n[1:], np.nan)
         internal_cf = np.where(core_n[1:] > 0, core_crack[1:] / np.maximum(core_n[1:], 1), np.nan)
     env = envelope[1:].astype(np.float64)
     nan = np.full(n, np.nan)
-    table = pd.DataFrame({
+    pix, axes = nm["pix"], nm["axes"]
+    cols = {
         "label": ids.astype(np.uint32),
-        "volume_vox": envelope[1:],
-        "volume_um3": vol if vs_known else nan,
-        "equivalent_diameter_um": (6 * vol / np.pi) ** (1 / 3) if vs_known else nan,
-        "equivalent_diameter_vox": (6 * env / np.pi) ** (1 / 3),
-        "envelope_vox": envelope[1:],
-        "solid_vox": solid[1:],
-        "crack_vox": crack[1:],
-        "pore_vox": pore[1:],
+        f"{nm['size']}_{pix}": envelope[1:],
+        f"{nm['size']}_{nm['size_um']}": size if vs_known else nan,
+        "equivalent_diameter_um": diameter(size) if vs_known else nan,
+        f"equivalent_diameter_{pix}": diameter(env),
+        f"envelope_{pix}": envelope[1:],
+        f"solid_{pix}": solid[1:],
+        f"crack_{pix}": crack[1:],
+        f"pore_{pix}": pore[1:],
         "crack_fraction": crack[1:] / env,
         "pore_fraction": pore[1:] / env,
         "void_fraction": (env - solid[1:]) / env,
         "surface_crack_fraction": surface_cf,
         "internal_crack_fraction": internal_cf,
-        "shell_vox_count": shell_n[1:],
-        "core_vox_count": core_n[1:],
-        "surface_area_um2": area[1:] if vs_known else nan,
-        "sphericity": np.clip(sphericity, 0.0, None),
-        "centroid_z_vox": centroid[0], "centroid_y_vox": centroid[1], "centroid_x_vox": centroid[2],
-        "centroid_z_um": centroid[0] * vs[0] if vs_known else nan,
-        "centroid_y_um": centroid[1] * vs[1] if vs_known else nan,
-        "centroid_x_um": centroid[2] * vs[2] if vs_known else nan,
-        "depth_vox": centroid[depth_axis],
-        "depth_um": centroid[depth_axis] * vs[depth_axis] if vs_known else nan,
-        "bbox_z0": bbox[:, 0], "bbox_y0": bbox[:, 1], "bbox_x0": bbox[:, 2],
-        "bbox_z1": bbox[:, 3], "bbox_y1": bbox[:, 4], "bbox_x1": bbox[:, 5],
-        "touches_border": touches,
-    })
+        f"shell_{pix}_count": shell_n[1:],
+        f"core_{pix}_count": core_n[1:],
+        boundary_col: boundary if vs_known else nan,
+        shape_col: shape_measure,
+    }
+    for i, a in enumerate(axes):
+        cols[f"centroid_{a}_{pix}"] = centroid[i]
+    for i, a in enumerate(axes):
+        cols[f"centroid_{a}_um"] = centroid[i] * vs[i] if vs_known else nan
+    cols[f"depth_{pix}"] = centroid[depth_axis]
+    cols["depth_um"] = centroid[depth_axis] * vs[depth_axis] if vs_known else nan
+    for i, a in enumerate(axes):
+        cols[f"bbox_{a}0"] = bbox[:, i]
+    for i, a in enumerate(axes):
+        cols[f"bbox_{a}1"] = bbox[:, nd + i]
+    cols["touches_border"] = touches
+    table = pd.DataFrame(cols)
     if posterior is not None:
         samples = align_posterior(posterior, table["label"].to_numpy())
         table["crack_fraction_mean"] = samples.mean(axis=0)
@@ -283,7 +357,7 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
         "depth_axis": int(depth_axis),
         "shape": list(seg.shape),
         "shell_thickness": float(thickness),
-        "shell_unit": "um" if vs_known else "vox",
+        "shell_unit": "um" if vs_known else pix,
         "schema": schema.name,
     })
     return table
@@ -405,20 +479,54 @@ def read_particle_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarr
     return labels, cf
 
 
+def spatial_axes(table: pd.DataFrame) -> str:
+    """Axes of a table's particle positions: ``"zyx"`` (a volume) or ``"yx"`` (a section).
+
+    Examples
+    --------
+    >>> spatial_axes(pd.DataFrame({"centroid_y_px": [1.0], "centroid_x_px": [2.0]}))
+    'yx'
+    """
+    return "".join(a for a in "zyx"
+                   if f"centroid_{a}_vox" in table or f"centroid_{a}_px" in table)
+
+
+def pixel_unit(table: pd.DataFrame) -> str:
+    """``"px"`` for the table of a 2-D section, ``"vox"`` for a volume."""
+    return "px" if "centroid_y_px" in table else "vox"
+
+
+def is_section_table(table: pd.DataFrame) -> bool:
+    """Whether a particle table measures a 2-D section (areas) rather than a volume."""
+    return pixel_unit(table) == "px"
+
+
 def particle_coords(table: pd.DataFrame) -> tuple[np.ndarray, str]:
-    """Particle centroids (n, 3) in µm when known, else in voxels, and the unit."""
-    um = table[["centroid_z_um", "centroid_y_um", "centroid_x_um"]].to_numpy(dtype=np.float64)
+    """Particle centroids (n, ndim) in µm when known, else in voxels (pixels), and the unit.
+
+    The unit is ``"um"``, ``"vox"`` or, for a 2-D section, ``"px"``.
+    """
+    axes = spatial_axes(table)
+    um = table[[f"centroid_{a}_um" for a in axes]].to_numpy(dtype=np.float64)
     if np.isfinite(um).all():
         return um, "um"
-    return table[["centroid_z_vox", "centroid_y_vox", "centroid_x_vox"]].to_numpy(dtype=np.float64), "vox"
+    pix = pixel_unit(table)
+    return table[[f"centroid_{a}_{pix}" for a in axes]].to_numpy(dtype=np.float64), pix
+
+
+def depth_values(table: pd.DataFrame, unit: str) -> np.ndarray:
+    """Each particle's depth in ``unit`` (``"um"``, or the table's voxel/pixel unit)."""
+    col = "depth_um" if unit == "um" else f"depth_{pixel_unit(table)}"
+    return table[col].to_numpy(dtype=np.float64)
 
 
 def volume_extent(table: pd.DataFrame) -> tuple[np.ndarray, str]:
-    """Extent of the analysed volume (z, y, x) in the unit of :func:`particle_coords`."""
+    """Extent of the analysed volume (or section) in the unit of :func:`particle_coords`."""
+    axes = spatial_axes(table)
     shape = np.asarray(table.attrs.get("shape") or
-                       table[["bbox_z1", "bbox_y1", "bbox_x1"]].max().to_numpy(), dtype=np.float64)
+                       table[[f"bbox_{a}1" for a in axes]].max().to_numpy(), dtype=np.float64)
     vs = table.attrs.get("voxel_size_um")
     _, unit = particle_coords(table)
     if unit == "um" and vs:
         return shape * np.asarray(vs), "um"
-    return shape, "vox"
+    return shape, unit
