@@ -21,6 +21,28 @@ from crackseg.errors import CracksegError
 
 EXIT_USER_ERROR = 2
 
+OPTIONAL_MODULES = {
+    "pytorch_lightning": "train", "lightning": "train", "jsonargparse": "train",
+    "h5py": "hdf5", "dask": "dask", "distributed": "dask", "dask_image": "dask",
+    "sklearn": "bench",
+}
+"""Modules of optional extras, and the extra that installs each."""
+
+
+def missing_module_message(e: ModuleNotFoundError) -> str | None:
+    """One line naming the extra that installs a missing module (``None``: not an extra's).
+
+    Examples
+    --------
+    >>> missing_module_message(ModuleNotFoundError("x", name="h5py.foo"))
+    "this needs h5py, which is not installed: pip install 'crackseg[hdf5]'"
+    """
+    root = (e.name or "").split(".")[0]
+    extra = OPTIONAL_MODULES.get(root)
+    if extra is None:
+        return None
+    return f"this needs {root}, which is not installed: pip install 'crackseg[{extra}]'"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Parser with every subcommand found in :mod:`crackseg.commands`."""
@@ -53,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         except CracksegError as e:
             print(f"crackseg train: error: {e}", file=sys.stderr)
             return EXIT_USER_ERROR
+        except ModuleNotFoundError as e:
+            msg = missing_module_message(e)
+            if msg is None:
+                raise
+            print(f"crackseg train: error: {msg}", file=sys.stderr)
+            return EXIT_USER_ERROR
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -62,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         status = args.func(args)
     except CracksegError as e:
         print(f"crackseg {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ModuleNotFoundError as e:
+        msg = missing_module_message(e)
+        if msg is None:
+            raise
+        print(f"crackseg {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"crackseg {args.command}: interrupted", file=sys.stderr)

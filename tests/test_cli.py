@@ -39,3 +39,23 @@ def test_every_subcommand_has_help(capsys):
 def test_no_command_prints_help_and_fails(capsys):
     assert main([]) != 0
     assert "usage: crackseg" in capsys.readouterr().out
+
+
+def test_missing_optional_module_is_one_line_naming_the_extra(monkeypatch, capsys):
+    import crackseg.commands.train as train
+
+    def fail(argv):
+        raise ModuleNotFoundError("No module named 'pytorch_lightning'", name="pytorch_lightning")
+
+    monkeypatch.setattr(train, "run_lightning_cli", fail)
+    assert main(["train", "fit"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "crackseg[train]" in err
+
+
+def test_lightning_is_a_core_dependency():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    core = text.split("dependencies = [", 1)[1].split("]", 1)[0]
+    assert '"pytorch-lightning' in core and '"jsonargparse' in core

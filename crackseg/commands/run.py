@@ -133,7 +133,7 @@ def compare_manifest(manifest, folders: dict, out: Path, *, group_by: str, seed:
     from crackseg.batch import expand_inputs
     from crackseg.pipeline import write_comparison
 
-    m = pd.read_csv(manifest)
+    m = pd.read_csv(manifest, dtype={"path": str, "sample": str}, skipinitialspace=True)
     cols = [c for c in m.columns if c.strip().lower() != "path"]
     if not cols or group_by not in m.columns:
         say(f"{manifest}: no {group_by!r} column; skipping the comparison")

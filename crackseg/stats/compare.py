@@ -85,7 +85,8 @@ def read_manifest(path: str | os.PathLike, *, group_by: str = "sample") -> pd.Da
     if not p.exists():
         raise InputError(f"{p}: no such manifest")
     try:
-        m = pd.read_csv(p)
+        # Paths and sample names are text: folders named 001 or 100 are not numbers.
+        m = pd.read_csv(p, dtype={"path": str, "sample": str}, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise InputError(f"{p}: not a readable CSV ({str(e).splitlines()[0]})") from None
     m.columns = [str(c).strip() for c in m.columns]
