@@ -162,9 +162,7 @@ def test_bad_pairs_are_rejected(tmp_path, phantom):
 
 
 def test_real_segmentpy_slice_loads_with_its_schema():
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentpy"
-    if not (data / "1.tif").exists():
-        pytest.skip("shared data not available")
+    data = Path(__file__).resolve().parents[1] / "data" / "segmentpy"
     schema_file = Path(__file__).resolve().parents[1] / "training" / "schemas" / "segmentpy3.yaml"
     image, index = load_pair(data / "1.tif", data / "1_label.tif", str(schema_file))
     assert image.ndim == 2 and index.shape == image.shape

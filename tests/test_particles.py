@@ -18,7 +18,7 @@ from crackseg.particles import (
 )
 from crackseg.synthetic import generate_electrode
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def spheres(shape, centres_radii):
@@ -127,7 +127,7 @@ def test_cli_writes_particles(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (DATA / "nmc_matbox_labels.tif").exists(), reason="no shared data")
+@pytest.mark.skipif(not (DATA / "nmc_matbox_labels.tif").exists(), reason="data/ not present")
 def test_real_nmc_geometry():
     from crackseg.io import read_volume
 

@@ -184,7 +184,7 @@ def test_damage_depth_gradient_and_unbiased_growth():
     assert abs((t["crack_fraction"] - t["target_crack_fraction"]).mean()) < 1e-3
 
 
-MATBOX = Path(__file__).resolve().parents[2] / "shared" / "data" / "nmc_matbox_labels.tif"
+MATBOX = Path(__file__).resolve().parents[1] / "data" / "nmc_matbox_labels.tif"
 
 
 @pytest.mark.skipif(not MATBOX.exists(), reason="real NMC labels not available")

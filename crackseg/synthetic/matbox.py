@@ -28,8 +28,11 @@ NMC_VALUE = 1
 
 
 def default_matbox_path() -> Path:
-    """``../shared/data/nmc_matbox_labels.tif`` beside the repository."""
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "nmc_matbox_labels.tif"
+    """The full file in ``../shared/data`` beside the repository when there, else the
+    crop in the repository's ``data/`` (data/README.md)."""
+    repo = Path(__file__).resolve().parents[2]
+    shared = repo.parent / "shared" / "data" / "nmc_matbox_labels.tif"
+    return shared if shared.exists() else repo / "data" / "nmc_matbox_labels.tif"
 
 
 def matbox_instances(shape, rng: np.random.Generator, *, path=None,
