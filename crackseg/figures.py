@@ -114,40 +114,73 @@ def damage_lut(instances_max: int, labels, values, *, fill: float = np.nan) -> n
     return lut
 
 
-def particle_damage_figure(instances, labels, damage, *, vmax: float | None = None,
-                           n_slices: int = 3, depth_axis: int = 0, title: str | None = None):
-    """Particle map coloured by each particle's damage degree.
+DAMAGE_CMAP = "viridis"
+"""Colour map of particle damage: undamaged particles dark blue-violet, damaged ones yellow."""
+BACKGROUND_RGBA = (1.0, 1.0, 1.0, 1.0)
+"""Colour of the space between particles in particle maps (white, unlike any damage colour)."""
 
-    Shows ``n_slices`` slices through the instance map at evenly spaced depths
-    and a projection along x in which each pixel shows the first particle met,
-    shaded by its distance, coloured by its ``crack_fraction``.
+
+def particle_damage_figure(instances, labels, damage, *, vmax: float | None = None,
+                           n_slices: int = 3, depth_axis: int = 0, voxel_size_um=None,
+                           title: str | None = None):
+    """Particle map coloured by each particle's damage (crack_fraction).
+
+    A volume shows ``n_slices`` slices through the instance map at evenly
+    spaced depths and a projection along x in which each pixel shows the
+    first particle met, shaded by its distance; a 2-D section shows itself.
+    Space between particles is white; particles not in ``labels`` (e.g.
+    excluded ones) are light grey.
 
     Parameters
     ----------
-    instances : array_like of int, shape (Z, Y, X)
+    instances : array_like of int, shape (Z, Y, X) or (Y, X)
         Particle instance labels (0 = none).
     labels, damage : sequence
         Instance ids and their damage (e.g. ``crack_fraction``) from the
         particle table.
     vmax : float, optional
         Upper end of the colour scale (default: 95th percentile of damage).
+    voxel_size_um : sequence of float, optional
+        Voxel size per axis: depths are given in µm and panels drawn with
+        true proportions; without it, in voxels.
     """
     inst = np.asarray(instances)
-    if depth_axis != 0:
+    if inst.ndim == 3 and depth_axis != 0:
         inst = np.moveaxis(inst, depth_axis, 0)
+        if voxel_size_um is not None:
+            vs = list(voxel_size_um)
+            voxel_size_um = [vs[depth_axis]] + [v for i, v in enumerate(vs) if i != depth_axis]
     damage = np.asarray(damage, dtype=np.float32)
     vmax = float(np.nanpercentile(damage, 95)) if vmax is None and damage.size else (vmax or 1.0)
-    vmax = vmax if vmax > 0 else 1.0
+    vmax = vmax if np.isfinite(vmax) and vmax > 0 else 1.0
     lut = damage_lut(int(inst.max()), labels, damage)
-    cmap = plt.get_cmap("inferno").with_extremes(bad=(0.12, 0.12, 0.16))
+    cmap = plt.get_cmap(DAMAGE_CMAP).with_extremes(bad=(0.82, 0.82, 0.82))
+
+    def colour(ids):
+        rgba = cmap(np.clip(lut[ids] / vmax, 0, 1))
+        rgba[~np.isfinite(lut[ids])] = (0.82, 0.82, 0.82, 1.0)
+        rgba[ids == 0] = BACKGROUND_RGBA
+        return rgba
+
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, vmax))
+    if inst.ndim == 2:
+        fig, ax = plt.subplots(figsize=(7, 7 * inst.shape[0] / max(inst.shape[1], 1) + 0.8))
+        aspect = (voxel_size_um[0] / voxel_size_um[1]) if voxel_size_um else 1.0
+        ax.imshow(colour(inst), interpolation="nearest", aspect=aspect)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        cb = fig.colorbar(sm, ax=ax, shrink=0.8, pad=0.01)
+        cb.set_label("damage (crack_fraction; area fraction in this section)")
+        if title:
+            ax.set_title(title, fontsize=10)
+        return fig
+    vz, vy = (voxel_size_um[0], voxel_size_um[1]) if voxel_size_um else (1.0, 1.0)
+    unit = "µm" if voxel_size_um else "voxels"
     depths = np.linspace(0, inst.shape[0] - 1, n_slices + 2)[1:-1].astype(int)
     fig, axes = plt.subplots(1, n_slices + 1, figsize=(3.6 * (n_slices + 1), 3.9))
-    im = None
     for ax, z in zip(axes[:-1], depths):
-        sl = lut[inst[z]]
-        sl = np.where(inst[z] == 0, np.nan, sl)
-        im = ax.imshow(sl, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"slice at depth {z}", fontsize=9)
+        ax.imshow(colour(inst[z]), interpolation="nearest")
+        ax.set_title(f"slice at depth {z * vz:.3g} {unit}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     hit = inst != 0
@@ -155,20 +188,18 @@ def particle_damage_figure(instances, labels, damage, *, vmax: float | None = No
     any_hit = hit.any(axis=2)
     zz, yy = np.indices(first.shape)
     front = inst[zz, yy, first]
-    proj = np.where(any_hit, lut[front], np.nan)
-    shade = 1.0 - 0.6 * first / max(1, inst.shape[2] - 1)
-    rgba = cmap(np.clip(proj / vmax, 0, 1))
-    rgba[..., :3] *= shade[..., None]
-    rgba[~any_hit] = (0.12, 0.12, 0.16, 1.0)
-    axes[-1].imshow(rgba, interpolation="nearest", aspect="auto")
-    axes[-1].set_title("projection along x (first particle, shaded by distance)", fontsize=9)
+    rgba = colour(np.where(any_hit, front, 0))
+    shade = 1.0 - 0.5 * first / max(1, inst.shape[2] - 1)
+    rgba[..., :3] = np.where(any_hit[..., None], rgba[..., :3] * shade[..., None], rgba[..., :3])
+    # True proportions: one voxel is vz tall and vy wide.
+    axes[-1].imshow(rgba, interpolation="nearest", aspect=vz / vy)
+    axes[-1].set_title("projection along x (nearest particle,\ndarker = deeper)", fontsize=9)
     axes[-1].set_xlabel("y")
     axes[-1].set_ylabel("depth (z)")
     axes[-1].set_xticks([])
     axes[-1].set_yticks([])
-    if im is not None:
-        cb = fig.colorbar(im, ax=list(axes), shrink=0.8, pad=0.01)
-        cb.set_label("crack_fraction (damage degree)")
+    cb = fig.colorbar(sm, ax=list(axes), shrink=0.8, pad=0.01)
+    cb.set_label("damage (crack_fraction)")
     if title:
         fig.suptitle(title)
     return fig

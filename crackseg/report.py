@@ -44,6 +44,14 @@ figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.9em;color:#555;margin-top:.3em}.note{color:#555;font-size:.92em}
 .warn{background:#fff6e0;border-left:4px solid #e0a000;padding:.5em .8em}
 code{background:#f4f4f4;padding:0 .2em}
+.flags{background:#fdecea;border:2px solid #c0392b;border-radius:4px;padding:.6em 1em;
+margin:1em 0;font-size:1em;color:#222}
+.flags h2{margin:0 0 .4em 0;border:none;color:#a93226;font-size:1.15em}
+.flags ul{margin:0;padding-left:1.2em}.flags li{margin:.3em 0}
+.flags b{color:#a93226}.ok{background:#eaf6ec;border:1px solid #2e8b57;padding:.5em 1em}
+.interval{font-size:1.02em;background:#f3f7fb;border-left:4px solid #1f4e79;padding:.5em .8em}
+dl.glossary{display:grid;grid-template-columns:max-content 1fr;gap:.25em 1em}
+dl.glossary dt{font-weight:600}dl.glossary dd{margin:0}
 """
 
 
@@ -98,14 +106,20 @@ def _figure(uri: str, caption: str, alt: str) -> str:
 def headline_rows(summary: dict) -> list[tuple[str, str]]:
     """Rows of the headline-numbers table from a ``summary.json`` dict."""
     dmg = summary.get("damage", {})
+    conf = f"{(dmg.get('mean') or {}).get('confidence', 0.95):.0%}"
     rows = [("particles analysed", _fmt(summary.get("n_particles")))]
     if summary.get("n_particles_border") is not None:
-        rows.append(("border-truncated particles", _fmt(summary.get("n_particles_border"))))
-    rows.append(("mean crack_fraction [95% CI]", _ci_text(dmg.get("mean"))))
-    rows.append(("median crack_fraction [95% CI]", _ci_text(dmg.get("median"))))
+        rows.append(("border-truncated particles (excluded)"
+                     if (summary.get("population") or {}).get("border") != "include"
+                     else "border-truncated particles (included)",
+                     _fmt(summary.get("n_particles_border"))))
+    rows.append((f"mean damage [{conf} interval]", _ci_text(dmg.get("mean"))))
+    rows.append((f"median damage [{conf} interval]", _ci_text(dmg.get("median"))))
     for key, entry in sorted(dmg.items()):
         if key.startswith("fraction_above") and isinstance(entry, dict):
-            rows.append((f"{key.replace('_', ' ')} [95% CI]", _ci_text(entry)))
+            t = key.rsplit("_", 1)[1]
+            rows.append((f"share of particles with damage above {t} [{conf} interval]",
+                         _ci_text(entry)))
     method = (dmg.get("mean") or {}).get("method")
     if method:
         rows.append(("interval method", html.escape(str(method))))
@@ -115,9 +129,176 @@ def headline_rows(summary: dict) -> list[tuple[str, str]]:
                      f"{unc['share_sampling']:.0%} / {unc['share_segmentation']:.0%} "
                      f"({unc['n_posterior_samples']} posterior samples)"))
     spatial = summary.get("spatial") or {}
-    cl = spatial.get("correlation_length_um", spatial.get("correlation_length"))
+    cl = next((spatial[k] for k in ("correlation_length_um", "correlation_length_vox",
+                                    "correlation_length_px", "correlation_length")
+               if spatial.get(k) is not None), None)
     if cl is not None:
-        rows.append(("damage correlation length", f"{_fmt(cl, 3)} µm"))
+        rows.append(("damage correlation length", f"{_fmt(cl, 3)} {_unit_text(summary)}"))
+    return rows
+
+
+def _unit_text(summary: dict) -> str:
+    """The unit positions and sizes of this summary are in (µm, voxels or pixels)."""
+    from crackseg.stats.table import unit_label
+
+    unit = summary.get("extent_unit") or (summary.get("bootstrap") or {}).get("unit") or "um"
+    return unit_label(unit)
+
+
+def _segmentation_error_included(summary: dict) -> bool:
+    """Whether the damage intervals propagate posterior samples of the segmentation."""
+    extra = ((summary.get("damage") or {}).get("mean") or {}).get("extra") or {}
+    return bool(extra.get("uncertainty")) or bool(
+        (summary.get("provenance") or {}).get("posterior_samples"))
+
+
+def interval_sentence(summary: dict) -> str:
+    """What the damage interval means, in one plain sentence (and how it is built).
+
+    Examples
+    --------
+    >>> s = {"damage": {"mean": {"confidence": 0.95, "method": "iid bootstrap"}}}
+    >>> interval_sentence(s).split(";")[0]
+    '95 % of intervals built this way contain the mean damage of the population of particles this volume samples'
+    """
+    mean = (summary.get("damage") or {}).get("mean") or {}
+    conf = float(mean.get("confidence", 0.95))
+    where = "section" if summary.get("section") else "volume"
+    seg = ("segmentation error is included (propagated from the posterior samples of the "
+           "segmentation)" if _segmentation_error_included(summary) else
+           "segmentation error is not included (no posterior samples; run with --uncertainty "
+           "tta to include the part of it the model can see)")
+    text = (f"{conf * 100:.3g} % of intervals built this way contain the mean damage of the "
+            f"population of particles this {where} samples; {seg}.")
+    boot = summary.get("bootstrap") or {}
+    if boot.get("method") == "block" and boot.get("block_size"):
+        rule = str(boot.get("block_size_rule", "")).split(";")[0]
+        text += (" Built by resampling spatial blocks of side "
+                 f"{_fmt(boot['block_size'], 3)} {_unit_text(summary)} ({rule}) with their particles, so that damage "
+                 "clustered in space widens the interval as it should; where neighbouring "
+                 "blocks are correlated the interval is widened further.")
+    elif boot.get("method") == "iid":
+        text += (" Built by resampling particles independently: clustering of damage in space "
+                 "is not accounted for.")
+    return text
+
+
+def flags(summary: dict) -> list[tuple[str, str]]:
+    """Caveats of one analysed volume for the flag box: ``(title with its number, text)``.
+
+    Examples
+    --------
+    >>> [t for t, _ in flags({"n_particles": 12, "extent_unit": "vox"})][:2]
+    ['VOXEL SIZE UNKNOWN', 'FEW PARTICLES: 12']
+    """
+    out = []
+    unit = summary.get("extent_unit") or (summary.get("bootstrap") or {}).get("unit")
+    if unit in ("vox", "px"):
+        out.append(("VOXEL SIZE UNKNOWN",
+                    f"Sizes, positions and distances are in {_unit_text(summary)}, not µm; give "
+                    "--voxel-size to measure in µm."))
+    n = summary.get("n_particles")
+    if n is not None and n < 30:
+        out.append((f"FEW PARTICLES: {n}",
+                    "Intervals from fewer than 30 particles are rough; analyse a larger "
+                    "field of view or several."))
+    n_all, n_border = summary.get("n_particles_total"), summary.get("n_particles_border")
+    if n_all and n_border is not None and n_border / n_all >= 0.3:
+        out.append((f"MANY TRUNCATED PARTICLES: {n_border} of {n_all} ({n_border / n_all:.0%})",
+                    "Particles cut by the edge of the field of view "
+                    + ("are excluded; large particles are cut more often, so the census leans "
+                       "to small ones." if (summary.get("population") or {}).get("border")
+                       != "include" else "are measured on their visible part only.")))
+    boot = summary.get("bootstrap") or {}
+    spatial = summary.get("spatial") or {}
+    extent = summary.get("extent")
+    length = next((spatial[k] for k in ("correlation_length_um", "correlation_length_vox",
+                                        "correlation_length_px") if spatial.get(k)), None)
+    where = "section" if summary.get("section") else "volume"
+    if "SMALL VOLUME" in str(boot.get("block_size_rule", "")):
+        size = " x ".join(_fmt(e, 3) for e in extent) if extent else "?"
+        out.append((f"SMALL {where.upper()}: damage correlation length {_fmt(length, 3)} "
+                    f"{_unit_text(summary)} in a {size} {_unit_text(summary)} field of view",
+                    f"The {where} spans too few correlation lengths for blocks of two of them; "
+                    "smaller blocks were used, so the intervals may be too narrow."))
+    rng = boot.get("correlation_range")
+    if rng and extent and rng > 0.5 * min(extent):
+        out.append((f"CLUSTERING AS LARGE AS THE FIELD OF VIEW: correlation range "
+                    f"{_fmt(rng, 3)} {_unit_text(summary)} > half the smallest side "
+                    f"({_fmt(0.5 * min(extent), 3)})",
+                    "Clustering on this scale cannot be measured from inside the field of "
+                    "view: the intervals are likely too narrow for the electrode."))
+    if not _segmentation_error_included(summary):
+        out.append(("SEGMENTATION ERROR NOT IN THE INTERVALS",
+                    "The intervals carry particle sampling and spatial clustering only."))
+    if summary.get("section"):
+        out.append(("ONE SECTION, NOT A VOLUME",
+                    "Damage here is crack area / particle area in this plane: a section cuts "
+                    "each particle at a random height and sees only what lies in it."))
+    known = ("VOXEL SIZE UNKNOWN", "not small compared", "correlation range")
+    for note in summary.get("notes", []) or []:
+        if not any(k in str(note) for k in known):
+            out.append(("NOTE", str(note)))
+    return out
+
+
+def glossary(summary: dict) -> list[tuple[str, str]]:
+    """One line per quantity of the report: ``(term, definition)``."""
+    where = "section" if summary.get("section") else "volume"
+    cells = "pixels" if summary.get("section") else "voxels"
+    size = "area" if summary.get("section") else "volume"
+    t = summary.get("thresholds") or {}
+    rows = [
+        ("damage (crack_fraction)", f"Crack {cells} / envelope {cells} of one particle: the share "
+         "of its envelope that is cracked (0 = intact). 'Damage degree' in the literature."),
+        ("envelope", f"A particle's solid plus the crack and pore {cells} it encloses (closed "
+         "and hole-filled), so that a crack never cuts one particle into two."),
+        ("pore_fraction", f"Pore {cells} (equiaxed voids, hollow cores) / envelope {cells}."),
+        ("void_fraction", f"(Envelope - solid) / envelope: cracks and pores together."),
+        ("surface / internal crack_fraction", "Damage in the outer shell of the envelope (what "
+         "surface imaging could see) / in the core beneath it."),
+        ("equivalent diameter", f"Diameter of the {'disc' if where == 'section' else 'sphere'} "
+         f"of the particle's {size}."),
+        (("circularity" if where == "section" else "sphericity"),
+         "1 for a " + ("disc" if where == "section" else "sphere") + ", less for other shapes; "
+         "empty for particles cut by the field of view."),
+        ("border-truncated particle", "A particle that touches the edge of the field of view: "
+         "only part of it is seen."),
+        ("share above t", f"Share of particles whose damage exceeds t (t = "
+         f"{_fmt(t.get('damaged'))}: 'damaged'; t = {_fmt(t.get('severely_damaged'))}: "
+         "'severely damaged')."),
+        ("mean / median damage", f"Mean / median of the per-particle damage over the particles "
+         f"of this {where} (each particle counts once, whatever its size)."),
+        ("interval", "A range that, built this way, contains the true value in the stated share "
+         "of repeated samplings (see the sentence under Headline numbers)."),
+        ("correlation length", "Distance over which the damage of neighbouring particles stays "
+         "alike (fitted to the semivariogram); it sets the bootstrap block size."),
+    ]
+    return rows
+
+
+def settings_rows(settings: dict) -> list[tuple[str, str]]:
+    """Readable ``(setting, value)`` rows: numbers rounded, lists joined, names spaced.
+
+    Examples
+    --------
+    >>> settings_rows({"block_size": 42.666666666666664, "thresholds": [0.01, 0.05]})
+    [('block size', '42.67'), ('thresholds', '0.01, 0.05')]
+    """
+    rows = []
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            rows += [(f"{key.replace('_', ' ')}: {k}", v) for k, v in settings_rows(value)]
+            continue
+        if isinstance(value, float):
+            text = f"{value:.4g}"
+        elif isinstance(value, (list, tuple)):
+            text = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)
+        elif value is None:
+            text = "–"
+        else:
+            text = str(value)
+        rows.append((key.replace("_", " "), html.escape(text)))
     return rows
 
 
@@ -166,19 +347,26 @@ def write_report(out_dir: str | Path, *, image: str | Path | None = None,
         img = read_volume(img_path, lazy=True, nan_policy="ignore").data
     if img is not None or seg is not None:
         base = img if img is not None else seg
+        flat = len(base.shape) == 2
         fig = orthoslices_figure(base, seg, schema=schema, voxel_size_um=vs,
-                                 title="Orthogonal slices with segmentation")
-        figs.append(("slices", "Central orthogonal slices of the image with the segmentation "
-                     "overlaid (cracks red, pores blue, particles faint yellow).", figure_png(fig)))
+                                 title="Section with segmentation" if flat else
+                                 "Orthogonal slices with segmentation")
+        figs.append(("slices", ("The section" if flat else "Central orthogonal slices of the "
+                                "image") + " with the segmentation overlaid (cracks red, pores "
+                     "blue, particles faint yellow).", figure_png(fig)))
 
     inst_path = out / "particles.tif"
     if inst_path.exists() and len(table) and "crack_fraction" in table:
         inst = read_volume(inst_path).data
-        if inst.ndim == 3:
-            fig = particle_damage_figure(inst, table["label"], table["crack_fraction"],
-                                         title="Particles coloured by damage degree")
-            figs.append(("particle_damage", "Particle map coloured by each particle's "
-                         "crack_fraction: slices at three depths and a projection.", figure_png(fig)))
+        fig = particle_damage_figure(inst, table["label"], table["crack_fraction"],
+                                     voxel_size_um=vs,
+                                     depth_axis=(prov.get("settings") or {}).get("depth_axis", 0)
+                                     if inst.ndim == 3 else 0,
+                                     title="Particles coloured by damage")
+        where = ("the section" if inst.ndim == 2 else
+                 "slices at three depths and a projection along x")
+        figs.append(("particle_damage", f"Every particle coloured by its damage (crack_fraction): "
+                     f"{where}; white: between particles.", figure_png(fig)))
 
     figs += _stats_figures(summary, table)
 
@@ -219,13 +407,22 @@ def render_html(summary: dict, table: pd.DataFrame, figs, *, title: str) -> str:
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
+    caveats = flags(summary)
+    if caveats:
+        items = "".join(f"<li><b>{html.escape(t)}</b>. {html.escape(x)}</li>" for t, x in caveats)
+        parts.append(f'<div class="flags" id="flags"><h2>Read this first: {len(caveats)} '
+                     f'caveat{"s" if len(caveats) > 1 else ""}</h2><ul>{items}</ul></div>')
+    else:
+        parts.append('<div class="ok" id="flags">No caveats flagged.</div>')
     estimand = summary.get("estimand") or (summary.get("damage", {}).get("mean") or {}).get("estimand")
     if estimand:
         parts.append(f'<p class="warn">{html.escape(str(estimand))}</p>')
     parts.append("<h2>Headline numbers</h2>")
     parts.append(_table(headline_rows(summary), header=("quantity", "value")))
-    for note in summary.get("notes", []) or []:
-        parts.append(f'<p class="note">{html.escape(str(note))}</p>')
+    parts.append(f'<p class="interval" id="interval">{html.escape(interval_sentence(summary))}</p>')
+    parts.append('<h2>Glossary</h2><dl class="glossary" id="glossary">')
+    parts += [f"<dt>{html.escape(t)}</dt><dd>{html.escape(d)}</dd>" for t, d in glossary(summary)]
+    parts.append("</dl>")
     parts.append("<h2>Figures</h2>")
     for name, caption, png in figs:
         parts.append(_figure(png_data_uri(png), caption, alt=name))
@@ -235,11 +432,14 @@ def render_html(summary: dict, table: pd.DataFrame, figs, *, title: str) -> str:
         ("input", _fmt(prov.get("input"))),
         ("model", _fmt(prov.get("model"))),
         ("model weights sha256", _fmt(prov.get("model_sha256"))),
-        ("voxel size (µm, z y x)", _fmt(prov.get("voxel_size_um"))),
-        ("settings", f"<code>{html.escape(json.dumps(prov.get('settings', {}), default=str))}</code>"),
+        ("voxel size (µm, " + ("y x)" if summary.get("section") else "z y x)"),
+         html.escape(", ".join(f"{v:.4g}" for v in prov["voxel_size_um"]))
+         if prov.get("voxel_size_um") else "unknown: sizes in " + _unit_text(summary)),
         ("particles in table", _fmt(len(table))),
     ]
     parts.append(_table(rows))
+    parts.append("<h3>Settings</h3>")
+    parts.append(_table(settings_rows(prov.get("settings") or {}), header=("setting", "value")))
     parts.append(RENDER_CHECK)
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -32,7 +32,9 @@ from crackseg.stats.spatial import exponential_variogram  # noqa: E402
 
 
 def _unit(summary: dict) -> str:
-    return "µm" if (summary.get("bootstrap") or {}).get("unit", "um") == "um" else "voxels"
+    from crackseg.stats.table import unit_label
+
+    return unit_label((summary.get("bootstrap") or {}).get("unit", "um"))
 
 
 def _ci_text(entry: dict) -> str:
@@ -51,7 +53,7 @@ def damage_histogram_figure(summary: dict, *, title: str | None = None):
     frac = np.asarray(h["fraction"], dtype=float)
     lo = np.asarray([np.nan if v is None else v for v in h["ci_low"]], dtype=float)
     hi = np.asarray([np.nan if v is None else v for v in h["ci_high"]], dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     centres = 0.5 * (edges[:-1] + edges[1:])
     ax.bar(centres, frac, width=np.diff(edges) * 0.9, color="#8aa9c9", label="share of particles")
     ok = np.isfinite(lo) & np.isfinite(hi)
@@ -66,11 +68,11 @@ def damage_histogram_figure(summary: dict, *, title: str | None = None):
             t = float(key.rsplit("_", 1)[1])
             ax.axvline(t, color="#555", ls="--", lw=0.8,
                        label=f"share above {t:g}: {_ci_text(entry)}")
-    ax.set_xlabel(f"{dmg.get('quantity', 'crack_fraction')} per particle")
+    ax.set_xlabel(f"damage ({dmg.get('quantity', 'crack_fraction')}) per particle")
     ax.set_ylabel("share of particles")
     ax.set_title(title or f"Damage distribution ({summary.get('n_particles', '?')} particles; "
                  f"{m.get('method', '')})", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
 
@@ -84,16 +86,28 @@ def depth_profile_figure(summary: dict, *, title: str | None = None):
     mean = np.asarray(prof["mean"], float)
     lo = np.asarray(prof["ci_low"], float)
     hi = np.asarray(prof["ci_high"], float)
-    fig, ax = plt.subplots(figsize=(4.5, 5))
-    ax.fill_betweenx(mid, lo, hi, color="#8aa9c9", alpha=0.5, label="CI")
-    ax.plot(mean, mid, "o-", color="#1f4e79", label="mean crack fraction")
+    n = np.asarray(prof.get("n", [np.nan] * mid.size), float)
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    has_ci = np.isfinite(lo) & np.isfinite(hi)
+    ok = has_ci & np.isfinite(mean)
+    ax.errorbar(mean[ok], mid[ok], xerr=[mean[ok] - lo[ok], hi[ok] - mean[ok]], fmt="o-",
+                color="#1f4e79", ecolor="#8aa9c9", elinewidth=4, capsize=0,
+                label="slab mean with interval")
+    bare = np.isfinite(mean) & ~has_ci
+    if bare.any():
+        # Slabs too thin in particles (or blocks) for an interval are shown, and say so.
+        ax.plot(mean[bare], mid[bare], "o", mfc="white", mec="#1f4e79",
+                label="slab mean, no interval (too few particles)")
+        for x, y, k in zip(mean[bare], mid[bare], n[bare]):
+            ax.annotate(f"n={int(k)}" if np.isfinite(k) else "", (x, y), xytext=(5, 0),
+                        textcoords="offset points", fontsize=7, va="center")
     m = summary["damage"]["mean"]["estimate"]
-    ax.axvline(m, color="#c0392b", ls="--", lw=1, label="volume mean")
+    ax.axvline(m, color="#c0392b", ls="--", lw=1, label="mean of all particles")
     ax.invert_yaxis()
     ax.set_ylabel(f"depth ({_unit(summary)})")
-    ax.set_xlabel("mean crack fraction")
+    ax.set_xlabel("mean damage (crack_fraction)")
     ax.set_title(title or "Damage through the electrode thickness", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
 
@@ -127,7 +141,7 @@ def representativeness_figure(summary: dict, *, title: str | None = None):
     if not rep or not rep.get("protocols"):
         return None
     rows = rep["protocols"]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     labels = []
     for i, r in enumerate(rows):
         name = {"random_particles": f"{r['k']} random", "neighbour_cluster": f"{r['k']} neighbours",
@@ -149,12 +163,13 @@ def representativeness_figure(summary: dict, *, title: str | None = None):
                label=f"'no damage' < {rep['damaged_threshold']:g}")
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("estimated mean crack fraction")
+    ax.set_ylabel("estimated mean damage (crack_fraction)")
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.set_ylim(bottom=0)
     ax.set_title(title or "What small samples would have said (bar: 5-95 %, line: min-max)",
                  fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    # The legend sits beside the axes, so it never hides a bar.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
 

@@ -274,6 +274,9 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
             f"clustered on scales larger than the field of view cannot be seen from inside it: "
             f"this is not an interval for the whole electrode. For electrode-level claims analyse "
             f"several volumes and resample volumes then particles (crackseg compare)."),
+        "section": bool(section),
+        "extent": [float(e) for e in extent],
+        "extent_unit": unit,
         "damage": damage,
         "other_quantities": others,
         "bootstrap": {"method": method, "block_size": block_size, "block_size_unit": unit,
