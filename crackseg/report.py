@@ -57,14 +57,27 @@ dl.glossary dt{font-weight:600}dl.glossary dd{margin:0}
 
 RENDER_CHECK = """<script>
 window.addEventListener("load", function () {
-  var imgs = document.images, ok = 0;
+  var imgs = document.images, ok = 0, over = 0, bent = 0;
+  var width = document.documentElement.clientWidth;
   for (var i = 0; i < imgs.length; i++) {
-    if (imgs[i].complete && imgs[i].naturalWidth > 0) { ok++; }
+    var im = imgs[i], r = im.getBoundingClientRect();
+    if (im.complete && im.naturalWidth > 0) { ok++; }
+    if (r.right > width + 1 || r.left < -1) { over++; }
+    if (im.naturalWidth > 0 && r.width > 0 &&
+        Math.abs(r.height / r.width - im.naturalHeight / im.naturalWidth) > 0.02) { bent++; }
   }
-  document.body.setAttribute("data-figures-rendered", ok + "/" + imgs.length);
+  var b = document.body, f = document.getElementById("flags");
+  b.setAttribute("data-figures-rendered", ok + "/" + imgs.length);
+  b.setAttribute("data-figures-overflowing", String(over));
+  b.setAttribute("data-figures-distorted", String(bent));
+  b.setAttribute("data-page-overflow",
+                 document.documentElement.scrollWidth > width + 1 ? "1" : "0");
+  if (f) { b.setAttribute("data-flags-top", String(Math.round(f.getBoundingClientRect().top))); }
 });
 </script>"""
-"""Marks the page with how many of its figures the browser decoded (``ok/total``)."""
+"""Marks the page with what the browser made of it: figures decoded (``ok/total``), figures
+wider than the window or distorted, whether the page scrolls sideways, and where the flag
+box starts (pixels from the top)."""
 
 
 def _fmt(x, digits: int = 4) -> str:
@@ -254,7 +267,7 @@ def glossary(summary: dict) -> list[tuple[str, str]]:
         ("envelope", f"A particle's solid plus the crack and pore {cells} it encloses (closed "
          "and hole-filled), so that a crack never cuts one particle into two."),
         ("pore_fraction", f"Pore {cells} (equiaxed voids, hollow cores) / envelope {cells}."),
-        ("void_fraction", f"(Envelope - solid) / envelope: cracks and pores together."),
+        ("void_fraction", "(Envelope - solid) / envelope: cracks and pores together."),
         ("surface / internal crack_fraction", "Damage in the outer shell of the envelope (what "
          "surface imaging could see) / in the core beneath it."),
         ("equivalent diameter", f"Diameter of the {'disc' if where == 'section' else 'sphere'} "

@@ -1,6 +1,7 @@
 """The main job: crackseg run (predict -> particles -> stats -> report) and the demo."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -111,13 +112,28 @@ def test_report_renders_in_headless_chromium(tmp_path, tiny_model, phantom_file)
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
     dom = subprocess.run([chromium, *flags, "--enable-logging=stderr", "--dump-dom",
-                          page.as_uri()], capture_output=True, text=True, timeout=120)
+                          "--window-size=1280,2400", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     n_img = page.read_text().count("<img ")
     assert n_img >= 4
     assert f'data-figures-rendered="{n_img}/{n_img}"' in dom.stdout
     assert "Uncaught" not in dom.stderr
-    shot = tmp_path / "report.png"
+    # No figure overflows the window or is stretched; the page does not scroll sideways.
+    assert 'data-figures-overflowing="0"' in dom.stdout
+    assert 'data-figures-distorted="0"' in dom.stdout
+    assert 'data-page-overflow="0"' in dom.stdout
+    # The caveats are a visible box near the top; every quantity has a glossary line.
+    top = int(dom.stdout.split('data-flags-top="')[1].split('"')[0])
+    assert 0 <= top < 300
+    assert 'class="flags"' in dom.stdout and "SEGMENTATION ERROR NOT IN THE INTERVALS" in dom.stdout
+    glossary = dom.stdout.split('id="glossary"')[1].split("</dl>")[0]
+    for term in ("damage (crack_fraction)", "envelope", "sphericity", "interval"):
+        assert f"<dt>{term}</dt>" in glossary
+    assert "95 % of intervals built this way contain the mean damage" in dom.stdout
+    artefacts = os.environ.get("CRACKSEG_ARTEFACTS")
+    shot = Path(artefacts) / "report_screenshot.png" if artefacts else tmp_path / "report.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1280,2400",
                     page.as_uri()], capture_output=True, text=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
@@ -125,3 +141,39 @@ def test_report_renders_in_headless_chromium(tmp_path, tiny_model, phantom_file)
 
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.std() > 10  # not a blank page
+
+
+def test_unknown_voxel_size_stays_unknown_end_to_end(tmp_path, tiny_model):
+    import tifffile
+
+    from crackseg.io import read_volume
+    from crackseg.pipeline import measure_folder
+    from crackseg.report import write_report
+
+    ph = generate_electrode((48, 64, 64), seed=5)
+    src = tmp_path / "novs.tif"
+    write_volume(src, ph.image)  # no voxel size
+    r = analyse_input(src, tmp_path / "novs", model=tiny_model, progress=False,
+                      stats_options={"n_resamples": 200, "border": "include"})
+    folder = Path(r["folder"])
+    with tifffile.TiffFile(folder / "segmentation.tif") as t:
+        assert (t.imagej_metadata or {}).get("unit") is None  # never written as µm
+    assert read_volume(folder / "segmentation.tif").voxel_size_um is None
+    table = pd.read_csv(folder / "particles.csv")
+    assert table["volume_um3"].isna().all() and table["equivalent_diameter_um"].isna().all()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["provenance"]["voxel_size_um"] is None
+    assert "voxels" in summary["estimand"] and "µm" not in summary["estimand"]
+    page = (folder / "report.html").read_text()
+    assert "VOXEL SIZE UNKNOWN" in page
+    import re
+
+    length = re.search(r"damage correlation length</td><td>([^<]*)</td>", page)
+    assert length is None or length.group(1).endswith(" voxels")
+    # A segmentation written by an older version (1 µm per voxel in its metadata) does not
+    # turn into micrometres: the prediction record says the voxel size is unknown.
+    write_volume(folder / "segmentation.tif", read_volume(folder / "segmentation.tif").data,
+                 (1.0, 1.0, 1.0), overwrite=True)
+    again = measure_folder(folder, overwrite=True, n_resamples=200, border="include")
+    assert again["provenance"]["voxel_size_um"] is None and again["extent_unit"] == "vox"
+    write_report(folder)
