@@ -108,3 +108,18 @@ def test_run_on_a_real_slice_writes_a_report(tmp_path):
     assert "VOXEL SIZE UNKNOWN" in page and "ONE SECTION, NOT A VOLUME" in page
     assert 'id="glossary"' in page and "circularity" in page
     assert (folder / "figures" / "particle_damage.png").exists()
+
+
+NMC811 = Path(__file__).resolve().parents[2] / "shared" / "data" / "nmc811_holotomo_slice_left.tif"
+
+
+@pytest.mark.skipif(not NMC811.exists(),
+                    reason="GPL NMC811 slice not beside the project (../shared/data); not copied")
+@pytest.mark.skipif(not (MODEL_2D / "model_card.json").exists(), reason="2-D model not present")
+def test_run_on_the_nmc811_holotomography_slice(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "crackseg", "run", NMC811, "--model", MODEL_2D,
+                        "-o", tmp_path, "--n-resamples", "200", "--quiet"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    summary = json.loads((tmp_path / NMC811.stem / "summary.json").read_text())
+    assert summary["n_particles"] > 10 and summary["extent_unit"] == "px"
