@@ -60,9 +60,7 @@ def population(table: pd.DataFrame, border: str = "exclude") -> tuple[np.ndarray
     mask = ~touches
     if border == "exclude":
         return mask, np.ones(int(mask.sum())), "border-truncated particles excluded"
-    from crackseg.stats.table import spatial_axes
-
-    axes = spatial_axes(table)
+    axes = [a for a in "zyx" if f"bbox_{a}0" in table]  # zyx for a volume, yx for a section
     hi_cols, lo_cols = [f"bbox_{a}1" for a in axes], [f"bbox_{a}0" for a in axes]
     shape = np.asarray(table.attrs.get("shape") or table[hi_cols].max().to_numpy(),
                        dtype=np.float64)
