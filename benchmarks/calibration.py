@@ -13,8 +13,8 @@ intervals of the mean crack fraction are computed with
 
 * the spatial block bootstrap with blocks of 1, ``BLOCK_FACTOR`` and 4 x the
   correlation length fitted to the damage variogram, each plain and widened
-  for the covariance of neighbours across block faces (range
-  ``RANGE_FACTOR`` x the correlation length); crackseg's default is
+  for the covariance of neighbours across block faces (range: the fitted
+  variogram model's radius holding 95 % of its covariance); crackseg's default is
   ``block_x2+cross``;
 * the iid bootstrap over particles (what ignoring clustering gives).
 
@@ -85,7 +85,7 @@ from crackseg.io import atomic_path, write_json
 from crackseg.stats.bootstrap import bootstrap_ci
 from crackseg.stats.distribution import population
 from crackseg.stats.spatial import correlation_length
-from crackseg.stats.summary import BLOCK_FACTOR, RANGE_FACTOR, block_size_for
+from crackseg.stats.summary import BLOCK_FACTOR, block_size_for
 from crackseg.stats.table import particle_coords, particle_table, volume_extent
 from crackseg.synthetic import generate_electrode
 
@@ -154,7 +154,8 @@ def one_phantom(seed: int, args) -> dict:
             ci = bootstrap_ci(values, "mean", method="block", coords=coords, block_size_um=size,
                               extent=extent, weights=w, n_resamples=args.n_resamples,
                               confidence=args.confidence, seed=seed,
-                              cross_block_range=RANGE_FACTOR * length if corrected and length else None)
+                              cross_block_range=fit["correlation_range"] if corrected and length
+                              else None)
             name = f"block_x{factor:g}" + ("+cross" if corrected else "")
             row["methods"][name] = _record(ci, truth)
     ci = bootstrap_ci(values, "mean", method="iid", weights=w, n_resamples=args.n_resamples,
@@ -250,9 +251,9 @@ def known_error_phantom(seed: int, args) -> dict:
     measured, post = measured_with_error(values, seed=seed, shared_sd=args.seg_error_shared,
                                          particle_sd=args.seg_error_particle,
                                          n_samples=args.seg_error_samples)
-    length, _, _ = correlation_length(measured, coords, seed=seed)
+    length, fit, _ = correlation_length(measured, coords, seed=seed)
     size, _ = block_size_for(length, extent, factor=BLOCK_FACTOR)
-    cross = RANGE_FACTOR * length if length else None
+    cross = fit["correlation_range"] if length else None
     row = {"seed": seed, "n_particles": int(values.size), "truth": truth,
            "census_mean": float(np.average(values, weights=w)),
            "measured_mean": float(np.average(measured, weights=w)),

@@ -71,7 +71,7 @@ from crackseg.stats.spatial import (  # noqa: E402
     hot_spots,
     morans_i,
 )
-from crackseg.stats.summary import RANGE_FACTOR, block_size_for, summarize  # noqa: E402
+from crackseg.stats.summary import block_size_for, summarize  # noqa: E402
 from crackseg.stats.table import particle_coords, particle_table, volume_extent  # noqa: E402
 from crackseg.synthetic import generate_electrode  # noqa: E402
 from crackseg.synthetic.damage import latent_field, target_crack_fraction  # noqa: E402
@@ -220,9 +220,9 @@ def step_functions(table: pd.DataFrame, other: pd.DataFrame) -> tuple[dict, dict
     xyz = particle_coords(table)[0][mask]
     extent, _ = volume_extent(table)
     depth = used["depth_um"].to_numpy()
-    length, _, _ = correlation_length(v, xyz, seed=0)
+    length, fit, _ = correlation_length(v, xyz, seed=0)
     block, _ = block_size_for(length, extent)
-    cross = RANGE_FACTOR * length if length else None
+    cross = fit["correlation_range"] if length else None
     block_kw = dict(coords=xyz, extent=extent, cross_block_range=cross, n_resamples=2000, seed=0)
     v_other = other.loc[~other["touches_border"].to_numpy(bool), "crack_fraction"].to_numpy()
     nn = float(np.median(cKDTree(xyz).query(xyz, k=2)[0][:, 1]))

@@ -135,21 +135,68 @@ def test_cross_block_factor_one_for_independent_values_and_large_for_smooth_fiel
 
     rng = np.random.default_rng(6)
     xyz = rng.random((1500, 3)) * 100
-    blocks = spatial_blocks(xyz, 25, extent=(100,) * 3)
+    ext = (100,) * 3
     noise = rng.normal(0, 1, 1500)
-    f_iid = cross_block_factors((noise - noise.mean())[None], np.ones(1500), xyz, blocks, 10.0)
+    f_iid = cross_block_factors((noise - noise.mean())[None], np.ones(1500), xyz, 25, 10.0,
+                                extent=ext)
     assert f_iid[0] == pytest.approx(1.0, abs=0.15)
     smooth = np.sin(xyz[:, 0] / 12) + np.cos(xyz[:, 1] / 12)
-    f_smooth = cross_block_factors((smooth - smooth.mean())[None], np.ones(1500), xyz, blocks, 30.0)
+    f_smooth = cross_block_factors((smooth - smooth.mean())[None], np.ones(1500), xyz, 25, 30.0,
+                                   extent=ext)
     assert f_smooth[0] > 1.3
     # the interval is widened about the estimate by exactly that factor
-    plain = bootstrap_ci(smooth, "mean", coords=xyz, block_size_um=25, extent=(100,) * 3,
+    plain = bootstrap_ci(smooth, "mean", coords=xyz, block_size_um=25, extent=ext,
                          n_resamples=300, seed=0)
-    wide = bootstrap_ci(smooth, "mean", coords=xyz, block_size_um=25, extent=(100,) * 3,
+    wide = bootstrap_ci(smooth, "mean", coords=xyz, block_size_um=25, extent=ext,
                         n_resamples=300, seed=0, cross_block_range=30.0)
     f = wide.extra["cross_block_factor"]
     assert f == pytest.approx(f_smooth[0])
     assert wide.ci[1] - wide.ci[0] == pytest.approx(f * (plain.ci[1] - plain.ci[0]))
+
+
+@pytest.mark.parametrize("radius", [6.0, 14.0, 30.0])
+def test_pair_sums_equal_brute_force_over_cells(radius):
+    from scipy.spatial import cKDTree
+
+    from crackseg.stats.bootstrap import CELLS_PER_RANGE, _block_grid, _pair_sums
+
+    rng = np.random.default_rng(7)
+    xyz = rng.random((800, 3)) * (90, 100, 110)
+    a = rng.normal(size=(2, 800))
+    nb, edge = _block_grid(xyz, 22.0, (90, 100, 110))
+    within, total = _pair_sums(a, xyz, nb, edge, radius)
+    # the documented kernel: same block, or cell centres closer than the radius
+    q = np.clip(np.ceil(edge * CELLS_PER_RANGE / radius), 1, 8)
+    cell = np.floor(xyz / (edge / q))
+    block = np.floor(cell / q)
+    centre = (cell + 0.5) * (edge / q)
+    same = (block[:, None] == block[None]).all(-1)
+    near = np.linalg.norm(centre[:, None] - centre[None], axis=-1) < radius
+    np.testing.assert_allclose(within, np.einsum("ki,ij,kj->k", a, same, a))
+    np.testing.assert_allclose(total, np.einsum("ki,ij,kj->k", a, same | near, a))
+    # close to the same sums over particle distances
+    pairs = cKDTree(xyz).query_pairs(radius, output_type="ndarray")
+    pairs = pairs[~same[pairs[:, 0], pairs[:, 1]]]
+    exact = within + 2 * (a[:, pairs[:, 0]] * a[:, pairs[:, 1]]).sum(axis=1)
+    assert np.all(np.abs(total - exact) < 0.25 * within)
+
+
+def test_cross_block_factor_is_exact_above_5000_particles():
+    # no subsample: the factor of 20 000 particles is the factor of all of them,
+    # the same as the sum over the two halves' cells
+    from crackseg.stats.bootstrap import cross_block_factors
+
+    rng = np.random.default_rng(8)
+    xyz = rng.random((20000, 3)) * 300
+    field = np.sin(xyz[:, 1] / 15) * np.cos(xyz[:, 2] / 20) + rng.normal(0, 0.5, 20000)
+    psi = (field - field.mean())[None]
+    f = cross_block_factors(psi, np.ones(20000), xyz, 30, 40.0, extent=(300,) * 3)
+    f_again = cross_block_factors(psi[:, ::-1], np.ones(20000), xyz[::-1], 30, 40.0,
+                                  extent=(300,) * 3)
+    assert f[0] == pytest.approx(f_again[0], rel=1e-9)  # order of the particles is irrelevant
+    sub = cross_block_factors(psi[:, :5000] - psi[:, :5000].mean(), np.ones(5000), xyz[:5000],
+                              30, 40.0, extent=(300,) * 3)
+    assert f[0] > sub[0]  # what the former 5000-particle subsample got wrong
 
 
 @pytest.mark.parametrize("n, n_units", [(7, 3), (300, 40), (2000, 2000), (25000, 25000)])

@@ -8,6 +8,7 @@ from crackseg.errors import InputError
 from crackseg.stats.spatial import (
     MORAN_PERMUTATION_MAX_N,
     correlation_length,
+    covariance_range,
     depth_profile,
     fit_variogram,
     hot_spots,
@@ -61,6 +62,41 @@ def test_fitted_correlation_length_of_exponential_field():
     assert fit["converged"]
     assert 0.5 * length < est < 2 * length
     assert fit["nugget"] == pytest.approx(0.09, abs=0.08)
+
+
+def _gaussian_field(xyz, cov, rng, nugget_sd):
+    return np.linalg.cholesky(cov + 1e-9 * np.eye(len(xyz))) @ rng.normal(size=len(xyz)) \
+        + rng.normal(0, nugget_sd, len(xyz))
+
+
+def test_variogram_model_chosen_and_range_holds_95_percent_of_the_covariance():
+    rng = np.random.default_rng(4)
+    xyz = rng.random((900, 3)) * 100
+    d = squareform(pdist(xyz))
+    chosen = {}
+    for model, cov in (("exponential", np.exp(-d / 8.0)),
+                       ("squared_exponential", np.exp(-0.5 * (d / 8.0) ** 2))):
+        picks = []
+        for _ in range(3):
+            x = _gaussian_field(xyz, cov, rng, 0.2)
+            est, fit, _ = correlation_length(x, xyz, depth_axis=None, max_distance=40)
+            picks.append(fit["model"])
+            assert set(fit["candidates"]) == {"exponential", "squared_exponential"}
+            assert fit["correlation_range"] == pytest.approx(
+                covariance_range(fit["model"], est))
+        chosen[model] = picks
+    assert chosen["exponential"].count("exponential") >= 2
+    assert chosen["squared_exponential"].count("squared_exponential") >= 2
+    # the range holds 95 % of the covariance integral, in 3-D and in a plane
+    h = np.linspace(0, 200, 200001)
+    for model, c in (("exponential", np.exp(-h / 5.0)),
+                     ("squared_exponential", np.exp(-0.5 * (h / 5.0) ** 2))):
+        for dim in (3, 2):
+            mass = np.cumsum(c * h ** (dim - 1))
+            r = covariance_range(model, 5.0, dim=dim)
+            assert mass[np.searchsorted(h, r)] / mass[-1] == pytest.approx(0.95, abs=1e-3)
+    with pytest.raises(InputError, match="unknown variogram model"):
+        covariance_range("spherical", 1.0)
 
 
 def test_fit_variogram_too_few_bins():

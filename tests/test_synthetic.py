@@ -102,6 +102,24 @@ def test_latent_field_has_unit_variance_and_correlation_length():
     assert abs(np.mean(far)) < 0.2
 
 
+def test_latent_field_exponential_kernel():
+    rng = np.random.default_rng(2)
+    pts = np.array([[0, 0, 0], [0, 0, 5.0], [0, 4.0, 3.0], [20.0, 0, 0]])  # distances 5, 5, 20
+    v = np.array([latent_field(rng, 10.0, kernel="exponential")(pts) for _ in range(3000)])
+    assert np.var(v[:, 0]) == pytest.approx(1.0, abs=0.1)
+    # exp(-h / l), isotropic: the same at distance 5 along an axis and diagonally
+    assert np.mean(v[:, 0] * v[:, 1]) == pytest.approx(np.exp(-0.5), abs=0.06)
+    assert np.mean(v[:, 0] * v[:, 2]) == pytest.approx(np.exp(-0.5), abs=0.06)
+    assert np.mean(v[:, 0] * v[:, 3]) == pytest.approx(np.exp(-2.0), abs=0.06)
+    # the default kernel draws exactly what it drew before the option existed
+    r = np.random.default_rng(5)
+    omega, phase = r.normal(0.0, 0.1, (512, 3)), r.uniform(0.0, 2 * np.pi, 512)
+    before = np.sqrt(2.0 / 512) * np.cos(pts @ omega.T + phase).sum(axis=1)
+    np.testing.assert_array_equal(latent_field(np.random.default_rng(5), 10.0)(pts), before)
+    with pytest.raises(ValueError, match="kernel"):
+        latent_field(rng, 10.0, kernel="matern")
+
+
 def test_sparse_labels_pattern():
     lab = np.ones((24, 20, 16), np.uint8)
     s = sparse_labels(lab, every=5, axes=(0, 1), offset=2)

@@ -13,7 +13,8 @@ but loses that of neighbours on either side of a block face; in 3-D that is
 most of it unless blocks span many correlation lengths.  Given the
 correlation range, the intervals are widened by the missing share
 (:func:`cross_block_factors`), computed from the particles' influence
-values over the pairs that straddle block faces.
+values over the pairs that straddle block faces (all particles, summed on
+cells of a third of the range, so 10^5 particles cost well under a second).
 
 Both run through :func:`scipy.stats.bootstrap`: the resampled "observations"
 are block indices and the statistic turns block multiplicities into particle
@@ -50,6 +51,12 @@ from crackseg.errors import InputError
 #: Above this many resampling units BCa's jackknife costs O(n²); the
 #: percentile interval is used instead (and the method says so).
 BCA_MAX_UNITS = 4000
+
+#: :func:`cross_block_factors` sums particle pairs over cells of at most
+#: ``1 / CELLS_PER_RANGE`` of the correlation range ...
+CELLS_PER_RANGE = 3
+#: ... and at most this many cells (coarser cells beyond).
+MAX_CELLS = 2_000_000
 
 # Up to this many units, replicates are evaluated together from a units-first
 # count table; beyond, one at a time (the table's transposition would cost more).
@@ -242,12 +249,17 @@ def spatial_blocks(coords, block_size: float | None, extent=None) -> np.ndarray:
     n = c.shape[0]
     if not block_size:
         return np.arange(n)
-    ext = np.asarray(extent, dtype=np.float64) if extent is not None else c.max(axis=0) + 1e-9
-    nb = np.maximum(1, np.round(ext / float(block_size))).astype(np.int64)
-    edge = ext / nb
+    nb, edge = _block_grid(c, block_size, extent)
     idx = np.clip(np.floor(c / edge).astype(np.int64), 0, nb - 1)
     flat = np.ravel_multi_index(tuple(idx.T), tuple(nb))
     return np.unique(flat, return_inverse=True)[1].ravel()
+
+
+def _block_grid(c: np.ndarray, block_size: float, extent=None) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks per axis and their edge lengths (see :func:`spatial_blocks`)."""
+    ext = np.asarray(extent, dtype=np.float64) if extent is not None else c.max(axis=0) + 1e-9
+    nb = np.maximum(1, np.round(ext / float(block_size))).astype(np.int64)
+    return nb, ext / nb
 
 
 def _multiplicity(idx: np.ndarray, n_units: int) -> np.ndarray:
@@ -419,7 +431,8 @@ def bootstrap_many(values, statistics: Sequence[StatSpec], *, method: str = "blo
                    coords=None, block_size: float | None = None, extent=None, weights=None,
                    n_resamples: int = 2000, confidence: float = 0.95, seed: int | None = 0,
                    ci_method: str = "auto", unit: str = "um", posterior=None,
-                   cross_block_range: float | None = None) -> list[Interval]:
+                   cross_block_range: float | None = None,
+                   depth_axis: int | None = 0) -> list[Interval]:
     """Confidence intervals of several statistics from one set of resamples.
 
     Parameters
@@ -458,11 +471,15 @@ def bootstrap_many(values, statistics: Sequence[StatSpec], *, method: str = "blo
         neighbours on either side of a block face, which in 3-D is a large
         share unless blocks are many correlation lengths wide.  With a range
         given, each interval is widened about its estimate by
-        ``sqrt((within + across) / within)``, where *within* and *across* sum
+        ``sqrt(total / ((1 - k) within))``, where *within* and *total* sum
         the products of the particles' influence values over pairs in the
-        same block and over pairs in different blocks closer than the range
+        same block and over those plus the pairs in different blocks closer
+        than the range, and ``k`` is the share of all pairs those are
         (:func:`cross_block_factors`; never narrower than the plain block
         bootstrap).
+    depth_axis : int or None
+        Column of ``coords`` along the electrode thickness: the widening is
+        measured about a quadratic depth profile (:func:`cross_block_factors`).
 
     Returns
     -------
@@ -475,14 +492,15 @@ def bootstrap_many(values, statistics: Sequence[StatSpec], *, method: str = "blo
                              block_size=block_size, extent=extent, weights=weights,
                              n_resamples=n_resamples, confidence=confidence, seed=seed,
                              ci_method=ci_method, unit=unit, posterior=posterior,
-                             cross_block_range=cross_block_range)[0]
+                             cross_block_range=cross_block_range, depth_axis=depth_axis)[0]
 
 
 def bootstrap_columns(columns, statistics: Sequence[StatSpec], *, method: str = "block",
                       coords=None, block_size: float | None = None, extent=None, weights=None,
                       n_resamples: int = 2000, confidence: float = 0.95, seed: int | None = 0,
                       ci_method: str = "auto", unit: str = "um", posterior=None,
-                      cross_block_range: float | None = None) -> list[list[Interval]]:
+                      cross_block_range: float | None = None,
+                      depth_axis: int | None = 0) -> list[list[Interval]]:
     """:func:`bootstrap_many` for several quantities of the same particles, from one set of resamples.
 
     The blocks are drawn once and every column's statistics are computed on
@@ -496,7 +514,7 @@ def bootstrap_columns(columns, statistics: Sequence[StatSpec], *, method: str = 
         Per-particle quantities of the same particles (e.g. pore fraction,
         sphericity).
     statistics, method, coords, block_size, extent, weights, n_resamples, confidence, seed
-    ci_method, unit, cross_block_range
+    ci_method, unit, cross_block_range, depth_axis
         As for :func:`bootstrap_many`.
     posterior : array_like, shape (n_samples, n), optional
         Only with a single column (see :func:`bootstrap_many`).
@@ -587,10 +605,12 @@ def bootstrap_columns(columns, statistics: Sequence[StatSpec], *, method: str = 
     suffix = ""
     if cross_block_range and method == "block" and block_size:
         suffix = ", widened for covariance across block faces"
-        for k, (v, est) in enumerate(zip(cols, estimates)):
-            psi = np.concatenate([_influence(s, v, e) for s, e in
-                                  zip(statistics, _split(est, sizes))], axis=0)
-            factors[k] = cross_block_factors(psi, w, coords, blocks, cross_block_range, seed=seed)
+        # one pass over the neighbour pairs for every column's statistics
+        psi = np.concatenate([_influence(s, v, e) for v, est in zip(cols, estimates)
+                              for s, e in zip(statistics, _split(est, sizes))], axis=0)
+        factors = _split(cross_block_factors(psi, w, coords, block_size, cross_block_range,
+                                             extent=extent, depth_axis=depth_axis),
+                         [len(est) for est in estimates])
 
     if posterior is not None:
         return [_bootstrap_posterior(cols[0], w, blocks, n_units, statistics,
@@ -679,59 +699,150 @@ def _influence(spec: StatSpec, v: np.ndarray, est: list[float]) -> np.ndarray:
     return np.zeros((len(est), v.size))
 
 
-def cross_block_factors(psi, weights, coords, blocks, correlation_range: float, *,
-                        max_points: int = 5000, seed: int | None = 0) -> np.ndarray:
+def cross_block_factors(psi, weights, coords, block_size: float, correlation_range: float, *,
+                        extent=None, depth_axis: int | None = 0) -> np.ndarray:
     """How much wider a block-bootstrap interval must be to count cross-block covariance.
 
     The variance of a (linearised) statistic is ``sum_ij a_i a_j`` over
     correlated pairs, with ``a = weight * influence``.  Resampling whole
-    blocks counts the pairs within each block; this adds the pairs in
-    different blocks that are closer than ``correlation_range``.
+    blocks counts the pairs within each block (*within*); the total adds
+    the pairs in different blocks closer than ``correlation_range``
+    (:func:`_pair_sums`: every particle enters, at the resolution of cells
+    of at most a third of the range).  Two corrections make the ratio
+    follow the covariance rather than the layout:
+
+    * A depth profile (a smooth trend along ``depth_axis``) correlates every
+      pair at one depth, however far apart; counted as covariance it would
+      grow with the range without limit.  The influence values are
+      therefore taken about a quadratic fit in depth, as the variogram is.
+      (The block bootstrap itself resamples the raw values, so a depth
+      profile still widens it, as before.)
+    * Influence values about the sample's own statistic sum to zero over all
+      pairs, so sums over the pairs of a kernel ``K`` (same block or closer
+      than the range) fall short of the covariance by about the kernel's
+      share of all pairs, ``k = sum_K w_i w_j / (sum w)^2``; the total is
+      divided by ``1 - k`` (``k`` at most 1/2: a range that large is
+      flagged by the summary anyway).
 
     Parameters
     ----------
     psi : array_like, shape (k, n)
         Influence values of ``k`` statistics.
     weights : array_like, shape (n,)
-    coords : array_like, shape (n, 3)
-    blocks : array_like of int, shape (n,)
-        Block of each particle.
+    coords : array_like, shape (n, d)
+    block_size : float
+        Block side, as given to :func:`spatial_blocks`.
     correlation_range : float
         Distance beyond which particles are taken as uncorrelated.
-    max_points : int
-        Above this many particles a seeded random subset estimates the ratio.
+    extent : array_like, shape (d,), optional
+        As given to :func:`spatial_blocks`.
+    depth_axis : int or None
+        Column of ``coords`` along which a depth profile is removed; ``None``
+        keeps any trend.
 
     Returns
     -------
     numpy.ndarray, shape (k,)
-        Factors ``sqrt((within + across) / within)``, at least 1.
+        Factors ``sqrt(total / ((1 - k) within))``, at least 1.
 
     Examples
     --------
     >>> import numpy as np
-    >>> xyz = np.array([[0, 0, 9.0], [0, 0, 11.0]])
-    >>> cross_block_factors(np.array([[1.0, 1.0]]), np.ones(2), xyz, np.array([0, 1]), 5.0)
-    array([1.41421356])
+    >>> xyz = np.array([[0, 0, 9.0], [0, 0, 11.0], [0, 50, 9.0], [0, 50, 11.0]])
+    >>> cross_block_factors(np.array([[1.0, 1.0, -1.0, -1.0]]), np.ones(4), xyz, 10.0, 5.0,
+    ...                     extent=(10, 60, 20), depth_axis=None)
+    array([2.])
     """
-    from scipy.spatial import cKDTree
-
     psi = np.atleast_2d(np.asarray(psi, dtype=np.float64))
     c = np.asarray(coords, dtype=np.float64)
-    b = np.asarray(blocks)
-    a = psi * np.asarray(weights, dtype=np.float64)[None]
-    if c.shape[0] > max_points:
-        keep = np.sort(np.random.default_rng(seed).choice(c.shape[0], max_points, replace=False))
-        a, c, b = a[:, keep], c[keep], b[keep]
-    nb = int(b.max()) + 1
-    within = np.stack([np.bincount(b, weights=row, minlength=nb) for row in a])
-    within = (within ** 2).sum(axis=1)
-    pairs = cKDTree(c).query_pairs(float(correlation_range), output_type="ndarray")
-    if pairs.size:
-        pairs = pairs[b[pairs[:, 0]] != b[pairs[:, 1]]]
-    across = 2.0 * (a[:, pairs[:, 0]] * a[:, pairs[:, 1]]).sum(axis=1) if pairs.size else 0.0
+    w = np.asarray(weights, dtype=np.float64)
+    if depth_axis is not None and psi.shape[1] > 3 and np.ptp(c[:, depth_axis]) > 0:
+        z = c[:, depth_axis]
+        q = np.linalg.qr(np.column_stack([np.ones_like(z), z, z * z]))[0]
+        psi = np.stack([row - q @ (q.T @ row) for row in psi])  # row by row: as if alone
+    nb, edge = _block_grid(c, block_size, extent)
+    a = np.vstack([psi * w[None], w[None]])  # last row: the weights, for the kernel's share
+    within, total = _pair_sums(a, c, nb, edge, float(correlation_range))
+    share = min(float(total[-1]) / float(w.sum()) ** 2, 0.5) if w.sum() > 0 else 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(within > 0, (within + across) / within, 1.0)
+        ratio = np.where(within[:-1] > 0, total[:-1] / ((1.0 - share) * within[:-1]), 1.0)
     return np.sqrt(np.maximum(ratio, 1.0))
+
+
+def _pair_sums(a: np.ndarray, c: np.ndarray, nb: np.ndarray, edge: np.ndarray,
+               radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``a_i a_j`` over ordered pairs in one block, and over pairs in one block or near.
+
+    Each block is cut into ``q`` cells per axis, of side at most ``radius /
+    CELLS_PER_RANGE`` (``q`` at most 8, and coarser cells if there would be
+    more than :data:`MAX_CELLS`), and the values are summed per cell; a
+    pair of particles is *near* when the centres of their cells are closer
+    than ``radius``.  Both sums are exact for that kernel and use every
+    particle: the near pairs are a convolution of the cell sums with a ball
+    (FFT), from which the near pairs within one block (a quadratic form of
+    each block's cells) are taken out.  The cost grows with the number of
+    cells, not of particles or pairs.
+
+    Parameters
+    ----------
+    a : numpy.ndarray, shape (k, n)
+    c : numpy.ndarray, shape (n, d)
+    nb, edge : numpy.ndarray, shape (d,)
+        Blocks per axis and block edges (:func:`_block_grid`).
+    radius : float
+
+    Returns
+    -------
+    within, total : numpy.ndarray, shape (k,)
+        ``sum_b (sum_{i in b} a_i)^2`` and that plus the near pairs in
+        different blocks.
+    """
+    q = np.clip(np.ceil(edge * CELLS_PER_RANGE / radius), 1, 8).astype(np.int64)
+    while np.prod(nb * q) > MAX_CELLS and q.max() > 1:
+        q = np.maximum(1, (q + 1) // 2)
+    h = edge / q
+    shape = nb * q
+    cell = np.clip(np.floor(c / h).astype(np.int64), 0, shape - 1)
+    reach = np.minimum(np.floor(radius / h).astype(np.int64), shape - 1)  # no farther than the grid
+    offsets = np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij")
+    near = _BallConvolution(sum((o * hh) ** 2 for o, hh in zip(offsets, h)) < radius ** 2,
+                            reach, shape)
+    local = np.stack(np.meshgrid(*[np.arange(k) for k in q], indexing="ij"), -1).reshape(-1, len(q))
+    local_near = (((local[:, None] - local[None]) * h) ** 2).sum(-1) < radius ** 2  # (Q, Q)
+    # cell index in block-major order: (block, cell within the block)
+    flat = np.ravel_multi_index(tuple((cell // q).T), tuple(nb)) * int(np.prod(q)) \
+        + np.ravel_multi_index(tuple((cell % q).T), tuple(q))
+    grid_order = np.ravel_multi_index(tuple(cell.T), tuple(shape))
+    within, total = np.empty(len(a)), np.empty(len(a))
+    for k, row in enumerate(a):
+        cells = np.bincount(flat, weights=row, minlength=int(np.prod(shape))).reshape(-1, q.prod())
+        within[k] = float((cells.sum(axis=1) ** 2).sum())
+        same = float(np.einsum("bi,bi->", cells @ local_near, cells))
+        total[k] = within[k] - same + near(np.bincount(grid_order, weights=row,
+                                                        minlength=near.size))
+    return within, total
+
+
+class _BallConvolution:
+    """``sum_x A(x) sum_o ball(o) A(x + o)`` of a grid ``A`` (flattened), by FFT."""
+
+    def __init__(self, ball: np.ndarray, reach: np.ndarray, shape: np.ndarray):
+        from scipy import fft
+
+        self.fft = fft
+        self.shape = tuple(int(s) for s in shape)
+        self.size = int(np.prod(self.shape))
+        self.padded = tuple(fft.next_fast_len(s + int(r), real=True)
+                            for s, r in zip(self.shape, reach))
+        kernel = np.zeros(self.padded)
+        kernel[tuple(slice(0, 2 * int(r) + 1) for r in reach)] = ball
+        kernel = np.roll(kernel, tuple(-int(r) for r in reach), axis=tuple(range(len(reach))))
+        self.kernel = fft.rfftn(kernel)
+
+    def __call__(self, flat: np.ndarray) -> float:
+        grid = flat.reshape(self.shape)
+        conv = self.fft.irfftn(self.fft.rfftn(grid, self.padded) * self.kernel, self.padded)
+        return float((grid * conv[tuple(slice(0, s) for s in self.shape)]).sum())
 
 
 def _group(intervals: list, sizes: list[int], statistics) -> list:
@@ -811,7 +922,7 @@ def bootstrap_ci(values, statistic: StatSpec = "mean", *, method: str = "block",
                  block_size_um: float | None = None, extent=None, weights=None,
                  n_resamples: int = 2000, confidence: float = 0.95, seed: int | None = 0,
                  ci_method: str = "auto", unit: str = "um", posterior=None,
-                 cross_block_range: float | None = None) -> Interval:
+                 cross_block_range: float | None = None, depth_axis: int | None = 0) -> Interval:
     """Confidence interval of one particle statistic.
 
     Parameters
@@ -826,6 +937,7 @@ def bootstrap_ci(values, statistic: StatSpec = "mean", *, method: str = "block",
     block_size_um : float, optional
         Side of the spatial blocks; 0 gives the iid bootstrap.
     extent, weights, n_resamples, confidence, seed, ci_method, unit, posterior, cross_block_range
+    depth_axis
         See :func:`bootstrap_many`.
 
     Returns
@@ -845,7 +957,7 @@ def bootstrap_ci(values, statistic: StatSpec = "mean", *, method: str = "block",
                           block_size=block_size_um, extent=extent, weights=weights,
                           n_resamples=n_resamples, confidence=confidence, seed=seed,
                           ci_method=ci_method, unit=unit, posterior=posterior,
-                          cross_block_range=cross_block_range)[0]
+                          cross_block_range=cross_block_range, depth_axis=depth_axis)[0]
 
 
 def stat_name(spec: StatSpec) -> str:

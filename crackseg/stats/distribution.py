@@ -77,7 +77,8 @@ def distribution_statistics(values, *, coords=None, block_size: float | None = N
                             quantiles=DEFAULT_QUANTILES, histogram_edges=None,
                             confidence: float = 0.95, n_resamples: int = 2000,
                             seed: int | None = 0, unit: str = "um", posterior=None,
-                            cross_block_range: float | None = None) -> dict:
+                            cross_block_range: float | None = None,
+                            depth_axis: int | None = 0) -> dict:
     """Mean, median, quantiles, fractions above thresholds and histogram, each with a CI.
 
     Parameters
@@ -87,7 +88,7 @@ def distribution_statistics(values, *, coords=None, block_size: float | None = N
     coords : array_like, shape (n, 3), optional
         Centroids (z, y, x) for the block bootstrap.
     block_size, extent, method, weights, confidence, n_resamples, seed, unit, posterior
-    cross_block_range
+    cross_block_range, depth_axis
         See :func:`crackseg.stats.bootstrap.bootstrap_many`.
     thresholds : sequence of float
         Report the fraction of particles with value above each.
@@ -113,7 +114,7 @@ def distribution_statistics(values, *, coords=None, block_size: float | None = N
     edges = np.asarray(histogram_edges, dtype=np.float64)
     common = dict(method=method, coords=coords, block_size=block_size, extent=extent,
                   weights=weights, n_resamples=n_resamples, confidence=confidence, seed=seed,
-                  unit=unit, cross_block_range=cross_block_range)
+                  unit=unit, cross_block_range=cross_block_range, depth_axis=depth_axis)
     if posterior is None:
         res = bootstrap_many(v, specs + [("histogram", edges)], **common)
         hist, hist_note = res[-1], "particle sampling"

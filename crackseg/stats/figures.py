@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from crackseg.stats.spatial import exponential_variogram  # noqa: E402
+from crackseg.stats.spatial import model_variogram  # noqa: E402
 
 
 def _unit(summary: dict) -> str:
@@ -113,7 +113,7 @@ def depth_profile_figure(summary: dict, *, title: str | None = None):
 
 
 def variogram_figure(summary: dict, *, title: str | None = None):
-    """Empirical semivariogram of particle damage with the fitted exponential model."""
+    """Empirical semivariogram of particle damage with the fitted model."""
     sp = summary.get("spatial") or {}
     vg = (sp.get("variogram") or {})
     bins = vg.get("bins") or {}
@@ -125,8 +125,9 @@ def variogram_figure(summary: dict, *, title: str | None = None):
     ax.plot(d, g, "o", color="#1f4e79", label="empirical")
     if vg.get("converged"):
         h = np.linspace(0, d.max(), 200)
-        ax.plot(h, exponential_variogram(h, vg["nugget"], vg["sill"], vg["correlation_length"]),
-                color="#c0392b", label=f"exponential, L = {vg['correlation_length']:.3g} {_unit(summary)}")
+        ax.plot(h, model_variogram(h, vg), color="#c0392b",
+                label=f"{vg['model'].replace('_', '-')}, L = {vg['correlation_length']:.3g} "
+                      f"{_unit(summary)}")
     ax.set_xlabel(f"distance between particle centroids ({_unit(summary)})")
     ax.set_ylabel("semivariance")
     ax.set_title(title or "Spatial correlation of damage (depth trend removed)", fontsize=9)

@@ -11,9 +11,12 @@ is known (else voxels); values are one number per particle (usually
   :data:`MORAN_PERMUTATION_MAX_N` particles, a normal p-value from the exact
   randomisation moments.
 * :func:`variogram` and :func:`fit_variogram` - empirical semivariogram of
-  damage between particle pairs and an exponential model
-  ``nugget + sill * (1 - exp(-h / L))`` fitted with
-  :func:`scipy.optimize.curve_fit`; ``L`` is the correlation length.
+  damage between particle pairs; an exponential
+  ``nugget + sill * (1 - exp(-h / L))`` and a squared-exponential model
+  ``nugget + sill * (1 - exp(-h^2 / (2 L^2)))`` are fitted with
+  :func:`scipy.optimize.curve_fit` and the better kept; ``L`` is the
+  correlation length, and the correlation range (:func:`covariance_range`)
+  the radius holding 95 % of the model's covariance mass.
 * :func:`hot_spots` - Getis-Ord Gi* z-scores on a distance band, FDR-controlled,
   grouped into connected clusters.
 
@@ -248,8 +251,71 @@ def exponential_variogram(h, nugget, sill, length):
     return nugget + sill * (1.0 - np.exp(-np.asarray(h) / length))
 
 
-def fit_variogram(vg: pd.DataFrame, *, min_length: float | None = None) -> dict:
-    """Fit the exponential model to an empirical variogram.
+def squared_exponential_variogram(h, nugget, sill, length):
+    """Squared-exponential (Gaussian) model ``nugget + sill * (1 - exp(-h^2 / (2 length^2)))``."""
+    return nugget + sill * (1.0 - np.exp(-0.5 * (np.asarray(h) / length) ** 2))
+
+
+#: Variogram models :func:`fit_variogram` chooses from, by name.
+VARIOGRAM_MODELS = {"exponential": exponential_variogram,
+                    "squared_exponential": squared_exponential_variogram}
+
+#: Share of the covariance mass the correlation range holds (:func:`covariance_range`).
+RANGE_MASS = 0.95
+
+
+def covariance_range(model: str, length: float, mass: float = RANGE_MASS, dim: int = 3) -> float:
+    """Radius of the ball that holds ``mass`` of a covariance's integral in ``dim`` dimensions.
+
+    The variance of a mean over a volume sums the covariance over all pairs
+    of points, i.e. integrates ``C(h) 4 pi h^2`` over the distance ``h`` (in
+    a plane section ``C(h) 2 pi h``).  The radius holding a share ``mass``
+    of that integral is a gamma quantile (shape ``dim``) of ``length`` for
+    the exponential covariance ``exp(-h / L)`` and a chi quantile (``dim``
+    degrees of freedom) of ``length`` for the squared exponential
+    ``exp(-h^2 / (2 l^2))``.  In 3-D three lengths hold 58 % of an
+    exponential's mass but 97 % of a squared exponential's, so a fixed
+    multiple of the length cannot serve both.
+
+    Parameters
+    ----------
+    model : {"exponential", "squared_exponential"}
+    length : float
+        The model's length (``L`` or ``l``).
+    mass : float
+        Share of the covariance integral inside the radius (0..1).
+    dim : int
+        Dimension of the particle positions (3 for volumes, 2 for sections).
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> round(covariance_range("exponential", 1.0), 2), round(covariance_range("squared_exponential", 1.0), 2)
+    (6.3, 2.8)
+    """
+    if model == "exponential":
+        return float(length * stats.gamma.ppf(mass, dim))
+    if model == "squared_exponential":
+        return float(length * np.sqrt(stats.chi2.ppf(mass, dim)))
+    raise InputError(f"unknown variogram model {model!r}")
+
+
+def model_variogram(h, fit: dict) -> np.ndarray:
+    """Semivariance of a fitted model (a :func:`fit_variogram` result) at distances ``h``."""
+    return VARIOGRAM_MODELS[fit["model"]](h, fit["nugget"], fit["sill"], fit["correlation_length"])
+
+
+def fit_variogram(vg: pd.DataFrame, *, min_length: float | None = None,
+                  models=tuple(VARIOGRAM_MODELS), mass: float = RANGE_MASS,
+                  dim: int = 3) -> dict:
+    """Fit variogram models to an empirical variogram and keep the one that fits best.
+
+    Each model (three parameters each) is fitted by weighted least squares
+    (weights: pairs per bin); the one with the smaller weighted residual sum
+    of squares is kept.
 
     Parameters
     ----------
@@ -258,18 +324,48 @@ def fit_variogram(vg: pd.DataFrame, *, min_length: float | None = None) -> dict:
     min_length : float, optional
         Lower bound of the fitted length (default: the first bin's upper
         edge / 10).
+    models : sequence of str
+        Names in :data:`VARIOGRAM_MODELS`.
+    mass : float
+        Share of the covariance mass the ``correlation_range`` holds.
+    dim : int
+        Dimension of the particle positions.
 
     Returns
     -------
     dict
-        ``nugget``, ``sill`` (partial sill), ``correlation_length`` (the
-        e-folding length L; the practical range is 3 L), ``spatial_fraction``
-        (sill / (nugget + sill): how much of the between-particle variance is
-        spatially structured), ``model``, ``converged``.
+        ``model`` (the chosen one), ``nugget``, ``sill`` (partial sill),
+        ``correlation_length`` (the model's length: ``L`` of ``exp(-h / L)``
+        or ``l`` of ``exp(-h^2 / (2 l^2))``), ``practical_range`` (where the
+        correlation falls to 5 %), ``correlation_range`` (radius holding
+        ``mass`` of the covariance, :func:`covariance_range`),
+        ``range_mass``, ``spatial_fraction`` (sill / (nugget + sill): how
+        much of the between-particle variance is spatially structured),
+        ``converged``, ``candidates`` (each model's parameters and weighted
+        residual sum of squares).
     """
     if len(vg) < 3:
-        return {"model": "exponential", "converged": False, "correlation_length": None,
+        return {"model": models[0], "converged": False, "correlation_length": None,
                 "note": "too few distance bins to fit a variogram"}
+    fits = {m: _fit_model(vg, m, min_length) for m in models}
+    ok = {m: f for m, f in fits.items() if f["converged"]}
+    if not ok:
+        return {"model": models[0], "converged": False, "correlation_length": None,
+                "note": "; ".join(f"{m}: {f['note']}" for m, f in fits.items())}
+    best = min(ok, key=lambda m: ok[m]["wrss"])
+    f = ok[best]
+    practical = {"exponential": np.log(20.0), "squared_exponential": np.sqrt(2 * np.log(20.0))}
+    tot = f["nugget"] + f["sill"]
+    return {"model": best, "converged": True, "nugget": f["nugget"], "sill": f["sill"],
+            "correlation_length": f["length"],
+            "practical_range": float(practical[best] * f["length"]),
+            "correlation_range": covariance_range(best, f["length"], mass, dim),
+            "range_mass": float(mass), "spatial_fraction": f["sill"] / tot if tot > 0 else 0.0,
+            "at_upper_bound": f["at_upper_bound"], "candidates": fits}
+
+
+def _fit_model(vg: pd.DataFrame, model: str, min_length: float | None) -> dict:
+    """Weighted least-squares fit of one variogram model: parameters and residual sum of squares."""
     h = vg["distance"].to_numpy(float)
     g = vg["semivariance"].to_numpy(float)
     npairs = vg["n_pairs"].to_numpy(float)
@@ -277,29 +373,29 @@ def fit_variogram(vg: pd.DataFrame, *, min_length: float | None = None) -> dict:
     lo = float(min_length) if min_length is not None else float(vg["bin_hi"].iloc[0]) / 10
     top = float(np.nanmax(g)) if np.isfinite(g).any() else 1.0
     p0 = [max(g[0] * 0.5, 0.0), max(top - g[0] * 0.5, 1e-12), max(hmax / 4, lo * 1.01)]
+    fn = VARIOGRAM_MODELS[model]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             popt, _ = optimize.curve_fit(
-                exponential_variogram, h, g, p0=p0, sigma=1.0 / np.sqrt(npairs),
+                fn, h, g, p0=p0, sigma=1.0 / np.sqrt(npairs),
                 bounds=([0.0, 0.0, lo], [np.inf, np.inf, 10 * hmax]), maxfev=20000)
     except (RuntimeError, ValueError) as e:
-        return {"model": "exponential", "converged": False, "correlation_length": None,
-                "note": f"variogram fit failed ({e})"}
+        return {"converged": False, "note": f"variogram fit failed ({e})"}
     nug, sill, length = (float(v) for v in popt)
-    tot = nug + sill
-    return {"model": "exponential", "converged": True, "nugget": nug, "sill": sill,
-            "correlation_length": length, "practical_range": 3 * length,
-            "spatial_fraction": sill / tot if tot > 0 else 0.0,
+    return {"converged": True, "nugget": nug, "sill": sill, "length": length,
+            "wrss": float(np.sum(npairs * (g - fn(h, nug, sill, length)) ** 2)),
             "at_upper_bound": bool(length >= 10 * hmax * 0.999)}
 
 
 def correlation_length(values, coords, *, n_bins: int = 15, max_distance: float | None = None,
                        seed: int | None = 0, depth_axis: int | None = 0,
                        ) -> tuple[float | None, dict, pd.DataFrame]:
-    """Correlation length of particle values from a fitted exponential variogram.
+    """Correlation length and range of particle values from a fitted variogram model.
 
-    A smooth trend through the electrode thickness (damage graded with depth)
+    The exponential and the squared-exponential models are fitted and the
+    better one kept (:func:`fit_variogram`); its ``correlation_range`` holds
+    95 % of the covariance mass in the dimension of ``coords``.  A smooth trend through the electrode thickness (damage graded with depth)
     would make the variogram rise without a sill; it is removed first by a
     quadratic fit of the values against the depth coordinate, so the length
     describes the clustering around the depth profile.
@@ -307,8 +403,8 @@ def correlation_length(values, coords, *, n_bins: int = 15, max_distance: float 
     Parameters
     ----------
     values : array_like, shape (n,)
-    coords : array_like, shape (n, 3)
-        Centroids (z, y, x).
+    coords : array_like, shape (n, 3) or (n, 2)
+        Centroids (z, y, x), or (y, x) in a section.
     n_bins, max_distance, seed
         See :func:`variogram`.
     depth_axis : int or None
@@ -317,8 +413,9 @@ def correlation_length(values, coords, *, n_bins: int = 15, max_distance: float 
     Returns
     -------
     length : float or None
-        E-folding length ``L`` in the unit of ``coords``; ``None`` if the fit
-        fails.
+        The chosen model's length (``L`` of ``exp(-h / L)`` or ``l`` of
+        ``exp(-h^2 / (2 l^2))``) in the unit of ``coords``; ``None`` if the
+        fit fails.
     fit : dict
         See :func:`fit_variogram`.
     vg : pandas.DataFrame
@@ -332,7 +429,7 @@ def correlation_length(values, coords, *, n_bins: int = 15, max_distance: float 
         v = v - np.polyval(coef, c[:, depth_axis])
         detrended = True
     vg = variogram(v, c, n_bins=n_bins, max_distance=max_distance, seed=seed)
-    fit = fit_variogram(vg)
+    fit = fit_variogram(vg, dim=c.shape[1] if c.ndim == 2 else 3)
     fit["depth_detrended"] = detrended
     return fit.get("correlation_length"), fit, vg
 
@@ -341,7 +438,8 @@ def depth_profile(values, depth, *, coords=None, n_bins: int = 8, bin_width: flo
                   method: str = "block", block_size: float | None = None, extent=None,
                   weights=None, confidence: float = 0.95, n_resamples: int = 1000,
                   seed: int | None = 0, unit: str = "um",
-                  cross_block_range: float | None = None) -> pd.DataFrame:
+                  cross_block_range: float | None = None,
+                  depth_axis: int | None = 0) -> pd.DataFrame:
     """Mean damage in slabs through the electrode thickness, with CIs.
 
     Parameters
@@ -349,7 +447,7 @@ def depth_profile(values, depth, *, coords=None, n_bins: int = 8, bin_width: flo
     values : array_like, shape (n,)
     depth : array_like, shape (n,)
         Particle depth (distance of the centroid from the first slice).
-    coords, method, block_size, extent, weights, cross_block_range
+    coords, method, block_size, extent, weights, cross_block_range, depth_axis
         Passed to :func:`crackseg.stats.bootstrap.bootstrap_ci` within each slab.
     n_bins : int
         Number of equal-width slabs (ignored when ``bin_width`` is given).
@@ -381,7 +479,8 @@ def depth_profile(values, depth, *, coords=None, n_bins: int = 8, bin_width: flo
                               block_size_um=block_size, extent=extent,
                               weights=None if weights is None else np.asarray(weights)[m],
                               confidence=confidence, n_resamples=n_resamples, seed=seed,
-                              unit=unit, cross_block_range=cross_block_range)
+                              unit=unit, cross_block_range=cross_block_range,
+                              depth_axis=depth_axis)
             row.update(mean=ci.estimate, method=ci.method)
             if ci.ci is not None:
                 row.update(ci_low=ci.ci[0], ci_high=ci.ci[1])

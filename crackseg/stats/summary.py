@@ -46,12 +46,10 @@ from crackseg.stats.table import (
     volume_extent,
 )
 
-#: Block side = BLOCK_FACTOR x fitted exponential correlation length.
+#: Block side = BLOCK_FACTOR x fitted correlation length.  The correlation range
+#: that widens the intervals is the fitted model's radius holding 95 % of its
+#: covariance mass (:func:`crackseg.stats.spatial.covariance_range`).
 BLOCK_FACTOR = 2.0
-
-#: Correlation range = RANGE_FACTOR x fitted exponential correlation length
-#: (the exponential model's practical range, where correlation falls to 5 %).
-RANGE_FACTOR = 3.0
 
 #: Fewest blocks the block bootstrap is run with.
 MIN_BLOCKS = 8
@@ -221,7 +219,8 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
             "the intervals may be too narrow; analyse a larger volume or several volumes."
         )
 
-    cross_range = RANGE_FACTOR * length if (method == "block" and length) else None
+    cross_range = vfit.get("correlation_range") if (method == "block" and length) else None
+    depth_axis = table.attrs.get("depth_axis", 0)
     if cross_range is not None and cross_range > 0.5 * float(np.min(extent)):
         notes.append(
             f"The damage correlation range ({cross_range:.3g} {unit_text}) exceeds half the "
@@ -229,7 +228,7 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
             "it, so the intervals are likely too narrow for the electrode."
         )
     common = dict(coords=coords[finite], block_size=block_size, extent=extent, method=method,
-                  cross_block_range=cross_range,
+                  cross_block_range=cross_range, depth_axis=depth_axis,
                   weights=None if w is None else w[finite], confidence=confidence,
                   n_resamples=n_resamples, seed=seed, unit=unit)
     damage = distribution_statistics(values[finite], thresholds=thresholds, quantiles=quantiles,
@@ -256,7 +255,7 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
                                 block_size=block_size, extent=extent, method=method,
                                 weights=None if w is None else w[ok], confidence=confidence,
                                 n_resamples=n_resamples, seed=seed, unit=unit,
-                                cross_block_range=cross_range)
+                                cross_block_range=cross_range, depth_axis=depth_axis)
         for q, r in zip(qs, res):
             others[q] = {"mean": r[0].to_dict(), "median": r[1].to_dict(), "n": int(ok.sum())}
     others = {q: others[q] for q in names if q in others}
@@ -281,9 +280,10 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
         "other_quantities": others,
         "bootstrap": {"method": method, "block_size": block_size, "block_size_unit": unit,
                       "block_size_rule": rule, "correlation_range": cross_range,
-                      "correlation_range_rule": (f"{RANGE_FACTOR:g} x correlation length: pairs "
-                                                 "of particles in different blocks closer than "
-                                                 "this widen the intervals")
+                      "correlation_range_rule": (
+                          f"radius holding {vfit.get('range_mass', 0.95):.0%} of the fitted "
+                          f"{str(vfit.get('model', '')).replace('_', '-')} covariance: pairs of "
+                          "particles in different blocks closer than this widen the intervals")
                       if cross_range else None, "n_resamples": int(n_resamples), "seed": seed,
                       "confidence": confidence, "unit": unit},
         "thresholds": {"damaged": float(min(thresholds)) if len(thresholds) else None,
@@ -297,7 +297,8 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
         summary["spatial"] = _spatial(values[finite], coords[finite],
                                       depth_values(used, unit)[finite],
                                       length, vfit, vg, unit, extent, block_size, method, confidence,
-                                      n_resamples, seed, w if w is None else w[finite], cross_range)
+                                      n_resamples, seed, w if w is None else w[finite],
+                                      (cross_range, depth_axis))
     if protocols and quantity == "crack_fraction":
         summary["representativeness"] = _protocols(
             values[finite], coords[finite], used, finite, thresholds, seg, instances, schema,
@@ -343,7 +344,8 @@ def json_ready(obj):
 
 
 def _spatial(values, coords, depth, length, vfit, vg, unit, extent, block_size, method,
-             confidence, n_resamples, seed, weights, cross_range) -> dict:
+             confidence, n_resamples, seed, weights, widening) -> dict:
+    cross_range, depth_axis = widening
     key = "correlation_length_um" if unit == "um" else "correlation_length_vox"
     out = {key: length, "unit": unit,
            "variogram": {**vfit, "bins": vg.to_dict(orient="list") if len(vg) else {}}}
@@ -352,7 +354,7 @@ def _spatial(values, coords, depth, length, vfit, vg, unit, extent, block_size, 
     prof = depth_profile(values, depth, coords=coords, n_bins=min(8, max(1, values.size // 10)),
                          method=method, block_size=block_size, extent=extent, weights=weights,
                          confidence=confidence, n_resamples=min(n_resamples, 1000), seed=seed,
-                         unit=unit, cross_block_range=cross_range)
+                         unit=unit, cross_block_range=cross_range, depth_axis=depth_axis)
     out["depth_profile"] = prof.to_dict(orient="list")
     if values.size >= 3:
         from scipy.spatial import cKDTree

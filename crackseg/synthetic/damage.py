@@ -22,7 +22,9 @@ computed by Gauss-Legendre x Gauss-Hermite quadrature in
 
 The field is built from random Fourier features (``M`` cosines with Gaussian
 frequencies), whose covariance is exactly the squared-exponential kernel and
-whose marginal is normal up to ``O(1/M)``.
+whose marginal is normal up to ``O(1/M)``; :func:`latent_field` can also draw
+an exponential kernel (multivariate Cauchy frequencies) for tests of the
+statistics under rougher damage.
 
 Cracks
 ------
@@ -52,17 +54,24 @@ N_FOURIER = 512
 
 
 def latent_field(rng: np.random.Generator, correlation_length_um: float,
-                 n_features: int = N_FOURIER):
-    """A smooth unit-variance random field ``Z(x)``, x in µm (ZYX).
+                 n_features: int = N_FOURIER, *, kernel: str = "squared_exponential"):
+    """A unit-variance random field ``Z(x)``, x in µm (ZYX).
 
     Parameters
     ----------
     rng : numpy.random.Generator
         Source of randomness.
     correlation_length_um : float
-        ``l`` of the covariance ``exp(-h^2 / (2 l^2))``.
+        ``l`` of the covariance: ``exp(-h^2 / (2 l^2))`` (squared exponential,
+        a smooth field) or ``exp(-h / l)`` (exponential, a rough one).
     n_features : int
         Number of random Fourier features.
+    kernel : {"squared_exponential", "exponential"}
+        Covariance of the field.  Its random Fourier features draw their
+        frequencies from the kernel's spectral density: normal for the
+        squared exponential, multivariate Cauchy (a normal vector divided by
+        the absolute value of an independent standard normal) for the
+        exponential.
 
     Returns
     -------
@@ -76,8 +85,12 @@ def latent_field(rng: np.random.Generator, correlation_length_um: float,
     >>> f(np.zeros((2, 3))).shape
     (2,)
     """
+    if kernel not in ("squared_exponential", "exponential"):
+        raise ValueError(f"kernel must be 'squared_exponential' or 'exponential', not {kernel!r}")
     omega = rng.normal(0.0, 1.0 / correlation_length_um, (n_features, 3))
     phase = rng.uniform(0.0, 2 * np.pi, n_features)
+    if kernel == "exponential":
+        omega /= np.abs(rng.standard_normal((n_features, 1)))
     scale = np.sqrt(2.0 / n_features)
 
     def field(points_um):
