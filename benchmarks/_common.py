@@ -275,22 +275,15 @@ def require_model(path) -> Path:
 
 
 def crackseg_probabilities(model, image) -> np.ndarray:
-    """Softmax class probabilities (C, Z, Y, X) of a model on a volume (MONAI sliding window).
+    """Softmax class probabilities (C, Z, Y, X) of a model on a volume.
 
-    Windows, overlap and blending are the model card's inference defaults.
+    Tiled as ``crackseg predict`` tiles (:func:`crackseg.training.predict_logits`).
     """
     import torch
-    from monai.inferers import sliding_window_inference
 
     from crackseg.model_io import load_model
-    from crackseg.normalize import normalize_image
+    from crackseg.training import predict_logits
 
     net, card = load_model(model) if not isinstance(model, tuple) else model
     net.eval()
-    x = normalize_image(image, card.get("normalization"))
-    roi = [min(int(r), s) for r, s in zip(card["inference"]["roi_size"], x.shape)]
-    with torch.inference_mode():
-        logits = sliding_window_inference(torch.from_numpy(x)[None, None], roi, 2, net,
-                                          overlap=card["inference"].get("overlap", 0.25),
-                                          mode=card["inference"].get("mode", "gaussian"))
-        return torch.softmax(logits[0].float(), 0).numpy()
+    return torch.softmax(predict_logits(net, card, image).float(), 0).numpy()

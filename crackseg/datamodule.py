@@ -46,6 +46,13 @@ class SparseSliceDataModule(pl.LightningDataModule):
         YAML/CSV manifest of image/label pairs (train and optionally val).
     images, labels : list of str, optional
         Image/label pairs given directly (all for training).
+    randomized : dict, optional
+        Domain-randomised phantoms instead: dense label maps at random scales
+        (:func:`crackseg.synthetic.pool.label_pool`: ``n_volumes``,
+        ``n_val``, ``shape``, ``seed``, ``voxel_size_um``) rendered afresh for
+        every patch under random imaging (``appearance``: overrides of
+        :class:`crackseg.synthetic.randomize.AppearanceRanges`), with
+        ``focus_probability`` of centring a patch near a crack or pore.
     synthetic : dict, optional
         Generate phantoms instead: ``n_volumes`` (training), ``n_val``
         (validation, fully labelled unless ``val_sparse``), ``shape``,
@@ -84,6 +91,7 @@ class SparseSliceDataModule(pl.LightningDataModule):
 
     def __init__(self, manifest: str | None = None, images: list[str] | None = None,
                  labels: list[str] | None = None, synthetic: dict | None = None,
+                 randomized: dict | None = None,
                  schema: str | dict = "nmc4", spatial_dims: int = 3,
                  patch_size: list[int] = (64, 64, 64), batch_size: int = 2,
                  samples_per_epoch: int = 200, val_patches: int = 16, val_fraction: float = 0.2,
@@ -91,14 +99,16 @@ class SparseSliceDataModule(pl.LightningDataModule):
                  percentiles: list[float] = (1.0, 99.0), slice_axes: list[int] = (0, 1),
                  num_workers: int = 0, seed: int = 0):
         super().__init__()
-        if sum(x is not None for x in (manifest, images, synthetic)) != 1:
-            raise InputError("give exactly one data source: manifest, images/labels or synthetic")
+        if sum(x is not None for x in (manifest, images, synthetic, randomized)) != 1:
+            raise InputError("give exactly one data source: manifest, images/labels, synthetic "
+                             "or randomized")
         if images is not None and (labels is None or len(images) != len(labels)):
             raise InputError("give one labels file per image")
         if len(patch_size) != spatial_dims:
             raise InputError(f"patch_size {list(patch_size)} does not have {spatial_dims} axes")
         self.manifest, self.images, self.labels = manifest, images, labels
         self.synthetic = dict(synthetic) if synthetic is not None else None
+        self.randomized = dict(randomized) if randomized is not None else None
         self.schema = load_schema(schema)
         self.spatial_dims = int(spatial_dims)
         self.patch_size = [int(p) for p in patch_size]
@@ -110,6 +120,7 @@ class SparseSliceDataModule(pl.LightningDataModule):
         self.percentiles = [float(p) for p in percentiles]
         self.slice_axes = [int(a) for a in slice_axes]
         self.normalization = None
+        self.training_domain: dict | None = None
         self.provenance: dict = {}
         self.train_set = None
         self.val_set: list = []
@@ -166,8 +177,47 @@ class SparseSliceDataModule(pl.LightningDataModule):
             out_v.append((im, v))
         return out_t, out_v
 
+    def _setup_randomized(self):
+        from crackseg.normalize import DEFAULT_NORMALIZATION
+        from crackseg.randomized_data import RandomizedPatchDataset, training_domain
+        from crackseg.synthetic.pool import label_pool
+        from crackseg.synthetic.randomize import AppearanceRanges
+
+        spec = {"n_volumes": 8, "n_val": 1, "shape": [96, 96, 96], "seed": 0,
+                "voxel_size_um": [0.16, 0.6], "appearance": {}, "focus_probability": 0.5,
+                **self.randomized}
+        ranges = AppearanceRanges.from_dict(spec["appearance"])
+        kw = dict(shape=spec["shape"], voxel_size_um=spec["voxel_size_um"], progress=True)
+        train = label_pool(spec["n_volumes"], seed=spec["seed"], **kw)
+        val = label_pool(spec["n_val"], seed=int(spec["seed"]) + 100_000, **kw)
+        dims = dict(slice_axes=self.slice_axes, focus_probability=spec["focus_probability"])
+        self.train_set = RandomizedPatchDataset(train, self.patch_size, ranges=ranges,
+                                                length=self.samples_per_epoch, seed=self.seed,
+                                                **dims)
+        vset = RandomizedPatchDataset(val, self.patch_size, ranges=ranges,
+                                      length=self.val_patches, seed=self.seed + 10_000, **dims)
+        self.val_set = [vset[i] for i in range(self.val_patches)]
+        self.normalization = {**DEFAULT_NORMALIZATION,
+                              "percentiles": [float(p) for p in self.percentiles]}
+        self.training_domain = training_domain(train, ranges, seed=self.seed)
+        diam = [m["diameter_vox"] for m in train if m["diameter_vox"] == m["diameter_vox"]]
+        self.provenance = {
+            "schema": self.schema.name, "source": "randomized phantoms",
+            "randomized": json_safe(spec), "appearance_ranges": ranges.to_dict(),
+            "pool_voxel_size_um": [m["voxel_size_um"] for m in train],
+            "particle_diameter_vox": {"median_per_volume": diam,
+                                      "range": [float(min(diam)), float(max(diam))] if diam
+                                      else None},
+            "train_seeds": [int(spec["seed"]) + i for i in range(int(spec["n_volumes"]))],
+            "val_seeds": [int(spec["seed"]) + 100_000 + i for i in range(int(spec["n_val"]))],
+            "n_val_patches": len(self.val_set), "patch_size": self.patch_size,
+            "seed": self.seed, "labels": "dense (every voxel)"}
+
     def setup(self, stage: str | None = None):
         if self.train_set is not None:
+            return
+        if self.randomized is not None:
+            self._setup_randomized()
             return
         train, val, self.provenance = self.load_raw()
         self.normalization = fit_normalization([im for im, _ in train], self.percentiles)
@@ -209,5 +259,6 @@ class SparseSliceDataModule(pl.LightningDataModule):
     def card_info(self) -> dict:
         """Normalisation, patch size and provenance for a model card."""
         return {"normalization": self.normalization, "patch_size": self.patch_size,
-                "provenance": json_safe(self.provenance)}
+                "provenance": json_safe(self.provenance),
+                "training_domain": json_safe(self.training_domain)}
 

@@ -607,13 +607,85 @@ class _Sinks:
             self._save_progress(self.fingerprint)
 
 
+MAX_RESCALED_VOXELS = 512 ** 3
+"""Largest resampled input processed in memory by ``scale``."""
+
+
+def input_scale(scale, img: Image, card: dict) -> tuple[float, float]:
+    """Resampling factor under ``scale`` and the estimated particle diameter (voxels).
+
+    A factor that would make the input larger than :data:`MAX_RESCALED_VOXELS`
+    is refused when asked for explicitly and skipped (with a message) under
+    ``"auto"``.
+    """
+    from crackseg.scale import particle_diameter_vox, scale_factor
+
+    explicit = not (isinstance(scale, str) and scale in ("auto", "none"))
+    diameter = float("nan")
+    if scale == "auto":
+        diameter = particle_diameter_vox(img.data)
+    factor = scale_factor(scale, diameter, card)
+    if abs(factor - 1.0) < 0.05:
+        return 1.0, diameter
+    n_out = float(np.prod(img.shape)) * factor ** img.ndim
+    if n_out > MAX_RESCALED_VOXELS:
+        msg = (f"{img.source}: resampling by {factor:.2f} would give {n_out / 1e6:.0f} Mvoxels, "
+               f"more than crackseg resamples in memory; resample the input to particles of "
+               f"{training_range_text(card)} voxels yourself")
+        if explicit:
+            raise InputError(msg + " or drop --scale")
+        print(msg + "; predicting at the input's own scale", file=sys.stderr)
+        return 1.0, diameter
+    return factor, diameter
+
+
+def training_range_text(card: dict) -> str:
+    from crackseg.scale import training_diameter_range
+
+    r = training_diameter_range(card)
+    return "the model's range" if r is None else f"{r[0]:.0f}-{r[1]:.0f}"
+
+
+def _predict_rescaled(model, ident, img: Image, factor: float, diameter: float,
+                      kwargs: dict) -> Prediction:
+    """Predict on the input resampled by ``factor`` and map the outputs back to its grid."""
+    from crackseg.scale import resample
+
+    small_shape = tuple(max(8, int(round(n * factor))) for n in img.shape)
+    if kwargs.get("progress"):
+        d = "" if diameter != diameter else f"particles ~{diameter:.0f} voxels across; "
+        print(f"{img.source}: {d}resampling by {factor:.2f} to {small_shape} for a model "
+              f"trained on particles of {training_range_text(model[1])} voxels "
+              "(--scale none to skip)", file=sys.stderr)
+    data = resample(np.asarray(img.data, dtype=np.float32), small_shape, order=1)
+    vs = None if img.voxel_size_um is None else tuple(v / factor for v in img.voxel_size_um)
+    pred = predict_volume(model, data, voxel_size_um=vs, scale="none", **kwargs)
+    back = lambda a, order: None if a is None else resample(np.asarray(a), img.shape, order)  # noqa: E731
+    prov = dict(pred.provenance)
+    prov.update(model=ident["name"], model_sha256=ident["sha256"], input=img.source,
+                shape=list(img.shape), dtype=str(img.dtype),
+                voxel_size_um=list(img.voxel_size_um) if img.voxel_size_um else None)
+    prov["settings"] = {**prov["settings"], "scale": {
+        "requested": "auto" if diameter == diameter else factor, "factor": round(factor, 4),
+        "particle_diameter_vox": None if diameter != diameter else round(diameter, 2),
+        "resampled_shape": list(small_shape), "labels_back": "nearest"}}
+    bits = None if pred.sample_bits is None else {k: back(v, 0) for k, v in pred.sample_bits.items()}
+    ent = back(pred.entropy, 1)
+    return Prediction(labels=back(pred.labels, 0),
+                      entropy=None if ent is None else ent.astype(np.float16),
+                      sample_bits=bits, n_samples=pred.n_samples,
+                      voxel_size_um=img.voxel_size_um, schema=pred.schema, card=pred.card,
+                      provenance=prov, workdir=None, stats=pred.stats)
+
+
 def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=None,
                    blend: str = "valid", halo=None, device: str = "auto",
                    batch_size: int | None = None, precision: str = "fp32",
                    uncertainty: str = "none", n_samples: int = 8, out=None,
                    chunk_size=None, max_memory_gb: float | None = None, resume: bool = True,
                    progress: bool = True, seed: int = 0, nan_policy: str = "error",
-                   stop_after_chunks: int | None = None, client=None) -> Prediction:
+                   stop_after_chunks: int | None = None, client=None,
+                   scale="auto") -> Prediction:
     """Segment a volume or image with a model, in chunks of bounded memory.
 
     Parameters
@@ -679,6 +751,14 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
         the results are bit-identical.  ``device`` is resolved on each worker
         (see :func:`crackseg.scaleout.worker_device`: ``"cuda"`` pins
         worker *i* to ``cuda:i``).
+    scale : {"auto", "none"} or float
+        Resample the input before the network and map the result back.
+        ``"auto"`` estimates the particle diameter in voxels
+        (:func:`crackseg.scale.particle_diameter_vox`) and, when it lies
+        outside the range the model was trained on (its card's
+        ``training_domain``), brings it to the middle of that range; a number
+        is the factor itself (2 doubles the voxels per axis).  Resampled
+        inputs are processed in memory (at most :data:`MAX_RESCALED_VOXELS`).
 
     Returns
     -------
@@ -719,6 +799,12 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
             f"{img.source}: {img.ndim}-D {'image' if img.ndim == 2 else 'volume'} of shape "
             f"{img.shape}, but model {card.get('name')!r} is {sd}-D; {model_hint(img.ndim)}"
         )
+    factor, diameter = input_scale(scale, img, card)
+    if factor != 1.0:
+        return _predict_rescaled((net, card), ident, img, factor, diameter, dict(
+            roi_size=roi_size, overlap=overlap, blend=blend, halo=halo, device=device,
+            batch_size=batch_size, precision=precision, uncertainty=uncertainty,
+            n_samples=n_samples, progress=progress, seed=seed, nan_policy=nan_policy))
     in_ch = int(card["architecture"]["args"].get("in_channels", 1))
     if in_ch != 1:
         raise InputError(f"model {card.get('name')!r} expects {in_ch} input channels; crackseg "
@@ -741,6 +827,8 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
         "overlap": plan["overlap"], "chunk_size": plan["chunk_size"], "device": device,
         "precision": precision, "batch_size": sw_batch, "uncertainty": uncertainty,
         "n_samples": n, "seed": int(seed), "nan_policy": nan_policy,
+        "scale": {"requested": scale, "factor": 1.0,
+                  "particle_diameter_vox": None if diameter != diameter else round(diameter, 2)},
         "normalization": {**card["normalization"], "range_used": [lo, hi]},
     }
     provenance = {

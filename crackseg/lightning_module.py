@@ -224,6 +224,7 @@ class SegmentationModule(pl.LightningModule):
             "schema": self.schema.to_dict(),
             "normalization": data.get("normalization"),
             "patch_size": data.get("patch_size"),
+            "training_domain": data.get("training_domain"),
             "parent": self.parent,
             "training": {"module": hp, "data": data.get("provenance", {}),
                          "global_step": int(self.global_step)},

@@ -102,10 +102,12 @@ def receptive_halo(architecture: dict) -> int:
     """
     args = architecture["args"]
     levels = len(args["channels"])
+    strides = list(args.get("strides") or [2] * (levels - 1)) + [1]
     res = max(1, int(args.get("num_res_units", 0)))
-    # Each level applies ~ (res units x 2 convs) of 3x3x3 at its own scale, down and up.
+    # Each level applies ~ (res units x 2 convs) of 3x3x3 at its own scale, down and up;
+    # a level's scale is the product of the strides before it.
     halo, scale = 0, 1
-    for _ in range(levels):
+    for s in strides:
+        scale *= int(s)
         halo += 2 * (2 * res) * scale
-        scale *= 2
     return halo

@@ -86,10 +86,13 @@ def card_from_info(info: dict, name: str, *, metrics: dict | None = None,
         training["checkpoint"] = info["checkpoint"]
     if reproduce:
         training["reproduce"] = reproduce
-    return new_card(name, info["architecture"], schema=info["schema"],
+    card = new_card(name, info["architecture"], schema=info["schema"],
                     patch_size=info.get("patch_size"), normalization=info.get("normalization"),
                     training=training, metrics=metrics or {}, parent=info.get("parent"),
                     description=description)
+    if info.get("training_domain"):
+        card["training_domain"] = info["training_domain"]
+    return card
 
 
 def export_model(run_or_ckpt, out_dir, *, name: str | None = None, overwrite: bool = False,
@@ -156,15 +159,19 @@ def export_model(run_or_ckpt, out_dir, *, name: str | None = None, overwrite: bo
 # ---------------------------------------------------------------- evaluation
 
 
-def predict_logits(net, card: dict, image, *, sw_batch_size: int = 2):
-    """Class logits of one image (sliding window, Gaussian blending).
+def predict_logits(net, card: dict, image, *, sw_batch_size: int = 1):
+    """Class logits of one image, tiled as :func:`crackseg.inference.predict_volume` tiles.
+
+    The window, halo and stitching are the defaults of ``crackseg predict``
+    (:func:`crackseg.inference.plan_inference`, valid centres), so logits
+    used for calibration come from the path users run.
 
     Parameters
     ----------
     net : torch.nn.Module
         Network in eval mode.
     card : dict
-        Its model card (normalisation, window, spatial dims).
+        Its model card (normalisation, spatial dims).
     image : array_like, shape (Z, Y, X) or (Y, X)
         Raw grey values.  A 2-D model segments a volume slice by slice (YX).
 
@@ -173,25 +180,21 @@ def predict_logits(net, card: dict, image, *, sw_batch_size: int = 2):
     torch.Tensor, float32, shape (C, *image.shape)
     """
     import torch
-    from monai.inferers import sliding_window_inference
 
+    from crackseg.inference import plan_inference, stitched_logits
     from crackseg.normalize import normalize_image
 
     x = normalize_image(image, card.get("normalization"))
     sd = int(card["spatial_dims"])
     if sd == 3 and x.ndim != 3:
         raise InputError(f"a 3-D model needs a volume (Z, Y, X), got shape {x.shape}")
-    roi = [min(int(r), s) for r, s in zip(card["inference"]["roi_size"], x.shape[-sd:])]
+    plan = plan_inference(card, x.shape[-sd:], sw_batch_size=sw_batch_size)
     t = torch.from_numpy(x)
-    t = t[None, None] if x.ndim == sd else t[:, None]
-    parts = []
+    t = t[None] if x.ndim == sd else t
     with torch.inference_mode():
-        for i in range(0, t.shape[0], 16):
-            parts.append(sliding_window_inference(
-                t[i:i + 16], roi, sw_batch_size, net, overlap=card["inference"].get("overlap", 0.25),
-                mode=card["inference"].get("mode", "gaussian")))
-    logits = torch.cat(parts)
-    return logits[0] if x.ndim == sd else logits.movedim(1, 0)
+        parts = [stitched_logits(net, t[i][None, None], plan, sw_batch_size=sw_batch_size)[0]
+                 for i in range(t.shape[0])]
+    return parts[0] if x.ndim == sd else torch.stack(parts, 1)
 
 
 def predict_labels(net, card: dict, image, *, sw_batch_size: int = 2) -> np.ndarray:
@@ -208,8 +211,21 @@ def predict_labels(net, card: dict, image, *, sw_batch_size: int = 2) -> np.ndar
     return logits.argmax(0).to(torch.uint8).numpy()
 
 
+def _predicted_labels(model, image) -> np.ndarray:
+    """Stored labels from ``predict_volume`` (a 2-D model segments a volume slice by slice)."""
+    from crackseg.inference import predict_volume
+
+    image = np.asarray(image)
+    if int(model[1]["spatial_dims"]) == 2 and image.ndim == 3:
+        return np.stack([_predicted_labels(model, im) for im in image])
+    return np.asarray(predict_volume(model, image, progress=False, device="cpu").labels)
+
+
 def evaluate_model(model, volumes, *, quiet: bool = True) -> dict:
     """Per-class Dice of a model on labelled volumes, over all labelled voxels.
+
+    Predictions come from :func:`crackseg.inference.predict_volume` with its
+    defaults, the path ``crackseg predict`` runs.
 
     Parameters
     ----------
@@ -239,7 +255,7 @@ def evaluate_model(model, volumes, *, quiet: bool = True) -> dict:
     n, voxels = 0, 0
     for v in tqdm(list(volumes), desc="evaluate", disable=quiet, file=None):
         image, labels = (v.image, v.labels) if hasattr(v, "image") else v
-        pred = predict_labels(net, card, image)
+        pred = labels_to_index(_predicted_labels((net, card), image), schema)
         idx = labels_to_index(labels, schema)
         counts += dice_counts(torch.from_numpy(pred.astype(np.int64))[None],
                               torch.from_numpy(idx.astype(np.int64))[None], schema.num_classes)

@@ -76,6 +76,10 @@ def add_predict_arguments(p) -> None:
                    help="output image format (default: tif, zarr above ~645^3 voxels)")
     p.add_argument("--nan-policy", choices=("error", "replace"), default="error",
                    help="NaN/Inf voxels are an error, or replaced by the low grey value")
+    p.add_argument("--scale", default="auto", metavar="auto|none|F",
+                   help="resample the input so its particles match the size the model was "
+                        "trained on: auto (estimate the particle size, resample only when "
+                        "outside the model's range), none, or a factor F (default: auto)")
     p.add_argument("--no-particles", action="store_true", help="skip particle instances")
     p.add_argument("--min-volume", type=float, default=None, metavar="UM3",
                    help="drop particles smaller than this (µm³; default: 27 voxels)")
@@ -105,8 +109,18 @@ def options_from_args(args) -> dict:
         blend=args.blend, halo=args.halo, device=args.device, batch_size=args.batch_size,
         precision=args.precision, uncertainty=args.uncertainty, n_samples=args.samples,
         seed=args.seed, max_memory_gb=args.max_memory, chunk_size=args.chunk,
-        nan_policy=args.nan_policy,
+        nan_policy=args.nan_policy, scale=_scale_arg(args.scale),
     )
+
+
+def _scale_arg(value: str):
+    """``--scale`` as passed on: "auto", "none" or a float (checked by predict)."""
+    from crackseg.scale import scale_factor
+
+    if value in ("auto", "none"):
+        return value
+    scale_factor(value, float("nan"), {})   # one-line error for a bad value
+    return float(value)
 
 
 def run(args) -> int:

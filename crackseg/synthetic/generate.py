@@ -74,6 +74,7 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
                        particle_sd: float = 0.5, max_crack_fraction: float = 0.3,
                        crack_modes=(0.55, 0.25, 0.20), hollow_probability: float = 0.15,
                        hollow_radius_range=(0.15, 0.35), pore_density_per_um3: float = 0.002,
+                       crack_width_vox=(1.0, 3.0),
                        geometry: str = "spheres", matbox_path=None,
                        imaging: bool = True, progress: bool = False) -> Phantom:
     """Generate a labelled electrode phantom.
@@ -110,6 +111,8 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
         Core radius relative to the particle radius.
     pore_density_per_um3 : float
         Expected number of small internal pores per µm³ of particle.
+    crack_width_vox : (float, float)
+        Range of crack-sheet widths in voxels (each sheet draws one).
     geometry : {"spheres", "matbox"}
         ``"spheres"``: packed perturbed spheres (above); ``"matbox"``: particle
         shapes and packing from a random crop of the real NMC labels
@@ -221,7 +224,7 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
             centre_um=centre_um[k], radius_um=radius_um[k],
             target=target[k], rng=prng,
             mode=mode[k], hollow_radius=prng.uniform(*hollow_radius_range) if hollow[k] else 0.0,
-            pore_density_per_um3=pore_density_per_um3)
+            pore_density_per_um3=pore_density_per_um3, width_vox=tuple(crack_width_vox))
 
     truth = truth_table(labels, instances, vs)
     k = truth["label"].to_numpy() - 1
@@ -285,6 +288,7 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
         "hollow_probability": hollow_probability,
         "hollow_radius_range": list(hollow_radius_range),
         "pore_density_per_um3": pore_density_per_um3,
+        "crack_width_vox": [float(w) for w in crack_width_vox],
         "labels": {"matrix": 0, "particle": 1, "crack": 2, "pore": 3},
         "realised": {
             "mean_crack_fraction": float(truth["crack_fraction"].mean()) if len(truth) else None,
