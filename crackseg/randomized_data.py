@@ -146,8 +146,9 @@ def training_domain(pool, ranges: AppearanceRanges | None = None, *, seed: int =
     -------
     dict
         ``particle_diameter_vox`` ([low, high] over the pool members),
-        ``particle_diameter_vox_per_member``, ``voxel_size_um_range`` and
-        ``appearance_ranges``.
+        ``particle_diameter_vox_per_member``, ``class_fraction_of_envelope``
+        (crack and pore voxels per particle-envelope voxel: min, max, mean over
+        the members), ``voxel_size_um_range`` and ``appearance_ranges``.
     """
     from crackseg.scale import particle_diameter_vox
 
@@ -160,7 +161,12 @@ def training_domain(pool, ranges: AppearanceRanges | None = None, *, seed: int =
     est = [particle_diameter_vox(render(m["labels"], m["binder"], setting, rng)) for m in pool]
     est = [float(e) for e in est if np.isfinite(e)]
     vs = [float(m["voxel_size_um"]) for m in pool]
+    frac = {}
+    for name, v in (("crack", 2), ("pore", 3)):
+        per = [float((m["labels"] == v).sum() / max(1, (m["labels"] > 0).sum())) for m in pool]
+        frac[name] = {"min": min(per), "max": max(per), "mean": float(np.mean(per))}
     return {"particle_diameter_vox": [min(est), max(est)] if est else None,
+            "class_fraction_of_envelope": frac,
             "particle_diameter_vox_per_member": [round(e, 2) for e in est],
             "particle_diameter_method": "crackseg.scale.particle_diameter_vox on rendered "
                                         "training volumes (mid-range imaging)",

@@ -237,3 +237,42 @@ def test_logit_offsets_shift_outputs_and_never_lower_mean_dice(parent, pairs):
     mean = [np.nanmean([v if v is not None else np.nan for v in cal[k].values()])
             for k in ("dice_before", "dice_after")]
     assert mean[1] >= mean[0] - 1e-9
+
+
+def test_randomized_recipe_records_training_domain_and_validation(tmp_path):
+    rc = run_lightning_cli(_fit_args(tmp_path, [
+        "--data.randomized", json.dumps({"n_volumes": 1, "n_val": 1, "shape": [16, 48, 48],
+                                         "seed": 0, "voxel_size_um": [0.4, 0.6]}),
+        "--data.spatial_dims", "2", "--data.slice_axes", "[0]", "--data.patch_size", "[32, 32]",
+        "--model.norm", "instance", "--model.strides", "[1]"], steps=2))
+    assert rc == 0
+    run = tmp_path / "runs" / "tiny" / "version_0"
+    bench = tmp_path / "zero_shot_real.json"
+    bench.write_text(json.dumps({"benchmark": "zero_shot_real", "command": "python x.py",
+                                 "machine": {"cpu": "x"}, "segmentpy": {"A": {
+                                     "mean_dice_particle": 0.9, "slices": [{}]}}}))
+    out = tmp_path / "mr"
+    assert main(["export", str(run), "-o", str(out), "--validation", str(bench), "--quiet"]) == 0
+    card = read_card(out)
+    lo, hi = card["training_domain"]["particle_diameter_vox"]
+    assert 0 < lo <= hi
+    assert card["training"]["data"]["labels"] == "dense (every voxel)"
+    assert "machine" not in card["validation"]["zero_shot_real"]
+    readme = (out / "README.md").read_text()
+    assert "rendered afresh under random imaging" in readme and "group A: particle Dice 0.900" in readme
+    assert main(["export", str(run), "-o", str(tmp_path / "bad"), "--validation",
+                 str(tmp_path / "missing.json")]) != 0
+
+
+def test_evaluation_runs_the_predict_path(parent, pairs):
+    from crackseg.inference import predict_volume
+    from crackseg.metrics import dice_per_class
+
+    _, vols = pairs
+    img, _, full = vols[2]
+    model = load_model(parent)
+    got = evaluate_model(model, [(img, full)])["dice"]
+    want = dice_per_class(np.asarray(predict_volume(model, img, progress=False,
+                                                    device="cpu").labels), full)
+    for k, v in want.items():
+        assert got[k] == (round(v, 4) if v == v else None)

@@ -27,9 +27,32 @@ def register(subparsers) -> None:
                    help="fit per-class output offsets on the run's N validation phantoms "
                         "(fully labelled; seeds recorded by the recipe) and fold them into the "
                         "output layer")
+    p.add_argument("--validation", nargs="+", default=[], metavar="JSON",
+                   help="benchmark results to record in the card's validation and README "
+                        "(benchmarks/results/model_domain_*.json, zero_shot_real*.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
+
+
+def _validation(paths) -> dict:
+    """Benchmark results by benchmark name, for the card's ``validation``."""
+    import json
+    from pathlib import Path
+
+    from crackseg.errors import InputError
+
+    out = {}
+    for p in paths:
+        try:
+            rec = json.loads(Path(p).read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"{p}: cannot read benchmark results ({e})") from None
+        name = rec.get("benchmark")
+        if not name:
+            raise InputError(f"{p}: not a crackseg benchmark results file (no 'benchmark' key)")
+        out[str(name).split("_nmc4")[0]] = {k: v for k, v in rec.items() if k != "machine"}
+    return out
 
 
 def run(args) -> int:
@@ -58,6 +81,7 @@ def run(args) -> int:
     out = export_model(args.run, args.output, name=args.name, overwrite=args.overwrite,
                        evaluate_on=volumes, evaluation_note=desc or "", calibrate_on=cal,
                        calibration_note=cal_desc,
-                       description=args.description, reproduce=args.reproduce, quiet=args.quiet)
+                       description=args.description, reproduce=args.reproduce, quiet=args.quiet,
+                       validation=_validation(args.validation))
     print(out)
     return 0
