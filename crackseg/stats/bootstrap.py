@@ -753,6 +753,28 @@ def cross_block_factors(psi, weights, coords, block_size: float, correlation_ran
     ...                     extent=(10, 60, 20), depth_axis=None)
     array([2.])
     """
+    within, total = cross_block_sums(psi, weights, coords, block_size, correlation_range,
+                                     extent=extent, depth_axis=depth_axis)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(within > 0, total / within, 1.0)
+    return np.sqrt(np.maximum(ratio, 1.0))
+
+
+def cross_block_sums(psi, weights, coords, block_size: float, correlation_range: float, *,
+                     extent=None, depth_axis: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The two sums behind :func:`cross_block_factors`: *within*, and the corrected *total*.
+
+    Parameters
+    ----------
+    psi, weights, coords, block_size, correlation_range, extent, depth_axis
+        See :func:`cross_block_factors`.
+
+    Returns
+    -------
+    within, total : numpy.ndarray, shape (k,)
+        ``sum_b (sum_{i in b} a_i)^2`` and ``sum_K a_i a_j / (1 - k)``.  Sums
+        of several volumes' values add up (pairs never span two volumes).
+    """
     psi = np.atleast_2d(np.asarray(psi, dtype=np.float64))
     c = np.asarray(coords, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
@@ -764,9 +786,7 @@ def cross_block_factors(psi, weights, coords, block_size: float, correlation_ran
     a = np.vstack([psi * w[None], w[None]])  # last row: the weights, for the kernel's share
     within, total = _pair_sums(a, c, nb, edge, float(correlation_range))
     share = min(float(total[-1]) / float(w.sum()) ** 2, 0.5) if w.sum() > 0 else 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(within[:-1] > 0, total[:-1] / ((1.0 - share) * within[:-1]), 1.0)
-    return np.sqrt(np.maximum(ratio, 1.0))
+    return within[:-1], total[:-1] / (1.0 - share)
 
 
 def _pair_sums(a: np.ndarray, c: np.ndarray, nb: np.ndarray, edge: np.ndarray,
