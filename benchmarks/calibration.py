@@ -54,6 +54,22 @@ reported: the bias of the predicted mean damage against the superpopulation
 mean and against the true census of the same volume, and how often the
 TTA-only interval contains that census mean.
 
+**Point patterns** (``point_patterns``).  The statistics see particles as
+centroids with a damage value, so their calibration can be measured without
+voxels, at sizes and covariances the phantoms do not reach:
+``crackseg.synthetic.points.damage_points`` draws centroids uniformly in a cube
+and each particle's crack fraction from the phantoms' damage law, with a
+squared-exponential or an exponential latent field (``POINT_ROWS``: about 900
+particles in 192 µm, as the census phantoms, and 2 x 10^4 particles in 540 µm).
+Intervals: crackseg's default, the same widened out to the former fixed range
+(3 x the exponential model's length, ``cross_3L``), the plain block bootstrap
+and iid.
+
+**Compare** (``compare_false_positives``).  ``compare_samples`` on two volumes
+of one electrode (two cubes of one latent field, a cube width apart, same
+law): how often each test rejects at level ``1 - confidence``, and how often
+the intervals of the differences exclude 0.  All of these are false calls.
+
 Coverage = share of phantoms whose interval contains the true mean, with its
 Clopper-Pearson 95 % interval.  The result, with the machine and command,
 goes to ``benchmarks/results/calibration.json`` (``--quick``:
@@ -61,9 +77,12 @@ goes to ``benchmarks/results/calibration.json`` (``--quick``:
 
 Usage::
 
-    python benchmarks/calibration.py            # 50 phantoms per arm (census 192³ at 1 µm, model 160³ at 0.5 µm)
+    python benchmarks/calibration.py            # 50 phantoms / volumes per row, 100 compare pairs
     python benchmarks/calibration.py --quick    # 8 census phantoms of 128³, 2 model phantoms of 96³ (CI smoke test)
     python benchmarks/calibration.py --arms model --cache /tmp/calcache   # one arm, reusing cached work
+
+Arms run separately keep the other arms' results already in the output file
+(``earlier_runs`` says which run measured them).
 """
 
 from __future__ import annotations
@@ -82,7 +101,7 @@ from scipy import stats as sps
 from crackseg._version import __version__
 from crackseg.errors import CracksegError, InputError
 from crackseg.io import atomic_path, write_json
-from crackseg.stats.bootstrap import bootstrap_ci
+from crackseg.stats.bootstrap import bootstrap_ci, cross_block_factors
 from crackseg.stats.distribution import population
 from crackseg.stats.spatial import correlation_length
 from crackseg.stats.summary import BLOCK_FACTOR, block_size_for
@@ -90,7 +109,7 @@ from crackseg.stats.table import particle_coords, particle_table, volume_extent
 from crackseg.synthetic import generate_electrode
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "nmc4-synthetic-v1"
-ARMS = ("census", "known-error", "model")
+ARMS = ("census", "known-error", "model", "points", "compare")
 
 
 def machine_info() -> dict:
@@ -452,6 +471,147 @@ def model_findings(rows: list[dict], cov: dict, bias: dict, args) -> list[str]:
     return out
 
 
+# ---------------------------------------------------------------- point patterns
+
+
+#: Rows of the point-pattern arm: name -> (kernel, correlation length µm,
+#: particles per volume, cube side µm).  The first mirrors the census phantoms
+#: (about 900 particles in 192 µm); the exponential field at 20 µm holds 95 % of
+#: its covariance within 126 µm, more than half the 192 µm volume (the summary
+#: flags such volumes); at 10 µm it fits; the last two hold 2 x 10^4 particles.
+POINT_ROWS = {
+    "squared_exponential_l20_n900": ("squared_exponential", 20.0, 900, 192.0),
+    "exponential_l20_n900": ("exponential", 20.0, 900, 192.0),
+    "exponential_l10_n900": ("exponential", 10.0, 900, 192.0),
+    "squared_exponential_l20_n20000": ("squared_exponential", 20.0, 20000, 540.0),
+    "exponential_l20_n20000": ("exponential", 20.0, 20000, 540.0),
+}
+
+
+def points_volume(seed: int, args, row: str) -> dict:
+    """Intervals of the mean damage of one simulated point pattern (``damage_points``).
+
+    Methods: ``default`` (blocks of 2 x the fitted correlation length, widened
+    out to the fitted model's range, as ``crackseg stats``), ``cross_3L``
+    (the same widened out to 3 x the exponential model's length, the former
+    rule), ``block_x2`` (not widened) and ``iid``.
+    """
+    from crackseg.synthetic.points import damage_points
+
+    kernel, length_um, n, side = POINT_ROWS[row]
+    extent = (side,) * 3
+    (vol,), truth = damage_points(n, extent, seed=seed, kernel=kernel,
+                                  correlation_length_um=length_um)
+    values, coords = vol
+    length, fit, _ = correlation_length(values, coords, seed=seed)
+    size, _ = block_size_for(length, extent, factor=BLOCK_FACTOR)
+    common = dict(coords=coords, block_size_um=size, extent=extent, n_resamples=args.n_resamples,
+                  confidence=args.confidence, seed=seed)
+    default = fit.get("correlation_range") if length else None
+    methods = {"default": _record(bootstrap_ci(values, "mean", cross_block_range=default,
+                                               **common), truth)}
+    plain = bootstrap_ci(values, "mean", **common)
+    methods["block_x2"] = _record(plain, truth)
+    old = fit["candidates"]["exponential"] if fit.get("converged") else {}
+    if old.get("converged"):
+        # what bootstrap_ci gives with that range: the same resamples, widened by the factor
+        f = float(cross_block_factors((values - values.mean())[None], np.ones(n), coords, size,
+                                      3 * old["length"], extent=extent)[0])
+        e = plain.estimate
+        plain.ci = (e + f * (plain.ci[0] - e), e + f * (plain.ci[1] - e))
+        plain.extra = {"cross_block_factor": f}
+    methods["cross_3L"] = _record(plain, truth)
+    methods["iid"] = _record(bootstrap_ci(values, "mean", method="iid",
+                                          n_resamples=args.n_resamples,
+                                          confidence=args.confidence, seed=seed), truth)
+    return {"seed": seed, "n_particles": n, "truth": truth, "model": fit.get("model"),
+            "correlation_length_fit_um": length, "correlation_range_um": default,
+            "range_over_half_volume": bool(default and default > side / 2), "methods": methods}
+
+
+def _points_arm(args, result: dict) -> None:
+    """The point-pattern rows: coverage per row and method."""
+    from functools import partial
+
+    out = {}
+    for row in args.point_rows:
+        kernel, length_um, n, side = POINT_ROWS[row]
+        t0 = time.time()
+        rows = map_seeds(partial(points_volume, row=row), seeds(args, args.point_volumes[row]),
+                         args, row)
+        cov = coverage_table(rows, args.confidence)
+        out[row] = {"kernel": kernel, "correlation_length_um": length_um, "n_particles": n,
+                    "side_um": side, "elapsed_s": time.time() - t0, "coverage": cov,
+                    "share_squared_exponential_chosen": float(np.mean(
+                        [r["model"] == "squared_exponential" for r in rows])),
+                    "share_range_over_half_volume": float(np.mean(
+                        [r["range_over_half_volume"] for r in rows])),
+                    "median_cross_block_factor": float(np.nanmedian(
+                        [r["methods"]["default"]["cross_block_factor"] or np.nan for r in rows])),
+                    "phantoms": rows}
+        _print_coverage(f"Point patterns {row} ({kernel}, l = {length_um:g} µm, {n} particles in "
+                        f"{side:g} µm, {len(rows)} volumes, {out[row]['elapsed_s']:.0f} s):", cov)
+    result["point_patterns"] = out
+
+
+# ---------------------------------------------------------------- compare: false positives
+
+
+def compare_pair(seed: int, args, kernel: str) -> dict:
+    """``compare_samples`` of two volumes of one clustered electrode: which calls are false."""
+    from crackseg.stats.compare import Volume, compare_samples
+    from crackseg.synthetic.points import damage_points
+
+    extent = (args.compare_side,) * 3
+    vols, _ = damage_points(args.compare_particles, extent, seed=seed, kernel=kernel,
+                            correlation_length_um=args.correlation_length, n_volumes=2)
+    groups = {"a": [Volume(*vols[0], extent)], "b": [Volume(*vols[1], extent)]}
+    r = compare_samples(groups, n_resamples=args.n_resamples, seed=seed)
+    c = r["comparisons"]["b"]
+    alpha = 1 - args.confidence
+
+    def excludes_zero(key):
+        lo, hi = c[key]["ci"]
+        return not lo <= 0 <= hi
+
+    return {"seed": seed, "calls": {
+        "permutation_test (block, means)": c["permutation_test"]["p_value"] < alpha,
+        "mann_whitney (block, ranks)": c["mann_whitney"]["p_value"] < alpha,
+        "mann_whitney, particles independent": c["mann_whitney"]["p_value_particles_independent"]
+        < alpha,
+        "CI of the difference of means excludes 0": excludes_zero("difference_of_means"),
+        "CI of Cliff's delta excludes 0": excludes_zero("cliffs_delta")},
+        "n_blocks": r["groups"]["a"]["n_blocks"][0]}
+
+
+def _compare_arm(args, result: dict) -> None:
+    """False-positive rate of ``compare`` on pairs of volumes of one electrode."""
+    from functools import partial
+
+    out = {}
+    for kernel in args.compare_kernels:
+        t0 = time.time()
+        rows = map_seeds(partial(compare_pair, kernel=kernel), seeds(args, args.compare_pairs),
+                         args, f"compare {kernel}")
+        rates = {}
+        for name in rows[0]["calls"]:
+            k = int(sum(r["calls"][name] for r in rows))
+            ci = sps.binomtest(k, len(rows)).proportion_ci(confidence_level=0.95, method="exact")
+            rates[name] = {"rate": k / len(rows), "calls": k, "n_pairs": len(rows),
+                           "rate_ci95": [float(ci.low), float(ci.high)]}
+        out[kernel] = {"elapsed_s": time.time() - t0, "false_positive_rate": rates, "pairs": rows}
+        print(f"compare, two volumes of one electrode ({kernel}, {args.compare_particles} "
+              f"particles in {args.compare_side:g} µm each, {len(rows)} pairs, level "
+              f"{1 - args.confidence:g}):")
+        for name, v in rates.items():
+            print(f"  {name:<44}{v['rate']:>7.3f}   [{v['rate_ci95'][0]:.3f}, {v['rate_ci95'][1]:.3f}]")
+    result["compare_false_positives"] = {
+        "setting": {"particles_per_volume": args.compare_particles, "side_um": args.compare_side,
+                    "correlation_length_um": args.correlation_length,
+                    "volumes": "two cubes of one latent damage field, one cube width apart"},
+        **out}
+
+
 def _print_coverage(title: str, cov: dict) -> None:
     print(title)
     print(f"{'method':<28}{'coverage':>10}{'95% CI of coverage':>22}{'mean width':>12}{'blocks':>8}")
@@ -508,7 +668,122 @@ def map_seeds(fn, seeds, args, desc: str) -> list[dict]:
     return [rows[seed] for seed in seeds]
 
 
-def main(argv=None) -> int:
+def seeds(args, n: int) -> range:
+    """The seeds of ``n`` phantoms (or volumes, or pairs): ``seed0 .. seed0 + n - 1``."""
+    return range(args.seed0, args.seed0 + n)
+
+
+def _census_arm(args, result: dict) -> None:
+    """Coverage on the true particle tables of the phantoms."""
+    t0 = time.time()
+    rows = map_seeds(one_phantom, seeds(args, args.n_phantoms), args, "census")
+    result["coverage"] = cov = coverage_table(rows, args.confidence)
+    result["phantoms"] = rows
+    result["census_elapsed_s"] = time.time() - t0
+    _print_coverage("Census (true particle tables):", cov)
+    print(f"{args.n_phantoms} phantoms of {args.shape}³ voxels at {args.voxel_size} µm in "
+          f"{result['census_elapsed_s']:.0f} s; mean particles used "
+          f"{np.mean([r['n_particles'] for r in rows]):.0f}\n")
+
+
+def _known_error_arm(args, result: dict) -> None:
+    """Coverage with a known segmentation error, its posterior ignored and propagated."""
+    t0 = time.time()
+    rows = map_seeds(known_error_phantom, seeds(args, args.n_phantoms), args, "known error")
+    cov = coverage_table(rows, args.confidence)
+    shares = [r["methods"][f"block_x{BLOCK_FACTOR:g}+cross+posterior"]["share_segmentation"]
+              for r in rows]
+    result["segmentation_error"] = {
+        "error_model": {
+            "measured": "min(1, c_i * exp(a + b_i - (tau^2 + sigma^2) / 2)), c_i the true "
+                        "crack fraction of particle i",
+            "shared": "a ~ N(0, tau^2), one draw per volume (and per posterior sample)",
+            "per_particle": "b_i ~ N(0, sigma^2), independent per particle",
+            "posterior": "sample s: measured_i * exp(a_s + b_is - (tau^2 + sigma^2) / 2), "
+                         "fresh draws of the same law",
+            "tau": args.seg_error_shared, "sigma": args.seg_error_particle,
+            "n_posterior_samples": args.seg_error_samples,
+            "phantoms": f"the census phantoms ({args.shape}³ at {args.voxel_size} µm)"},
+        "elapsed_s": time.time() - t0,
+        "coverage": cov,
+        "mean_share_segmentation": float(np.mean(shares)),
+        "bias_measured_vs_census": mean_with_ci([r["measured_mean"] - r["census_mean"]
+                                                 for r in rows]),
+        "phantoms": rows,
+    }
+    _print_coverage(f"Known segmentation error (tau {args.seg_error_shared:g}, sigma "
+                    f"{args.seg_error_particle:g}, {args.seg_error_samples} posterior samples):",
+                    cov)
+    print(f"segmentation share of the variance (block+cross+posterior): {np.mean(shares):.1%}\n")
+
+
+def _model_arm(args, result: dict, model) -> None:
+    """Coverage and bias of the shipped model end to end."""
+    t0 = time.time()
+    rows = map_seeds(_model_phantom_from, seeds(args, args.model_phantoms), args, "model")
+    cov = coverage_table(rows, args.confidence)
+    bias = {k: mean_with_ci([r[k] for r in rows])
+            for k in ("bias_vs_truth", "bias_vs_census", "census_minus_truth")}
+    findings = model_findings(rows, cov, bias, args)
+    card = model[1]
+    result["end_to_end"] = {
+        "model": {"path": args.model, "name": card.get("name"),
+                  "weights_sha256": card.get("weights_sha256")},
+        "pipeline": "generate_electrode (imaging) -> predict_volume(uncertainty='tta') -> "
+                    "particle_instances -> particle_posterior_counts -> particle_table"
+                    "(posterior) -> summarize (block bootstrap + cross-block widening; "
+                    "with and without the posterior samples)",
+        "phantoms_setting": {"shape": [args.model_shape] * 3, "voxel_size_um": args.model_voxel_size,
+                             "correlation_length_um": args.correlation_length,
+                             "tta_samples": args.tta_samples},
+        "elapsed_s": time.time() - t0,
+        "mean_seconds_per_phantom": {k: float(np.mean([r["seconds"].get(k, 0.0) for r in rows]))
+                                     for k in rows[0]["seconds"]} if rows else {},
+        "coverage": cov,
+        "bias": bias,
+        "findings": findings,
+        "phantoms": rows,
+    }
+    _print_coverage(f"Shipped model end to end ({args.model_shape}³ at {args.model_voxel_size:g} "
+                    f"µm, TTA {args.tta_samples} samples):", cov)
+    for k, b in bias.items():
+        ci = b["ci95"]
+        print(f"{k:<28}{'' if b['mean'] is None else format(b['mean'], '+.4f'):>10}"
+              + (f"   [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""))
+    print("\n".join(findings) + "\n")
+
+
+#: Keys of the result JSON that each arm writes.
+ARM_KEYS = {"census": ("coverage", "phantoms", "census_elapsed_s"),
+            "known-error": ("segmentation_error",), "model": ("end_to_end",),
+            "points": ("point_patterns",), "compare": ("compare_false_positives",)}
+
+
+def _keep_earlier_arms(out: Path, result: dict, arms) -> None:
+    """Carry over from an existing ``out`` the results of arms this run did not run.
+
+    So that arms can run one at a time; ``earlier_runs`` names, per carried
+    arm, the command, version and time of the run that measured it.
+    """
+    if not out.exists():
+        return
+    try:
+        prev = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return
+    earlier = {}
+    for arm, keys in ARM_KEYS.items():
+        if arm in arms or not all(k in prev for k in keys):
+            continue
+        result.update({k: prev[k] for k in keys})
+        earlier[arm] = prev.get("earlier_runs", {}).get(arm) or {
+            "command": prev.get("command"), "crackseg_version": prev.get("crackseg_version"),
+            "finished_utc": prev.get("finished_utc"), "settings": prev.get("settings")}
+    if earlier:
+        result["earlier_runs"] = earlier
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n-phantoms", type=int, default=50)
     p.add_argument("--shape", type=int, default=192, help="cube side in voxels")
@@ -523,7 +798,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed0", type=int, default=1000, help="first phantom seed")
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
                    help="census: true particle tables; known-error: measured values with a known "
-                        "segmentation error and its posterior; model: the shipped model end to end")
+                        "segmentation error and its posterior; model: the shipped model end to "
+                        "end; points: simulated damage point patterns (two covariances, 2 x 10^4 "
+                        "particles); compare: false positives of compare")
     p.add_argument("--seg-error-shared", type=float, default=0.15,
                    help="known-error arm: SD of the log-scale error shared by all particles of a volume")
     p.add_argument("--seg-error-particle", type=float, default=0.30,
@@ -537,18 +814,35 @@ def main(argv=None) -> int:
     p.add_argument("--model-voxel-size", type=float, default=0.5,
                    help="model arm: µm (the shipped model's training phantoms: 0.5)")
     p.add_argument("--tta-samples", type=int, default=4, help="model arm: TTA posterior samples")
+    p.add_argument("--point-rows", nargs="+", choices=list(POINT_ROWS), default=list(POINT_ROWS),
+                   help="points arm: rows to run")
+    p.add_argument("--compare-pairs", type=int, default=100, help="compare arm: volume pairs")
+    p.add_argument("--compare-particles", type=int, default=900,
+                   help="compare arm: particles per volume")
+    p.add_argument("--compare-side", type=float, default=192.0, help="compare arm: cube side (µm)")
+    p.add_argument("--compare-kernels", nargs="+", default=["squared_exponential", "exponential"],
+                   choices=["squared_exponential", "exponential"],
+                   help="compare arm: covariances of the damage field")
     p.add_argument("--quick", action="store_true",
-                   help="8 census phantoms of 128³, 2 model phantoms of 96³ with 2 TTA samples")
+                   help="8 census phantoms of 128³, 2 model phantoms of 96³ with 2 TTA samples, "
+                        "8 point patterns per row (2 of 2 x 10^4), 10 compare pairs")
     p.add_argument("--out", default=None, help="result JSON")
     p.add_argument("--cache", default=None,
                    help="folder to keep phantom censuses and model predictions between runs")
     p.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
                    help="phantoms processed in parallel, one thread each (default: usable cores)")
     p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    args.point_volumes = {r: args.n_phantoms for r in POINT_ROWS}
     if args.quick:
         args.n_phantoms, args.shape, args.n_resamples = 8, 128, 999
         args.model_phantoms, args.model_shape, args.tta_samples = 2, 96, 2
+        args.point_volumes = {r: 2 if POINT_ROWS[r][2] > 5000 else 8 for r in POINT_ROWS}
+        args.compare_pairs = 10
     if args.model_phantoms is None:
         args.model_phantoms = args.n_phantoms
     if len(set(args.factors)) != len(args.factors):
@@ -564,9 +858,6 @@ def main(argv=None) -> int:
         except CracksegError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    def seeds(n):
-        return range(args.seed0, args.seed0 + n)
-
     settings = dict(vars(args))
     tmp_cache = None
     if args.jobs > 1 and args.cache is None and {"census", "known-error"} <= set(args.arms):
@@ -578,7 +869,7 @@ def main(argv=None) -> int:
     t_start = time.time()
     result = {
         "benchmark": "coverage of the CI for the mean crack fraction vs the generator's "
-                     "superpopulation mean (true_mean_crack_fraction)",
+                     "superpopulation mean (true_mean_crack_fraction); false positives of compare",
         "crackseg_version": __version__,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info(),
@@ -586,78 +877,15 @@ def main(argv=None) -> int:
         "settings": settings,
         "default_block_factor": BLOCK_FACTOR,
     }
-    if "census" in args.arms:
-        t0 = time.time()
-        rows = map_seeds(one_phantom, seeds(args.n_phantoms), args, "census")
-        result["coverage"] = cov = coverage_table(rows, args.confidence)
-        result["phantoms"] = rows
-        result["census_elapsed_s"] = time.time() - t0
-        _print_coverage("Census (true particle tables):", cov)
-        print(f"{args.n_phantoms} phantoms of {args.shape}³ voxels at {args.voxel_size} µm in "
-              f"{result['census_elapsed_s']:.0f} s; mean particles used "
-              f"{np.mean([r['n_particles'] for r in rows]):.0f}\n")
-    if "known-error" in args.arms:
-        t0 = time.time()
-        rows = map_seeds(known_error_phantom, seeds(args.n_phantoms), args, "known error")
-        cov = coverage_table(rows, args.confidence)
-        shares = [r["methods"][f"block_x{BLOCK_FACTOR:g}+cross+posterior"]["share_segmentation"]
-                  for r in rows]
-        result["segmentation_error"] = {
-            "error_model": {
-                "measured": "min(1, c_i * exp(a + b_i - (tau^2 + sigma^2) / 2)), c_i the true "
-                            "crack fraction of particle i",
-                "shared": "a ~ N(0, tau^2), one draw per volume (and per posterior sample)",
-                "per_particle": "b_i ~ N(0, sigma^2), independent per particle",
-                "posterior": "sample s: measured_i * exp(a_s + b_is - (tau^2 + sigma^2) / 2), "
-                             "fresh draws of the same law",
-                "tau": args.seg_error_shared, "sigma": args.seg_error_particle,
-                "n_posterior_samples": args.seg_error_samples,
-                "phantoms": f"the census phantoms ({args.shape}³ at {args.voxel_size} µm)"},
-            "elapsed_s": time.time() - t0,
-            "coverage": cov,
-            "mean_share_segmentation": float(np.mean(shares)),
-            "bias_measured_vs_census": mean_with_ci([r["measured_mean"] - r["census_mean"]
-                                                     for r in rows]),
-            "phantoms": rows,
-        }
-        _print_coverage(f"Known segmentation error (tau {args.seg_error_shared:g}, sigma "
-                        f"{args.seg_error_particle:g}, {args.seg_error_samples} posterior samples):",
-                        cov)
-        print(f"segmentation share of the variance (block+cross+posterior): {np.mean(shares):.1%}\n")
+    for arm, run in (("census", _census_arm), ("known-error", _known_error_arm),
+                     ("points", _points_arm), ("compare", _compare_arm)):
+        if arm in args.arms:
+            run(args, result)
     if "model" in args.arms:
-        t0 = time.time()
-        rows = map_seeds(_model_phantom_from, seeds(args.model_phantoms), args, "model")
-        cov = coverage_table(rows, args.confidence)
-        bias = {k: mean_with_ci([r[k] for r in rows])
-                for k in ("bias_vs_truth", "bias_vs_census", "census_minus_truth")}
-        findings = model_findings(rows, cov, bias, args)
-        card = model[1]
-        result["end_to_end"] = {
-            "model": {"path": args.model, "name": card.get("name"),
-                      "weights_sha256": card.get("weights_sha256")},
-            "pipeline": "generate_electrode (imaging) -> predict_volume(uncertainty='tta') -> "
-                        "particle_instances -> particle_posterior_counts -> particle_table"
-                        "(posterior) -> summarize (block bootstrap + cross-block widening; "
-                        "with and without the posterior samples)",
-            "phantoms_setting": {"shape": [args.model_shape] * 3, "voxel_size_um": args.model_voxel_size,
-                                 "correlation_length_um": args.correlation_length,
-                                 "tta_samples": args.tta_samples},
-            "elapsed_s": time.time() - t0,
-            "mean_seconds_per_phantom": {k: float(np.mean([r["seconds"].get(k, 0.0) for r in rows]))
-                                         for k in rows[0]["seconds"]} if rows else {},
-            "coverage": cov,
-            "bias": bias,
-            "findings": findings,
-            "phantoms": rows,
-        }
-        _print_coverage(f"Shipped model end to end ({args.model_shape}³ at {args.model_voxel_size:g} "
-                        f"µm, TTA {args.tta_samples} samples):", cov)
-        for k, b in bias.items():
-            ci = b["ci95"]
-            print(f"{k:<28}{'' if b['mean'] is None else format(b['mean'], '+.4f'):>10}"
-                  + (f"   [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""))
-        print("\n".join(findings) + "\n")
+        _model_arm(args, result, model)
     result["elapsed_s"] = time.time() - t_start
+    result["finished_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    _keep_earlier_arms(out, result, args.arms)
     write_json(out, result, overwrite=True)
     print(f"{result['elapsed_s']:.0f} s; written {out}")
     return 0

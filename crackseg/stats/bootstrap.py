@@ -537,23 +537,14 @@ def bootstrap_columns(columns, statistics: Sequence[StatSpec], *, method: str = 
     if not cols:
         return []
     n = cols[0].size
-    for v in cols:
-        if v.ndim != 1 or v.size != n:
-            raise InputError(f"columns must be one-dimensional and of equal length, got shape {v.shape}")
-        if not np.isfinite(v).all():
-            raise InputError("values contain NaN or Inf; drop those particles first")
-    if method not in ("block", "iid"):
-        raise InputError(f"bootstrap method {method!r} must be 'block' or 'iid'")
-    if posterior is not None and len(cols) != 1:
-        raise InputError("posterior samples can be propagated for one quantity at a time")
+    _check_columns(cols, method, posterior)
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
     if method == "block":
         if coords is None:
             raise InputError("the block bootstrap needs particle coordinates")
         blocks = spatial_blocks(coords, block_size, extent)
     else:
-        blocks = np.arange(n)
-        block_size = None
+        blocks, block_size = np.arange(n), None
     n_units = int(blocks.max()) + 1 if n else 0
     if ci_method == "auto":
         ci_method = "BCa" if n_units <= BCA_MAX_UNITS else "percentile"
@@ -561,26 +552,7 @@ def bootstrap_columns(columns, statistics: Sequence[StatSpec], *, method: str = 
     base = dict(confidence=float(confidence), n=int(n), n_blocks=n_units,
                 block_size=(float(block_size) if block_size else None), unit=unit,
                 n_resamples=int(n_resamples), seed=seed)
-    if n:
-        first = np.argsort(cols[0], kind="stable")[:1]
-        sizes = [int(np.size(_weighted(s, cols[0][first], w[first][None]))) for s in statistics]
-    else:
-        sizes = [1] * len(statistics)
-    evaluators, estimates = [], []
-    for v in cols:
-        order = np.argsort(v, kind="stable")
-        vs, ws, bs = v[order], w[order], blocks[order]
-        from_units = _unit_statistics(statistics, vs, ws, bs, n_units) if n else None
-        if from_units is not None:
-            # the observed sample is the replicate that draws every unit once
-            est = from_units(np.arange(n_units)[None])[:, 0]
-        elif n:
-            est = np.concatenate([np.ravel(_weighted(s, vs, ws[None])) for s in statistics])
-        else:
-            est = np.full(sum(sizes), np.nan)
-        evaluators.append(from_units if from_units is not None else
-                          _particle_statistics(statistics, vs, ws, bs, n_units))
-        estimates.append([float(e) for e in est])
+    sizes, evaluators, estimates = _evaluators(cols, statistics, w, blocks, n_units)
     if n == 0:
         return [_group([Interval(estimate=float("nan"), ci=None, method=label,
                                  note="no particles", **base) for _ in est], sizes, statistics)
@@ -601,16 +573,12 @@ def bootstrap_columns(columns, statistics: Sequence[StatSpec], *, method: str = 
         return np.concatenate([f(flat, mt).reshape(-1, *idx.shape[:-1]) for f in evaluators],
                               axis=0)
 
-    factors = [np.ones(len(est)) for est in estimates]
-    suffix = ""
-    if cross_block_range and method == "block" and block_size:
-        suffix = ", widened for covariance across block faces"
-        # one pass over the neighbour pairs for every column's statistics
-        psi = np.concatenate([_influence(s, v, e) for v, est in zip(cols, estimates)
-                              for s, e in zip(statistics, _split(est, sizes))], axis=0)
-        factors = _split(cross_block_factors(psi, w, coords, block_size, cross_block_range,
-                                             extent=extent, depth_axis=depth_axis),
-                         [len(est) for est in estimates])
+    widen = bool(cross_block_range and method == "block" and block_size)
+    suffix = ", widened for covariance across block faces" if widen else ""
+    factors = [np.ones(len(est)) for est in estimates] if not widen else _split(
+        cross_block_factors(_influences(cols, estimates, statistics, sizes), w, coords,
+                            block_size, cross_block_range, extent=extent, depth_axis=depth_axis),
+        [len(est) for est in estimates])  # one pass over the cells for every column
 
     if posterior is not None:
         return [_bootstrap_posterior(cols[0], w, blocks, n_units, statistics,
@@ -623,6 +591,15 @@ def bootstrap_columns(columns, statistics: Sequence[StatSpec], *, method: str = 
         warnings.simplefilter("ignore")
         res = stats.bootstrap((units,), stat, vectorized=True, n_resamples=n_resamples,
                               confidence_level=confidence, method=ci_method, rng=seed, batch=batch)
+    widening = {"cross_block_range": float(cross_block_range)} if suffix else None
+    return _intervals(res, estimates, factors, sizes, statistics, base=base, widening=widening,
+                      method=f"{label} ({ci_method}{suffix})")
+
+
+def _intervals(res, estimates: list, factors: list, sizes: list[int], statistics, *, base: dict,
+               widening: dict | None, method: str) -> list:
+    """Intervals of every column's statistics from a SciPy bootstrap result, widened by ``factors``."""
+    confidence = base["confidence"]
     lo = np.atleast_1d(res.confidence_interval.low)
     hi = np.atleast_1d(res.confidence_interval.high)
     se = np.atleast_1d(res.standard_error)
@@ -640,14 +617,55 @@ def bootstrap_columns(columns, statistics: Sequence[StatSpec], *, method: str = 
             else:
                 lo_i, hi_i = float(lo[i]), float(hi[i])
             f = float(f)
-            extra = {"cross_block_factor": f, "correlation_range": float(cross_block_range)} \
-                if suffix else {}
+            extra = {"cross_block_factor": f,
+                     "correlation_range": widening["cross_block_range"]} if widening else {}
             out.append(Interval(estimate=e, ci=(e + f * (lo_i - e), e + f * (hi_i - e)),
-                                method=f"{label} ({ci_method}{suffix})",
-                                standard_error=float(se[i]) * f, note=note, extra=extra, **base))
+                                method=method, standard_error=float(se[i]) * f, note=note,
+                                extra=extra, **base))
             i += 1
         results.append(_group(out, sizes, statistics))
     return results
+
+
+def _check_columns(cols: list, method: str, posterior) -> None:
+    """Raise :class:`InputError` for columns, a method or posterior samples the bootstrap cannot take."""
+    n = cols[0].size
+    for v in cols:
+        if v.ndim != 1 or v.size != n:
+            raise InputError(f"columns must be one-dimensional and of equal length, got shape {v.shape}")
+        if not np.isfinite(v).all():
+            raise InputError("values contain NaN or Inf; drop those particles first")
+    if method not in ("block", "iid"):
+        raise InputError(f"bootstrap method {method!r} must be 'block' or 'iid'")
+    if posterior is not None and len(cols) != 1:
+        raise InputError("posterior samples can be propagated for one quantity at a time")
+
+
+def _evaluators(cols: list, statistics, w: np.ndarray, blocks: np.ndarray,
+                n_units: int) -> tuple[list[int], list, list]:
+    """Outputs per statistic, and per column the replicate evaluator and the estimates."""
+    n = cols[0].size
+    if n:
+        first = np.argsort(cols[0], kind="stable")[:1]
+        sizes = [int(np.size(_weighted(s, cols[0][first], w[first][None]))) for s in statistics]
+    else:
+        sizes = [1] * len(statistics)
+    evaluators, estimates = [], []
+    for v in cols:
+        order = np.argsort(v, kind="stable")
+        vs, ws, bs = v[order], w[order], blocks[order]
+        from_units = _unit_statistics(statistics, vs, ws, bs, n_units) if n else None
+        if from_units is not None:
+            # the observed sample is the replicate that draws every unit once
+            est = from_units(np.arange(n_units)[None])[:, 0]
+        elif n:
+            est = np.concatenate([np.ravel(_weighted(s, vs, ws[None])) for s in statistics])
+        else:
+            est = np.full(sum(sizes), np.nan)
+        evaluators.append(from_units if from_units is not None else
+                          _particle_statistics(statistics, vs, ws, bs, n_units))
+        estimates.append([float(e) for e in est])
+    return sizes, evaluators, estimates
 
 
 def _particle_statistics(statistics, vs, ws, bs, n_units) -> Callable:
@@ -668,6 +686,12 @@ def _split(values: list, sizes: list[int]) -> list:
         out.append(values[i:i + k])
         i += k
     return out
+
+
+def _influences(cols: list, estimates: list, statistics, sizes: list[int]) -> np.ndarray:
+    """Influence values of every column's statistics, stacked: (outputs, n)."""
+    return np.concatenate([_influence(s, v, e) for v, est in zip(cols, estimates)
+                           for s, e in zip(statistics, _split(est, sizes))], axis=0)
 
 
 def _influence(spec: StatSpec, v: np.ndarray, est: list[float]) -> np.ndarray:
