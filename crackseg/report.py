@@ -177,7 +177,9 @@ def interval_sentence(summary: dict) -> str:
     mean = (summary.get("damage") or {}).get("mean") or {}
     conf = float(mean.get("confidence", 0.95))
     where = "section" if summary.get("section") else "volume"
-    seg = ("segmentation error is included (propagated from the posterior samples of the "
+    stated = mean.get("segmentation_error")  # the same words as summary.json
+    seg = (f"segmentation error is {stated}" if stated else
+           "segmentation error is included (propagated from the posterior samples of the "
            "segmentation)" if _segmentation_error_included(summary) else
            "segmentation error is not included (no posterior samples; run with --uncertainty "
            "tta to include the part of it the model can see)")

@@ -44,6 +44,13 @@ def test_posterior_contributions_reported(table):
     assert u["n_posterior_samples"] == 10
     assert u["share_sampling"] + u["share_segmentation"] == pytest.approx(1.0)
     assert "posterior" in s["damage"]["mean"]["method"]
+    # Every interval says in words whether segmentation error is in it (summary.json, report).
+    assert s["damage"]["mean"]["segmentation_error"].startswith("included in part: propagated "
+                                                                "from 10 posterior samples")
+    assert s["damage"]["mean_iid"]["segmentation_error"].startswith("not included")
+    plain = summarize(table, n_resamples=300, spatial=False, protocols=False)
+    for key in ("mean", "median"):
+        assert plain["damage"][key]["segmentation_error"].startswith("not included: ")
 
 
 def test_one_particle_and_all_border(table):

@@ -61,6 +61,22 @@ OTHER_QUANTITIES = ("pore_fraction", "void_fraction", "surface_crack_fraction",
 pixels only when the voxel size is unknown)."""
 
 
+def segmentation_error_statement(n_samples: int | None) -> str:
+    """Whether an interval carries segmentation error, in plain words (``summary.json``, report).
+
+    Examples
+    --------
+    >>> segmentation_error_statement(None).split(":")[0]
+    'not included'
+    """
+    if n_samples:
+        return (f"included in part: propagated from {n_samples} posterior samples of the "
+                "segmentation, which do not see a systematic over- or under-calling of cracks, "
+                "so this part is a lower bound")
+    return ("not included: no posterior samples of the segmentation and no annotated slices to "
+            "measure it; run with --uncertainty tta to include the part of it the model can see")
+
+
 def n_blocks_for(size: float, extent) -> int:
     """Number of blocks of side ``size`` the grid of :func:`~crackseg.stats.bootstrap.spatial_blocks` makes."""
     ext = np.asarray(extent, dtype=np.float64)
@@ -236,6 +252,11 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
     iid_mean = bootstrap_ci(values[finite], "mean", method="iid", weights=common["weights"],
                             confidence=confidence, n_resamples=n_resamples, seed=seed)
     damage["mean_iid"] = iid_mean.to_dict()
+    seg_error = segmentation_error_statement(None if post is None else post.shape[0])
+    for key, entry in damage.items():
+        if isinstance(entry, dict) and "ci" in entry:
+            entry["segmentation_error"] = (seg_error if key != "mean_iid" else
+                                           segmentation_error_statement(None))
     damage["quantity"] = quantity
     damage["n"] = int(finite.sum())
 
