@@ -293,6 +293,13 @@ def predict_to_folder(source, folder, *, model, overwrite: bool = False, resume:
         "timing_s": {"predict": round(t_pred, 2), "particles": round(t_part, 2)},
         "voxels_per_s": round(n_vox / t_pred, 1) if pred.stats.get("chunks_run") else None,
     }
+    if particles:  # is the input like the model's training data? (crackseg.domain)
+        from crackseg.domain import domain_check
+
+        record["domain"] = domain_check(
+            pred.labels, inst, schema=pred.schema,
+            training_domain=pred.card.get("training_domain"), scale=prov["settings"].get("scale"),
+            entropy=pred.entropy, planar=bool(prov.get("sections")))
     write_json(folder / DONE_FILE, record)
     shutil.rmtree(work, ignore_errors=True)
     return {"input": str(source), "folder": str(folder), "status": "done",

@@ -96,15 +96,45 @@ def measure_folder(folder: str | Path, *, overwrite: bool = False, say=None, **o
         "posterior_samples": str(post_path) if posterior is not None else None,
         "prediction_settings": prediction.get("settings"),
     }
+    domain = prediction.get("domain")
+    if domain is None and prediction:  # predicted before the domain checks existed
+        domain = folder_domain(folder, prediction, seg, inst, schema)
     _, summary = write_statistics(folder, seg, inst, schema=schema, voxel_size_um=vs,
                                   posterior=posterior, provenance=prov, overwrite=True,
-                                  say=say, source=str(seg_path), **options)
+                                  say=say, source=str(seg_path), domain=domain, **options)
     return summary
+
+
+def folder_domain(folder, prediction: dict, seg, inst, schema) -> dict:
+    """Out-of-distribution flags of a folder whose ``prediction.json`` has none.
+
+    The training domain is read from the model the prediction names, when its
+    weights still match (else it is unknown).
+    """
+    from crackseg.domain import domain_check
+    from crackseg.errors import CracksegError
+    from crackseg.model_io import resolve_model_path
+
+    card = {}
+    try:
+        if prediction.get("model"):
+            path = resolve_model_path(prediction["model"]) / "model_card.json"
+            card = json.loads(path.read_text())
+        if card.get("weights_sha256") != prediction.get("model_sha256"):
+            card = {}
+    except (OSError, ValueError, TypeError, CracksegError):
+        card = {}
+    unc = _find(Path(folder), "uncertainty")
+    return domain_check(seg, inst, schema=schema, training_domain=card.get("training_domain"),
+                        scale=(prediction.get("settings") or {}).get("scale"),
+                        entropy=read_volume(unc, lazy=True).data if unc else None,
+                        planar=bool(prediction.get("sections")))
 
 
 def write_statistics(out, seg, instances, *, schema, voxel_size_um, posterior=None,
                      provenance: dict | None = None, overwrite: bool = False, say=None,
-                     source: str = "segmentation", **options):
+                     source: str = "segmentation", domain: dict | None = None,
+                     **options):
     """Measure particles, summarise, and write ``particles.csv`` + ``summary.json``.
 
     Parameters
@@ -122,6 +152,9 @@ def write_statistics(out, seg, instances, *, schema, voxel_size_um, posterior=No
         Recorded in ``summary.json`` (input, model, ...).
     overwrite : bool
         Replace existing outputs.
+    domain : dict, optional
+        Out-of-distribution flags (:func:`crackseg.domain.domain_check`),
+        recorded as ``summary["domain"]``.
     **options
         Statistics settings (:data:`STATS_DEFAULTS`).
 
@@ -153,6 +186,8 @@ def write_statistics(out, seg, instances, *, schema, voxel_size_um, posterior=No
         thresholds=sorted(opts["thresholds"]), posterior=posterior, seg=seg,
         instances=instances, schema=schema, provenance=provenance or {})
     summary["provenance"]["voxel_size_um"] = list(voxel_size_um) if voxel_size_um else None
+    if domain is not None:
+        summary["domain"] = domain
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(targets[0], overwrite=overwrite) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")

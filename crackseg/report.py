@@ -195,7 +195,46 @@ def interval_sentence(summary: dict) -> str:
     elif boot.get("method") == "iid":
         text += (" Built by resampling particles independently: clustering of damage in space "
                  "is not accounted for.")
+    if (summary.get("domain") or {}).get("flags"):
+        text += (" The model was not validated for this input (see the flags at the top): the "
+                 "segmentation may be wrong in ways no interval here carries.")
     return text
+
+
+def domain_flags(summary: dict) -> list[tuple[str, str]]:
+    """Flag-box entries of ``summary["domain"]`` (:mod:`crackseg.domain`), most important first.
+
+    Examples
+    --------
+    >>> d = {"flags": [{"name": "resampled_far", "value": 0.13, "limit": [0.5, 2],
+    ...                 "message": "resampled by 0.13"}], "training_domain_known": True}
+    >>> domain_flags({"domain": d})[0][0]
+    'MODEL NOT VALIDATED FOR THIS INPUT: resampled far 0.13 (accepted 0.5-2)'
+    """
+    dom = summary.get("domain")
+    if not dom:
+        return []
+    out = []
+    for f in dom.get("flags", []):
+        lim = f.get("limit")
+        lim_text = (f"accepted {_fmt(lim[0], 3)}-{_fmt(lim[1], 3)}" if isinstance(lim, list)
+                    else f"limit {_fmt(lim, 3)}")
+        out.append((f"MODEL NOT VALIDATED FOR THIS INPUT: {f['name'].replace('_', ' ')} "
+                    f"{_fmt(f.get('value'), 3)} ({lim_text})", f["message"] + "."))
+    if not dom.get("training_domain_known"):
+        sig = dom.get("signals") or {}
+        measured = ", ".join(t for t in (
+            f"particles ~{_fmt(sig['particle_diameter_vox'], 3)} voxels across"
+            if sig.get("particle_diameter_vox") else "",
+            f"crack voxels {_fmt(sig['crack_fraction_of_envelope'], 3)} of the particle envelopes"
+            if sig.get("crack_fraction_of_envelope") is not None else "") if t)
+        out.append(("MODEL TRAINING DOMAIN UNKNOWN",
+                    f"{dom.get('message', '')} Nothing here says the model has seen inputs like "
+                    f"this one{' (' + measured + ')' if measured else ''}; only the checks that "
+                    "need no training domain were made."))
+    for note in dom.get("notes", []) or []:
+        out.append(("INPUT RESAMPLED", note + "."))
+    return out
 
 
 def flags(summary: dict) -> list[tuple[str, str]]:
@@ -206,7 +245,7 @@ def flags(summary: dict) -> list[tuple[str, str]]:
     >>> [t for t, _ in flags({"n_particles": 12, "extent_unit": "vox"})][:2]
     ['VOXEL SIZE UNKNOWN', 'FEW PARTICLES: 12']
     """
-    out = []
+    out = domain_flags(summary)
     unit = summary.get("extent_unit") or (summary.get("bootstrap") or {}).get("unit")
     if unit in ("vox", "px"):
         out.append(("VOXEL SIZE UNKNOWN",

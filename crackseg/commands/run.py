@@ -105,6 +105,10 @@ def run(args) -> int:
         ci_txt = f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci[0] is not None else "(no interval)"
         say(f"{src}: {r['summary']['n_particles']} particles, mean crack_fraction "
             f"{m['estimate']:.4g} {ci_txt}; report {r['report'] or '-'}")
+        from crackseg.domain import flag_lines
+
+        for line in flag_lines(r["summary"].get("domain")):  # printed even with --quiet
+            print(f"crackseg run: {src}: {line}", file=sys.stderr)
     manifests = [s for s in args.inputs if str(s).lower().endswith(".csv")]
     done = [r for r in results if r["status"] == "done"]
     if manifests and len(done) >= 2:
