@@ -309,16 +309,22 @@ def _json_default(o):
 
 
 def check_array(data, source: str, *, channel: int | None = None,
-                channel_axis: int | None = None):
-    """Validate dimensionality and dtype; select a channel of a 4-D array.
+                channel_axis: int | None = None, channel_declared: bool = False):
+    """Validate dimensionality and dtype; select a channel of a multi-channel array.
 
-    Singleton axes of 4-D+ arrays are dropped first.  Returns the (possibly
+    Singleton axes of 4-D+ arrays are dropped first.  A 4-D array, or a 3-D
+    one whose channel axis the file declares (``channel_declared``, e.g. an
+    RGB or ImageJ multi-channel TIFF), holds several channels: ``channel``
+    picks one, along ``channel_axis`` (default: the shortest axis).  Given
+    ``channel``, a 3-D array without a declared channel axis is taken as
+    multi-channel along its shortest axis too.  Returns the (possibly
     reduced) array-like.
 
     Raises
     ------
     InputError
-        For 1-D data, 4-D+ data without ``channel``, or unsupported dtypes.
+        For 1-D data, multi-channel data without ``channel`` (the message
+        names ``--channel``), or unsupported dtypes.
     """
     dtype = np.dtype(data.dtype).newbyteorder("=")
     if not any(dtype == np.dtype(t) for t in SUPPORTED_DTYPES):
@@ -331,15 +337,18 @@ def check_array(data, source: str, *, channel: int | None = None,
         if sum(s != 1 for s in shape) < len(shape):
             data = data[keep]
             shape = tuple(data.shape)
-    if len(shape) > 3:
+    multi = len(shape) > 3 or (len(shape) == 3 and (channel_declared or channel is not None))
+    if multi:
+        ax = int(np.argmin(shape)) if channel_axis is None else int(channel_axis)
         if channel is None:
             raise InputError(
-                f"{source}: {len(shape)}-D array of shape {shape}; save one channel as a 3-D "
-                "volume (or, in Python, read_volume(path, channel=N))"
+                f"{source}: {len(shape)}-D array of shape {shape} with {shape[ax]} channels "
+                f"(axis {ax}); choose one with --channel N (in Python: read_volume(path, "
+                "channel=N)), or save one channel as a volume"
             )
-        ax = int(np.argmin(shape)) if channel_axis is None else channel_axis
         if not 0 <= channel < shape[ax]:
-            raise InputError(f"{source}: channel {channel} out of range 0..{shape[ax] - 1}")
+            raise InputError(f"{source}: channel {channel} out of range 0..{shape[ax] - 1} "
+                             f"(axis {ax} of shape {shape})")
         index = [slice(None)] * len(shape)
         index[ax] = channel
         data = data[tuple(index)]
@@ -351,6 +360,31 @@ def check_array(data, source: str, *, channel: int | None = None,
     if min(shape) == 0:
         raise InputError(f"{source}: empty array of shape {shape}")
     return data
+
+
+def declared_channel_axis(axes: str | None, shape) -> int | None:
+    """Channel axis a file declares, as counted after :func:`check_array` drops the
+    singleton axes of a 4-D+ array; ``None`` if none or unclear.
+
+    Declared are a ``C`` axis of tifffile's axes, and an ``S`` (samples) axis when it is
+    the last one, as in an RGB image (``YXS``).  A leading ``S`` axis is what tifffile
+    writes by default for a volume of 3 or 4 slices, so it is not taken as channels.
+
+    Examples
+    --------
+    >>> declared_channel_axis("YXS", (40, 50, 3)), declared_channel_axis("ZCYX", (1, 2, 9, 9))
+    (2, 0)
+    >>> declared_channel_axis("ZYX", (4, 9, 9)) is None, declared_channel_axis("SYX", (3, 9, 9))
+    (True, None)
+    """
+    if not axes or len(axes) != len(shape):
+        return None
+    pairs = list(zip(axes, shape))
+    if len(shape) > 3 and any(s == 1 for s in shape):
+        pairs = [(a, s) for a, s in pairs if s != 1]
+    hits = [i for i, (a, s) in enumerate(pairs)
+            if s > 1 and (a == "C" or (a == "S" and i == len(pairs) - 1))]
+    return hits[0] if len(hits) == 1 else None
 
 
 def count_nonfinite(data, *, chunk_voxels: int = 1 << 24) -> int:
@@ -400,7 +434,10 @@ def read_volume(path: str | os.PathLike, *, lazy: bool = False, dataset: str | N
     dataset : str, optional
         HDF5 dataset path or Zarr array path (alternative to ``file:/path``).
     channel, channel_axis : int, optional
-        Channel to take from 4-D data.
+        Channel to take from multi-channel data (4-D, or 3-D with a channel
+        axis the file declares, such as an RGB TIFF; ``--channel`` on the
+        command line).  The channel axis is the one the file declares, else
+        the shortest.
     nan_policy : {"error", "replace", "ignore"}
         What to do with NaN/Inf voxels of an eagerly read float image: raise,
         replace with 0 (reported on stderr by the caller through
@@ -430,7 +467,10 @@ def read_volume(path: str | os.PathLike, *, lazy: bool = False, dataset: str | N
     source = f"{p}:{ds}" if ds else str(p)
     try:
         data, vs, meta = reader(p, ds, lazy)
-        data = check_array(data, source, channel=channel, channel_axis=channel_axis)
+        declared = declared_channel_axis(meta.get("axes_in_file"), data.shape)
+        data = check_array(data, source, channel=channel,
+                           channel_axis=declared if channel_axis is None else channel_axis,
+                           channel_declared=declared is not None)
         if not lazy:
             data = np.asarray(data)
     except InputError:

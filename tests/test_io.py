@@ -181,9 +181,24 @@ def test_four_d_needs_channel(tmp_path):
     np.save(p, a)
     with pytest.raises(InputError, match="save one channel") as e:
         read_volume(p)
-    assert "--channel" not in str(e.value)  # no flag that does not exist
+    assert "--channel N" in str(e.value)  # the option that reads it
     img = read_volume(p, channel=1)
     np.testing.assert_array_equal(img.data, a[1])
+
+
+def test_channel_axis_declared_by_the_tiff(tmp_path):
+    rgb = _volume(np.uint8, (20, 24, 3))
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    # A 3-D RGB image is not a stack of 20 sections 24 x 3 pixels wide.
+    with pytest.raises(InputError, match="3 channels .*--channel N"):
+        read_volume(tmp_path / "rgb.tif")
+    np.testing.assert_array_equal(read_volume(tmp_path / "rgb.tif", channel=2).data, rgb[..., 2])
+    stack = _volume(np.uint16, (4, 2, 10, 12))   # ImageJ hyperstack Z, C, Y, X
+    tifffile.imwrite(tmp_path / "zcyx.tif", stack, imagej=True, metadata={"axes": "ZCYX"})
+    img = read_volume(tmp_path / "zcyx.tif", channel=1, lazy=True)
+    np.testing.assert_array_equal(np.asarray(img.data[...]), stack[:, 1])
+    with pytest.raises(InputError, match="out of range 0..1"):
+        read_volume(tmp_path / "zcyx.tif", channel=2)
 
 
 def test_singleton_axes_are_dropped(tmp_path):
