@@ -2,7 +2,8 @@
 
 - :func:`export_model`: a training checkpoint (or run folder) -> model directory.
 - :func:`evaluate_model`: per-class Dice of a model on labelled volumes (all voxels).
-- :func:`finetune_model`: adapt a model directory to new images/labels (Lightning).
+- ``finetune_model``: adapt a model directory to new images/labels; it lives in
+  :mod:`crackseg.finetune` and is importable from here too.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: only the user's
 own training output is read this way, and only to turn it into safetensors.
@@ -17,14 +18,12 @@ Examples
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
 from crackseg.errors import InputError, ModelError
-from crackseg.labels import load_schema
-from crackseg.model_io import card_schema, load_model, new_card, read_card, save_model
+from crackseg.model_io import card_schema, load_model, new_card, save_model
 
 # ---------------------------------------------------------------- checkpoints
 
@@ -451,7 +450,11 @@ def model_readme(card: dict) -> str:
         lines += ["## Training data", "", f"Source: {data.get('source')}; annotated voxels "
                   f"per class: {data.get('annotated_voxels_per_class')}.", ""]
     m = card.get("metrics") or {}
-    if m.get("dice"):
+    if m.get("n_folds"):
+        lines += validation_readme(m)
+    elif m.get("validation"):
+        lines += ["## Accuracy on held-out data", "", f"Not measured ({m['validation']}).", ""]
+    elif m.get("dice"):
         lines += ["## Accuracy on held-out data", "",
                   f"Dice per class on {m.get('n_volumes')} held-out volume(s), "
                   f"{m.get('evaluated_on', 'all labelled voxels')}"
@@ -487,111 +490,29 @@ def model_readme(card: dict) -> str:
     return "\n".join(lines)
 
 
+def validation_readme(m: dict) -> list[str]:
+    """README lines of a cross-validated (fine-tuned) model: Dice per class with its spread."""
+    def f(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    lines = ["## Accuracy on held-out data", "", m.get("description", "") + ".", "",
+             "Dice per class on the annotated voxels of the held-out units: mean over folds, "
+             "standard deviation, range and pooled over all folds.", "",
+             "| class | mean Dice | sd | range | pooled |", "|---|---|---|---|---|"]
+    for k, v in m["dice"].items():
+        lo, hi = m["dice_range"][k]
+        lines.append(f"| {k} | {f(v)} | {f(m['dice_sd'][k])} | {f(lo)}-{f(hi)} | "
+                     f"{f(m['dice_pooled'][k])} |")
+    return lines + [""]
+
+
 # ---------------------------------------------------------------- fine-tuning
 
 
-def finetune_model(model, images, labels, out_dir, *, schema=None, max_steps: int = 300,
-                   max_minutes: float | None = None, freeze_encoder: bool = False,
-                   lr: float = 2e-4, batch_size: int = 2, patch_size=None, seed: int = 0,
-                   val_fraction: float = 0.0, run_dir: str | os.PathLike | None = None,
-                   ckpt_path: str | None = None, overwrite: bool = False, quiet: bool = False,
-                   accelerator: str = "auto") -> Path:
-    """Fine-tune a model directory on annotated images and write a new model directory.
+def __getattr__(name):
+    """``finetune_model`` lives in :mod:`crackseg.finetune` (imported on first use)."""
+    if name == "finetune_model":
+        from crackseg.finetune import finetune_model
 
-    Parameters
-    ----------
-    model : path-like
-        Parent model directory (or shipped name).
-    images, labels : list of path-like
-        Image/label pairs (ZYX volumes, or YX images for a 2-D model);
-        unannotated voxels hold the schema's ignore value.
-    out_dir : path-like
-        New model directory.
-    schema : str, dict or path, optional
-        New label schema; the output layer is re-initialised, every other
-        weight kept.  Default: the parent's schema.
-    max_steps, max_minutes : int, float
-        Training budget (whichever ends first).
-    freeze_encoder : bool
-        Train only the decoder.
-    lr : float
-        Learning rate (lower than training from scratch).
-    batch_size, patch_size, seed : int, sequence, int
-        Patch settings (default patch: the parent's).
-    val_fraction : float
-        Annotated z-slices held out for validation (0: none).
-    run_dir : path-like, optional
-        Where logs and checkpoints go (default ``runs/finetune-<name>``).
-    ckpt_path : str, optional
-        Resume an interrupted fine-tuning from this checkpoint.
-
-    Returns
-    -------
-    Path
-        The new model directory.
-
-    Raises
-    ------
-    InputError, ModelError
-        Before training: existing output, shape mismatch, values outside the
-        schema, no annotated voxels, incompatible model.
-    """
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
-
-    from crackseg.datamodule import SparseSliceDataModule
-    from crackseg.lightning_module import SegmentationModule
-    from crackseg.model_io import resolve_model_path
-
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
-    images, labels = [str(p) for p in images], [str(p) for p in labels]
-    if not images or len(images) != len(labels):
-        raise InputError("give one --labels file per --image")
-    for p in images + labels:
-        if not Path(p).exists():
-            raise InputError(f"{p}: no such file")
-    parent_dir = resolve_model_path(model)
-    pcard = read_card(parent_dir)
-    new_schema = load_schema(schema) if schema is not None else card_schema(pcard)
-    reinit = schema is not None and new_schema.to_dict()["classes"] != pcard["schema"]["classes"]
-    sd = int(pcard["spatial_dims"])
-    arch = pcard["architecture"]["args"]
-    patch = list(patch_size) if patch_size else list(pcard.get("patch_size") or [64] * sd)
-    if quiet:
-        import logging
-
-        logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    pl.seed_everything(seed, workers=True, verbose=False)
-    dm = SparseSliceDataModule(images=images, labels=labels, schema=new_schema.to_dict(),
-                               spatial_dims=sd, patch_size=patch, batch_size=batch_size,
-                               samples_per_epoch=max(8, batch_size * 25), val_patches=8,
-                               val_fraction=val_fraction, seed=seed)
-    dm.setup("fit")  # reads and checks every input before any training
-    module = SegmentationModule(
-        schema=new_schema.to_dict(), spatial_dims=sd, channels=arch["channels"],
-        strides=arch["strides"], num_res_units=arch["num_res_units"], dropout=arch["dropout"],
-        norm=arch["norm"], class_weights=None, lr=lr, scheduler="constant",
-        warmup_steps=0, init_from=str(parent_dir), reinit_output=reinit,
-        freeze_encoder=freeze_encoder, name=out.name)
-    run_dir = Path(run_dir) if run_dir else Path("runs") / f"finetune-{out.name}"
-    trainer = pl.Trainer(
-        max_steps=int(max_steps) if max_steps else -1,
-        max_time={"minutes": float(max_minutes)} if max_minutes else None,
-        accelerator=accelerator, devices=1, logger=CSVLogger(str(run_dir.parent), name=run_dir.name),
-        callbacks=[ModelCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=25)],
-        enable_progress_bar=not quiet, enable_model_summary=not quiet, log_every_n_steps=5,
-        num_sanity_val_steps=0, limit_val_batches=1.0 if dm.val_set else 0)
-    t0 = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-    info = module.card_info()
-    info["training"]["finetune"] = {
-        "images": images, "labels": labels, "max_steps": max_steps, "max_minutes": max_minutes,
-        "freeze_encoder": freeze_encoder, "lr": lr, "seed": seed, "steps_done": int(module.global_step),
-        "seconds": round(time.time() - t0, 1), "run_dir": str(run_dir)}
-    card = card_from_info(info, out.name, description=f"{pcard.get('name')} fine-tuned on "
-                          f"{len(images)} annotated image(s).")
-    net = module.net.cpu().eval()
-    return save_model(net, card, out, readme=model_readme(card), overwrite=overwrite)
+        return finetune_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
