@@ -253,18 +253,23 @@ def predict_to_folder(source, folder, *, model, overwrite: bool = False, resume:
         big = n_vox > (1 << 24)
         opts.setdefault("chunk_size", 256 if big else None)
         part_path = folder / f"particles{ext}"
+        if prov.get("sections"):
+            # A stack of 2-D sections: particles are 2-D, labelled section by section.
+            from crackseg.sections import section_instances as label_particles
+        else:
+            label_particles = particle_instances
         if use == "tif":
-            inst = particle_instances(np.asarray(pred.labels[...]) if not big else pred.labels,
-                                      schema=pred.schema, voxel_size_um=vs, progress=progress,
-                                      scratch=folder, **opts)
+            inst = label_particles(np.asarray(pred.labels[...]) if not big else pred.labels,
+                                   schema=pred.schema, voxel_size_um=vs, progress=progress,
+                                   scratch=folder, **opts)
             write_volume(part_path, inst, vs, overwrite=True, metadata={"crackseg": "particles"})
         else:
             with atomic_path(part_path, overwrite=True) as tmp:
                 arr = create_zarr_volume(tmp, shape, np.uint32, vs,
                                          chunks=tuple(min(256, s) for s in shape),
                                          metadata={"crackseg": "particles"})
-                particle_instances(pred.labels, schema=pred.schema, voxel_size_um=vs,
-                                   out=arr, scratch=folder, progress=progress, **opts)
+                label_particles(pred.labels, schema=pred.schema, voxel_size_um=vs,
+                                out=arr, scratch=folder, progress=progress, **opts)
             import zarr
 
             inst = zarr.open_array(str(part_path / "0"), mode="r")
@@ -274,6 +279,8 @@ def predict_to_folder(source, folder, *, model, overwrite: bool = False, resume:
         if n_particles is None:
             n_particles = max((int(np.asarray(inst[z:z + 64]).max(initial=0))
                                for z in range(0, shape[0], 64)), default=0)
+        if prov.get("sections"):
+            from crackseg.sections import stack_border_labels as border_labels
         n_border = int(border_labels(inst).size)
         outputs["particles"] = part_path.name
         if pred.sample_bits is not None:

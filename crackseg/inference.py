@@ -241,11 +241,11 @@ def _input_identity(volume) -> dict:
     return {"path": None}
 
 
-def _as_image(volume, voxel_size_um, nan_policy: str) -> Image:
+def _as_image(volume, voxel_size_um, nan_policy: str, *, channel: int | None = None) -> Image:
     if isinstance(volume, Image):
         img = volume
     elif isinstance(volume, (str, os.PathLike)):
-        img = read_volume(volume, lazy=True)
+        img = read_volume(volume, lazy=True, channel=channel)
     else:
         data = volume if hasattr(volume, "shape") and hasattr(volume, "dtype") else np.asarray(volume)
         from crackseg.io import check_array
@@ -685,7 +685,7 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
                    chunk_size=None, max_memory_gb: float | None = None, resume: bool = True,
                    progress: bool = True, seed: int = 0, nan_policy: str = "error",
                    stop_after_chunks: int | None = None, client=None,
-                   scale="auto") -> Prediction:
+                   scale="auto", channel: int | None = None) -> Prediction:
     """Segment a volume or image with a model, in chunks of bounded memory.
 
     Parameters
@@ -759,6 +759,15 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
         ``training_domain``), brings it to the middle of that range; a number
         is the factor itself (2 doubles the voxels per axis).  Resampled
         inputs are processed in memory (at most :data:`MAX_RESCALED_VOXELS`).
+    channel : int, optional
+        Channel of a multi-channel input file (:func:`crackseg.io.read_volume`).
+
+    Notes
+    -----
+    A 3-D input given to a 2-D model is a stack of sections along axis 0:
+    each section is segmented as it would be alone and the results are
+    stacked (:func:`crackseg.sections.predict_sections`;
+    ``provenance["sections"]`` records it).
 
     Returns
     -------
@@ -770,6 +779,10 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
         Wrong dimensionality for the model, NaN/Inf voxels, unreadable input.
     """
     import torch
+
+    if channel is not None and client is not None:
+        raise CracksegError("--channel with chunks on Dask workers is not supported; save the "
+                            "channel as a volume, or run without --workers/--dask")
 
     if uncertainty not in UNCERTAINTY_METHODS:
         raise CracksegError(f"uncertainty {uncertainty!r}: use one of {', '.join(UNCERTAINTY_METHODS)}")
@@ -792,8 +805,20 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
     from crackseg.model_io import card_schema, model_hint
 
     schema = card_schema(card)
-    img = _as_image(volume, voxel_size_um, nan_policy)
+    img = _as_image(volume, voxel_size_um, nan_policy, channel=channel)
     sd = int(card["spatial_dims"])
+    if sd == 2 and img.ndim == 3:
+        from crackseg.sections import predict_sections
+
+        if client is not None:  # the sections of a stack run in this process
+            device = resolve_device(requested_device)
+            precision = resolve_precision(precision, device)
+        return predict_sections((net, card), ident, img, dict(
+            roi_size=roi_size, overlap=overlap, blend=blend, halo=halo, device=device,
+            batch_size=batch_size, precision=precision, uncertainty=uncertainty,
+            n_samples=n_samples, progress=progress, seed=seed, nan_policy=nan_policy,
+            chunk_size=chunk_size, max_memory_gb=max_memory_gb, scale=scale,
+            channel=channel))
     if img.ndim != sd:
         raise InputError(
             f"{img.source}: {img.ndim}-D {'image' if img.ndim == 2 else 'volume'} of shape "
@@ -831,6 +856,8 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
                   "particle_diameter_vox": None if diameter != diameter else round(diameter, 2)},
         "normalization": {**card["normalization"], "range_used": [lo, hi]},
     }
+    if channel is not None:
+        settings["channel"] = int(channel)
     provenance = {
         "crackseg_version": __version__, "model": ident["name"], "model_sha256": ident["sha256"],
         "input": img.source, "shape": list(img.shape), "dtype": str(img.dtype),

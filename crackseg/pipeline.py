@@ -96,12 +96,17 @@ def measure_folder(folder: str | Path, *, overwrite: bool = False, say=None, **o
         "posterior_samples": str(post_path) if posterior is not None else None,
         "prediction_settings": prediction.get("settings"),
     }
+    from crackseg.sections import is_stack
+
+    if is_stack(prediction):
+        prov["sections"] = prediction["sections"]
     domain = prediction.get("domain")
     if domain is None and prediction:  # predicted before the domain checks existed
         domain = folder_domain(folder, prediction, seg, inst, schema)
     _, summary = write_statistics(folder, seg, inst, schema=schema, voxel_size_um=vs,
                                   posterior=posterior, provenance=prov, overwrite=True,
-                                  say=say, source=str(seg_path), domain=domain, **options)
+                                  say=say, source=str(seg_path),
+                                  sections=is_stack(prediction), domain=domain, **options)
     return summary
 
 
@@ -133,15 +138,15 @@ def folder_domain(folder, prediction: dict, seg, inst, schema) -> dict:
 
 def write_statistics(out, seg, instances, *, schema, voxel_size_um, posterior=None,
                      provenance: dict | None = None, overwrite: bool = False, say=None,
-                     source: str = "segmentation", domain: dict | None = None,
-                     **options):
+                     source: str = "segmentation", sections: bool = False,
+                     domain: dict | None = None, **options):
     """Measure particles, summarise, and write ``particles.csv`` + ``summary.json``.
 
     Parameters
     ----------
     out : path-like
         Output folder.
-    seg, instances : array_like, shape (Z, Y, X)
+    seg, instances : array_like, shape (Z, Y, X) or (Y, X)
         Semantic labels and particle instances.
     schema : LabelSchema
     voxel_size_um : tuple of float or None
@@ -152,6 +157,10 @@ def write_statistics(out, seg, instances, *, schema, voxel_size_um, posterior=No
         Recorded in ``summary.json`` (input, model, ...).
     overwrite : bool
         Replace existing outputs.
+    sections : bool
+        ``seg`` is a stack of 2-D sections along axis 0 (instances labelled
+        per section): one row per particle profile with its ``section``
+        (:func:`crackseg.stats.table.section_stack_table`).
     domain : dict, optional
         Out-of-distribution flags (:func:`crackseg.domain.domain_check`),
         recorded as ``summary["domain"]``.
@@ -164,7 +173,7 @@ def write_statistics(out, seg, instances, *, schema, voxel_size_um, posterior=No
         The particle table and the summary.
     """
     from crackseg.stats.summary import summarize
-    from crackseg.stats.table import particle_table
+    from crackseg.stats.table import particle_table, section_stack_table
 
     out = Path(out)
     say = say or (lambda msg: None)
@@ -174,12 +183,16 @@ def write_statistics(out, seg, instances, *, schema, voxel_size_um, posterior=No
         for t in targets:
             if t.exists():
                 raise InputError(f"{t}: already exists; pass --overwrite to replace it")
-    say("measuring particles")
-    table = particle_table(seg, instances, schema=schema, voxel_size_um=voxel_size_um,
-                           depth_axis=opts["depth_axis"], shell_um=opts["shell_um"],
-                           posterior=posterior, source=source)
-    say(f"{len(table)} particles ({int(table['touches_border'].sum())} touch the border); "
-        "computing statistics")
+    if sections and np.ndim(seg) != 3:
+        raise InputError(f"{source}: a stack of sections is 3-D (Z, Y, X); got shape "
+                         f"{np.shape(seg)}")
+    say("measuring particles" + (f" in {np.shape(seg)[0]} sections" if sections else ""))
+    measure = section_stack_table if sections else particle_table
+    table = measure(seg, instances, schema=schema, voxel_size_um=voxel_size_um,
+                    depth_axis=opts["depth_axis"], shell_um=opts["shell_um"],
+                    posterior=posterior, source=source)
+    say(f"{len(table)} particle{' profile' if sections else ''}s "
+        f"({int(table['touches_border'].sum())} touch the border); computing statistics")
     summary = summarize(
         table, confidence=opts["confidence"], n_resamples=opts["n_resamples"], seed=opts["seed"],
         method=opts["method"], block_size=opts["block_size"], border=opts["border"],
@@ -343,7 +356,26 @@ def write_comparison(manifest, out, *, group_by: str = "sample", reference=None,
                      "confidence": confidence, "n_resamples": n_resamples, "seed": seed,
                      "reference": str(result["reference"])},
     }
+    from crackseg.sections import describe_samples, sections_against_census
+
+    samples = describe_samples(table, group_by=group_by, quantity=quantity)
+    result["samples"] = samples
+    result["sections_against_census"] = sections_against_census(samples) \
+        if quantity == "crack_fraction" else []
     rows = comparison_table(result)
+    kinds = {}
+    for smp in samples:
+        kinds.setdefault(smp["group"], []).append(smp["kind_text"])
+    rows.insert(1, "kind", [", ".join(sorted(set(kinds.get(str(g), ["?"]))))
+                            for g in rows["group"]])
+    if {smp["kind"] for smp in samples} >= {"volume"} and \
+            any(smp["kind"] != "volume" for smp in samples):
+        result.setdefault("notes", []).append(
+            "Sections and volumes are compared here: a section's damage is crack area / particle "
+            "area of each particle's profile in one plane, a volume's is crack volume / particle "
+            "volume, so their difference mixes the electrodes' difference with the difference of "
+            "the two measures. See 'Sections against a volume's census' for the like-for-like "
+            "reference: what one section of the volume reads.")
     png = figure_png(comparison_figure(result, groups, quantity=quantity, group_by=group_by),
                      dpi=120)
     out.mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,16 @@ def headline_rows(summary: dict) -> list[tuple[str, str]]:
     """Rows of the headline-numbers table from a ``summary.json`` dict."""
     dmg = summary.get("damage", {})
     conf = f"{(dmg.get('mean') or {}).get('confidence', 0.95):.0%}"
-    rows = [("particles analysed", _fmt(summary.get("n_particles")))]
+    stack = summary.get("stack")
+    rows = []
+    if stack:
+        spacing = (f"{_fmt(stack.get('spacing'), 3)} {_unit_text(summary)} apart"
+                   if stack.get("spacing") is not None else "")
+        rows.append(("sections", f"{_fmt(stack.get('n_sections'))} "
+                     f"({_fmt(stack.get('n_sections_with_particles'))} with particles"
+                     + (f"; {spacing}" if spacing else "") + ")"))
+    rows.append(("particle profiles analysed (one per particle and section)" if stack else
+                 "particles analysed", _fmt(summary.get("n_particles"))))
     if summary.get("n_particles_border") is not None:
         rows.append(("border-truncated particles (excluded)"
                      if (summary.get("population") or {}).get("border") != "include"
@@ -150,6 +159,14 @@ def headline_rows(summary: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _where(summary: dict) -> str:
+    """What was analysed, in words: ``volume``, ``section`` or ``stack of N sections``."""
+    stack = summary.get("stack")
+    if stack:
+        return f"stack of {stack.get('n_sections', '?')} sections"
+    return "section" if summary.get("section") else "volume"
+
+
 def _unit_text(summary: dict) -> str:
     """The unit positions and sizes of this summary are in (µm, voxels or pixels)."""
     from crackseg.stats.table import unit_label
@@ -176,7 +193,7 @@ def interval_sentence(summary: dict) -> str:
     """
     mean = (summary.get("damage") or {}).get("mean") or {}
     conf = float(mean.get("confidence", 0.95))
-    where = "section" if summary.get("section") else "volume"
+    where = _where(summary)
     stated = mean.get("segmentation_error")  # the same words as summary.json
     seg = (f"segmentation error is {stated}" if stated else
            "segmentation error is included (propagated from the posterior samples of the "
@@ -192,6 +209,10 @@ def interval_sentence(summary: dict) -> str:
                  f"{_fmt(boot['block_size'], 3)} {_unit_text(summary)} ({rule}) with their particles, so that damage "
                  "clustered in space widens the interval as it should; where neighbouring "
                  "blocks are correlated the interval is widened further.")
+        if summary.get("stack"):
+            text += (" In a stack the blocks are boxes across sections and within them: "
+                     "sections closer than a block share blocks (they cut the same particles), "
+                     "sections further apart are resampled separately.")
     elif boot.get("method") == "iid":
         text += (" Built by resampling particles independently: clustering of damage in space "
                  "is not accounted for.")
@@ -268,7 +289,7 @@ def flags(summary: dict) -> list[tuple[str, str]]:
     extent = summary.get("extent")
     length = next((spatial[k] for k in ("correlation_length_um", "correlation_length_vox",
                                         "correlation_length_px") if spatial.get(k)), None)
-    where = "section" if summary.get("section") else "volume"
+    where = _where(summary)
     if "SMALL VOLUME" in str(boot.get("block_size_rule", "")):
         size = " x ".join(_fmt(e, 3) for e in extent) if extent else "?"
         out.append((f"SMALL {where.upper()}: damage correlation length {_fmt(length, 3)} "
@@ -276,16 +297,25 @@ def flags(summary: dict) -> list[tuple[str, str]]:
                     f"The {where} spans too few correlation lengths for blocks of two of them; "
                     "smaller blocks were used, so the intervals may be too narrow."))
     rng = boot.get("correlation_range")
-    if rng and extent and rng > 0.5 * min(extent):
+    side = min(extent[1:] if summary.get("stack") else extent) if extent else None
+    if rng and side and rng > 0.5 * side:
         out.append((f"CLUSTERING AS LARGE AS THE FIELD OF VIEW: correlation range "
                     f"{_fmt(rng, 3)} {_unit_text(summary)} > half the smallest side "
-                    f"({_fmt(0.5 * min(extent), 3)})",
+                    f"({_fmt(0.5 * side, 3)})",
                     "Clustering on this scale cannot be measured from inside the field of "
                     "view: the intervals are likely too narrow for the electrode."))
     if not _segmentation_error_included(summary):
         out.append(("SEGMENTATION ERROR NOT IN THE INTERVALS",
                     "The intervals carry particle sampling and spatial clustering only."))
-    if summary.get("section"):
+    stack = summary.get("stack")
+    if stack:
+        out.append((f"SECTIONS, NOT A VOLUME: {stack.get('n_sections')} sections, "
+                    f"{summary.get('n_particles')} particle profiles",
+                    "Damage here is crack area / particle area of each particle's profile in "
+                    "its plane: a section cuts each particle at a random height and sees only "
+                    "what lies in it. A particle cut by several sections counts once per "
+                    "section."))
+    elif summary.get("section"):
         out.append(("ONE SECTION, NOT A VOLUME",
                     "Damage here is crack area / particle area in this plane: a section cuts "
                     "each particle at a random height and sees only what lies in it."))
@@ -298,9 +328,10 @@ def flags(summary: dict) -> list[tuple[str, str]]:
 
 def glossary(summary: dict) -> list[tuple[str, str]]:
     """One line per quantity of the report: ``(term, definition)``."""
-    where = "section" if summary.get("section") else "volume"
-    cells = "pixels" if summary.get("section") else "voxels"
-    size = "area" if summary.get("section") else "volume"
+    flat = bool(summary.get("section"))
+    where = _where(summary)
+    cells = "pixels" if flat else "voxels"
+    size = "area" if flat else "volume"
     t = summary.get("thresholds") or {}
     rows = [
         ("damage (crack_fraction)", f"Crack {cells} / envelope {cells} of one particle: the share "
@@ -311,10 +342,10 @@ def glossary(summary: dict) -> list[tuple[str, str]]:
         ("void_fraction", "(Envelope - solid) / envelope: cracks and pores together."),
         ("surface / internal crack_fraction", "Damage in the outer shell of the envelope (what "
          "surface imaging could see) / in the core beneath it."),
-        ("equivalent diameter", f"Diameter of the {'disc' if where == 'section' else 'sphere'} "
+        ("equivalent diameter", f"Diameter of the {'disc' if flat else 'sphere'} "
          f"of the particle's {size}."),
-        (("circularity" if where == "section" else "sphericity"),
-         "1 for a " + ("disc" if where == "section" else "sphere") + ", less for other shapes; "
+        (("circularity" if flat else "sphericity"),
+         "1 for a " + ("disc" if flat else "sphere") + ", less for other shapes; "
          "empty for particles cut by the field of view."),
         ("border-truncated particle", "A particle that touches the edge of the field of view: "
          "only part of it is seen."),
@@ -328,7 +359,68 @@ def glossary(summary: dict) -> list[tuple[str, str]]:
         ("correlation length", "Distance over which the damage of neighbouring particles stays "
          "alike (fitted to the semivariogram); it sets the bootstrap block size."),
     ]
+    if summary.get("stack"):
+        rows.append(("particle profile", "A particle as one section shows it: the same particle "
+                     "cut by several sections is one profile in each."))
+    if _one_section_row(summary):
+        rows.append(("one section", "A single 2-D slice of this " + ("stack" if summary.get(
+            "stack") else "volume") + ", analysed as crackseg analyses a section: the mean "
+            "damage of the particle profiles in it (profiles cut by its edge left out)."))
     return rows
+
+
+def _one_section_row(summary: dict) -> dict | None:
+    rep = summary.get("representativeness") or {}
+    return next((r for r in rep.get("protocols", []) if r.get("protocol") == "section_particles"),
+                None)
+
+
+def one_section_text(summary: dict) -> str | None:
+    """What one section would say against this volume's (or stack's) full census, in words.
+
+    From the ``section_particles`` and ``cross_section`` protocols of the
+    representativeness analysis; ``None`` when there are none (a single
+    section, or no segmentation given to the statistics).
+
+    Examples
+    --------
+    >>> rep = {"census_mean": 0.06, "census_ci": [0.05, 0.08], "severe_threshold": 0.05,
+    ...        "protocols": [{"protocol": "section_particles", "p05": 0.02, "p95": 0.11,
+    ...                       "min": 0.01, "max": 0.2, "n_draws": 90, "bias": 0.001,
+    ...                       "p_wrong_verdict": 0.3, "p_below_damaged": 0.0}]}
+    >>> one_section_text({"representativeness": rep}).split(":")[0]
+    "What one section would say against this volume's full census"
+    """
+    row = _one_section_row(summary)
+    if row is None:
+        return None
+    rep = summary.get("representativeness") or {}
+    stack = summary.get("stack")
+    what = "this stack" if stack else "this volume"
+    ci = rep.get("census_ci")
+    census = f"{_fmt(rep.get('census_mean'), 3)}" + (
+        f" [{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}]" if ci and ci[0] is not None else "")
+    slices = (f"its {_fmt(row.get('n_draws'))} sections" if stack else
+              f"its {_fmt(row.get('n_draws'))} slices perpendicular to the depth axis")
+    text = (f"What one section would say against {what}'s full census: a single section of "
+            f"{what}, analysed as crackseg analyses a section (mean damage of the particle "
+            f"profiles in it, those cut by its edge left out), reads {_fmt(row.get('p05'), 3)} "
+            f"to {_fmt(row.get('p95'), 3)} (5-95 % of {slices}; "
+            f"{_fmt(row.get('min'), 3)} to {_fmt(row.get('max'), 3)} in all), against the "
+            f"census mean {census} of all its particles.")
+    if row.get("p_wrong_verdict") is not None:
+        text += (f" {row['p_wrong_verdict']:.0%} of sections would call the damage "
+                 f"'severe' (mean above {_fmt(rep.get('severe_threshold'))}) the other way from "
+                 "the census")
+        if row.get("p_below_damaged"):
+            text += f", and {row['p_below_damaged']:.0%} would read 'no damage'"
+        text += "."
+    pooled = next((r for r in rep.get("protocols", []) if r.get("protocol") == "cross_section"),
+                  None)
+    if pooled:
+        text += (f" Counted as crack area / particle area over the whole section instead: "
+                 f"{_fmt(pooled.get('p05'), 3)} to {_fmt(pooled.get('p95'), 3)}.")
+    return text
 
 
 def settings_rows(settings: dict) -> list[tuple[str, str]]:
@@ -398,7 +490,13 @@ def write_report(out_dir: str | Path, *, image: str | Path | None = None,
     seg = read_volume(seg_path, lazy=True).data if seg_path.exists() else None
     img = None
     if img_path is not None and img_path.exists():
-        img = read_volume(img_path, lazy=True, nan_policy="ignore").data
+        channel = (prov.get("prediction_settings") or {}).get("channel")
+        try:
+            img = read_volume(img_path, lazy=True, nan_policy="ignore", channel=channel).data
+        except InputError:
+            img = None  # e.g. not the file segmented any more: show the segmentation alone
+        if img is not None and seg is not None and tuple(img.shape) != tuple(seg.shape):
+            img = None
     if img is not None or seg is not None:
         base = img if img is not None else seg
         flat = len(base.shape) == 2
@@ -412,12 +510,14 @@ def write_report(out_dir: str | Path, *, image: str | Path | None = None,
     inst_path = out / "particles.tif"
     if inst_path.exists() and len(table) and "crack_fraction" in table:
         inst = read_volume(inst_path).data
+        stack = bool(summary.get("stack"))
         fig = particle_damage_figure(inst, table["label"], table["crack_fraction"],
                                      voxel_size_um=vs,
                                      depth_axis=(prov.get("settings") or {}).get("depth_axis", 0)
-                                     if inst.ndim == 3 else 0,
+                                     if inst.ndim == 3 and not stack else 0,
                                      title="Particles coloured by damage")
         where = ("the section" if inst.ndim == 2 else
+                 "three of its sections and a projection along x" if stack else
                  "slices at three depths and a projection along x")
         figs.append(("particle_damage", f"Every particle coloured by its damage (crack_fraction): "
                      f"{where}; white: between particles.", figure_png(fig)))
@@ -477,6 +577,10 @@ def render_html(summary: dict, table: pd.DataFrame, figs, *, title: str) -> str:
     parts.append('<h2>Glossary</h2><dl class="glossary" id="glossary">')
     parts += [f"<dt>{html.escape(t)}</dt><dd>{html.escape(d)}</dd>" for t, d in glossary(summary)]
     parts.append("</dl>")
+    one = one_section_text(summary)
+    if one:
+        parts.append("<h2>One section against the census</h2>")
+        parts.append(f'<p class="interval" id="one-section">{html.escape(one)}</p>')
     parts.append("<h2>Figures</h2>")
     for name, caption, png in figs:
         parts.append(_figure(png_data_uri(png), caption, alt=name))
@@ -486,7 +590,8 @@ def render_html(summary: dict, table: pd.DataFrame, figs, *, title: str) -> str:
         ("input", _fmt(prov.get("input"))),
         ("model", _fmt(prov.get("model"))),
         ("model weights sha256", _fmt(prov.get("model_sha256"))),
-        ("voxel size (µm, " + ("y x)" if summary.get("section") else "z y x)"),
+        ("voxel size (µm, " + ("section spacing, y x)" if summary.get("stack") else
+                               "y x)" if summary.get("section") else "z y x)"),
          html.escape(", ".join(f"{v:.4g}" for v in prov["voxel_size_um"]))
          if prov.get("voxel_size_um") else "unknown: sizes in " + _unit_text(summary)),
         ("particles in table", _fmt(len(table))),
@@ -519,10 +624,49 @@ def write_comparison_report(path: str | Path, result: dict, rows: pd.DataFrame, 
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
-             f'<p class="note">{html.escape(str(result.get("method", "")))}</p>',
-             "<h2>Groups</h2>", rows.to_html(index=False, float_format=lambda v: f"{v:.4g}",
-                                             na_rep="–", border=0),
-             "<h2>Differences from the reference group</h2>"]
+             f'<p class="note">{html.escape(str(result.get("method", "")))}</p>']
+    for note in result.get("notes") or []:
+        parts.append(f'<p class="warn">{html.escape(str(note))}</p>')
+    parts += ["<h2>Groups</h2>", rows.to_html(index=False, float_format=lambda v: f"{v:.4g}",
+                                              na_rep="–", border=0)]
+    samples = result.get("samples") or []
+    if samples:
+        parts.append("<h2>Samples</h2>")
+        parts.append(_table([(f"{smp['sample']} ({result.get('group_by', 'group')} "
+                              f"{smp['group']})",
+                              html.escape(f"{smp['kind_text']}: {smp['n_particles']} "
+                                          + ("particle profiles" if smp["kind"] != "volume"
+                                             else "particles") + " not cut by the edge, mean "
+                                          + _fmt(smp["mean"]))) for smp in samples],
+                            header=("sample", "what it is")))
+    against = result.get("sections_against_census") or []
+    if against:
+        parts.append("<h2>Sections against a volume's census</h2>")
+        parts.append('<p class="note">A section measures damage in a plane, a volume in 3-D, '
+                     "and the two differ even for the same particles. The like-for-like "
+                     "reference for a section is what one section of the volume reads (5-95 % of "
+                     "its slices perpendicular to the depth axis, each analysed as a section "
+                     "is); for a stack of sections, what its sections read on average. The "
+                     "volume's census mean and interval are beside them.</p>")
+        out_rows = ["<table id=\"sections-vs-census\"><tr><th>section</th><th>its mean</th>"
+                    "<th>volume</th><th>census mean [interval]</th>"
+                    "<th>one section of the volume reads (5-95 %; average)</th></tr>"]
+        for a in against:
+            ci = a.get("census_ci")
+            census = _fmt(a["census_mean"], 3) + (f" [{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}]"
+                                                  if ci else "")
+            rng = (f"{_fmt(a['one_section_p05'], 3)} to {_fmt(a['one_section_p95'], 3)} "
+                   f"(average {_fmt(a.get('sections_average'), 3)})"
+                   if a.get("one_section_p05") is not None else "–")
+            out_rows.append(f"<tr><td>{html.escape(a['section'])} "
+                            f"({html.escape(a['section_kind'])})</td>"
+                            f"<td>{_fmt(a['section_mean'], 3)}</td>"
+                            f"<td>{html.escape(a['volume'])}</td><td>{census}</td>"
+                            f"<td>{rng}</td></tr>")
+        out_rows.append("</table>")
+        parts.append("\n".join(out_rows))
+        parts += [f'<p class="interval">{html.escape(a["text"])}</p>' for a in against]
+    parts.append("<h2>Differences from the reference group</h2>")
     comp_rows = []
     for g, c in result.get("comparisons", {}).items():
         comp_rows.append((f"{g} vs {c['reference']}: difference of means",

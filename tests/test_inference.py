@@ -143,9 +143,7 @@ def test_changed_settings_do_not_resume(model_dir, phantom, tmp_path):
 def test_wrong_dimensionality_is_one_line_error(model_dir, tmp_path):
     with pytest.raises(InputError, match="2-D image .* model 'tiny' is 3-D"):
         predict_volume(model_dir, np.zeros((40, 40), np.float32), progress=False)
-    m2 = tiny_model(tmp_path, spatial_dims=2, name="tiny2d")
-    with pytest.raises(InputError, match="3-D volume .* is 2-D"):
-        predict_volume(m2, np.zeros((8, 40, 40), np.float32), progress=False)
+    # A 3-D input to a 2-D model is a stack of sections (tests/test_stacks.py).
 
 
 def test_2d_model_on_2d_image(tmp_path):

@@ -30,6 +30,9 @@ def register(subparsers) -> None:
                    help="process in chunks of N^3 voxels (default: whole volume up to 256^3)")
     p.add_argument("--format", choices=("auto", "tif", "zarr"), default="auto",
                    help="output format (default: tif, zarr for big volumes)")
+    p.add_argument("--sections", action="store_true",
+                   help="SEG is a stack of 2-D sections along axis 0: label particles section "
+                   "by section (default when prediction.json beside SEG says so)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
@@ -45,9 +48,16 @@ def run(args) -> int:
     from crackseg.io import atomic_path, create_zarr_volume, read_volume, write_volume
     from crackseg.labels import load_schema
     from crackseg.particles import DEFAULT_H, border_labels, particle_instances
+    from crackseg.sections import section_instances, stack_beside, stack_border_labels
 
     schema = load_schema(args.schema)
     img = read_volume(args.seg, lazy=True)
+    sections = args.sections or stack_beside(args.seg)
+    if sections and img.ndim != 3:
+        raise CracksegError(f"{img.source}: a stack of sections is 3-D (Z, Y, X); got shape "
+                            f"{img.shape}")
+    label = section_instances if sections else particle_instances
+    border = stack_border_labels if sections else border_labels
     vs = img.voxel_size_um
     if args.voxel_size:
         if len(args.voxel_size) not in (1, img.ndim):
@@ -69,7 +79,7 @@ def run(args) -> int:
     if chunk is None:
         validate_labels(data, schema, source=img.source)
     if fmt == "tif":
-        inst = particle_instances(data, **kw)
+        inst = label(data, **kw)
         write_volume(out, inst, vs, overwrite=args.overwrite,
                      metadata={"crackseg": "particles", "source": img.source})
     else:
@@ -77,13 +87,13 @@ def run(args) -> int:
             arr = create_zarr_volume(tmp, img.shape, np.uint32, vs,
                                      chunks=tuple(min(256, s) for s in img.shape),
                                      metadata={"crackseg": "particles", "source": img.source})
-            particle_instances(data, out=arr, **kw)
+            label(data, out=arr, **kw)
         import zarr
 
         inst = zarr.open_array(str(out / "0"), mode="r")
     n = max((int(np.asarray(inst[z:z + 64]).max(initial=0)) for z in range(0, img.shape[0], 64)),
             default=0)
     if not args.quiet:
-        print(f"{img.source}: {n} particles ({border_labels(inst).size} touching the border) "
+        print(f"{img.source}: {n} particles ({border(inst).size} touching the border) "
               f"-> {out}", file=sys.stderr)
     return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 DESCRIPTION = (
-    "Segment tomograms (or 2-D images with a 2-D model) with a crackseg model: sliding-window "
+    "Segment tomograms (or 2-D sections, or stacks of them section by section, with a 2-D "
+    "model) with a crackseg model: sliding-window "
     "inference in chunks of bounded memory, optional posterior samples (TTA or MC dropout), "
     "then particle instances. Each input gets a folder OUT/<name>/ with segmentation.tif "
     "(or .zarr for big volumes), particles.tif, uncertainty.tif and particle_samples.npz "
@@ -66,7 +67,12 @@ def add_predict_arguments(p) -> None:
                    help="posterior samples with --uncertainty (default: 8, at most 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of TTA order and MC dropout")
     p.add_argument("--voxel-size", type=float, nargs="+", metavar="UM",
-                   help="voxel size in µm (one value, or Z Y X), overriding the file's")
+                   help="voxel size in µm (one value, or Z Y X; for a stack of sections Z is "
+                   "the section spacing), overriding the file's")
+    p.add_argument("--channel", type=int, default=None, metavar="N",
+                   help="channel N (from 0) of a multi-channel input: 4-D arrays, RGB or "
+                   "multi-channel TIFF; the channel axis is the one the file declares, else the "
+                   "shortest")
     p.add_argument("--max-memory", type=float, default=None, metavar="GB",
                    help="memory budget that sets the chunk size, per worker with "
                    "--workers/--dask (default: 3)")
@@ -92,10 +98,12 @@ def add_predict_arguments(p) -> None:
 def options_from_args(args) -> dict:
     """Keyword arguments of :func:`crackseg.batch.predict_to_folder` from parsed arguments."""
     vs = args.voxel_size
-    if vs is not None and len(vs) not in (1, 3):
-        from crackseg.errors import CracksegError
+    from crackseg.errors import CracksegError
 
+    if vs is not None and len(vs) not in (1, 3):
         raise CracksegError("--voxel-size takes one value or three (Z Y X)")
+    if args.channel is not None and args.channel < 0:
+        raise CracksegError(f"--channel {args.channel}: channels are numbered from 0")
     roi = args.roi
     if roi is not None and len(roi) == 1:
         roi = roi[0]
@@ -110,6 +118,7 @@ def options_from_args(args) -> dict:
         precision=args.precision, uncertainty=args.uncertainty, n_samples=args.samples,
         seed=args.seed, max_memory_gb=args.max_memory, chunk_size=args.chunk,
         nan_policy=args.nan_policy, scale=_scale_arg(args.scale),
+        **({"channel": args.channel} if args.channel is not None else {}),
     )
 
 

@@ -15,6 +15,11 @@ self-contained report.html. Each input gets OUT/<name>/. Finished steps are
 skipped on a re-run (resume); --overwrite redoes them. A broken input is
 reported and skipped; the exit status is non-zero if any input failed.
 
+A 3-D input given to a 2-D model (--model nmc4-synthetic-2d-v1) is a stack
+of sections along axis 0: each section is segmented on its own, particles are
+2-D and labelled per section, and the statistics and report are those of a
+stack of sections (one row per particle profile, with its section).
+
 When an input is a manifest CSV with metadata columns besides `path` (e.g.
 sample, cycle, soc, c_rate), the analysed samples are then compared
 (as `crackseg compare`, grouped by --group-by) into OUT/comparison/.
@@ -44,7 +49,8 @@ def register(subparsers) -> None:
                    help="crack-fraction thresholds, 'damaged' ... 'severely damaged' "
                    "(default 0.01 0.05)")
     s.add_argument("--depth-axis", type=int, default=0, choices=[0, 1, 2],
-                   help="array axis through the electrode thickness (default 0)")
+                   help="array axis through the electrode thickness (default 0; for a stack "
+                   "of sections 0 is through the stack)")
     s.add_argument("--group-by", default="sample",
                    help="manifest column that defines the compared groups (default: sample)")
     s.add_argument("--no-report", action="store_true", help="skip report.html")
@@ -103,7 +109,10 @@ def run(args) -> int:
         m = r["summary"]["damage"]["mean"]
         ci = m.get("ci") or [None, None]
         ci_txt = f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci[0] is not None else "(no interval)"
-        say(f"{src}: {r['summary']['n_particles']} particles, mean crack_fraction "
+        stack = r["summary"].get("stack")
+        what = (f"particle profiles in {stack['n_sections']} sections" if stack else
+                "particles")
+        say(f"{src}: {r['summary']['n_particles']} {what}, mean crack_fraction "
             f"{m['estimate']:.4g} {ci_txt}; report {r['report'] or '-'}")
         from crackseg.domain import flag_lines
 

@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--schema", default=None, help="label schema: nmc4 (default) or a YAML file")
     p.add_argument("--depth-axis", type=int, default=0, choices=[0, 1, 2],
                    help="array axis through the electrode thickness (default 0)")
+    p.add_argument("--sections", action="store_true",
+                   help="SEG is a stack of 2-D sections along axis 0 (particles 2-D, labelled "
+                   "per section; default when prediction.json beside SEG says so)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
     p.add_argument("--n-resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
@@ -111,11 +114,16 @@ def run(args) -> int:
         raise InputError(f"--confidence {args.confidence} must be between 0 and 1")
     if args.n_resamples < 100:
         raise InputError(f"--n-resamples {args.n_resamples} is too few; use at least 100")
+    from crackseg.sections import stack_beside
+
     schema = load_schema(args.schema)
     img = read_volume(args.segmentation)
     seg = img.data
     if seg.ndim != 3:
         raise InputError(f"{img.source}: need a 3-D (Z, Y, X) segmentation, got shape {seg.shape}")
+    sections = args.sections or stack_beside(args.segmentation)
+    if sections:
+        say(f"a stack of {seg.shape[0]} sections: particles measured section by section")
     vs = tuple(args.voxel_size) if args.voxel_size else img.voxel_size_um
     if vs is None:
         say("voxel size unknown: working in voxel units (give --voxel-size Z Y X for µm)")
@@ -133,10 +141,12 @@ def run(args) -> int:
     else:
         from crackseg.labels import validate_labels
         from crackseg.particles import particle_instances
+        from crackseg.sections import section_instances
 
         validate_labels(seg, schema, source=img.source)
         say("separating particles (envelope fill + watershed)")
-        inst = particle_instances(seg, schema=schema, voxel_size_um=vs, progress=not args.quiet)
+        label = section_instances if sections else particle_instances
+        inst = label(seg, schema=schema, voxel_size_um=vs, progress=not args.quiet)
     posterior = None
     post_path = Path(args.posterior) if args.posterior else \
         Path(img.source).parent / "particle_samples.npz"
@@ -151,7 +161,8 @@ def run(args) -> int:
             if len(sys.argv) > 1 and sys.argv[1] == "stats" else None}
     _, summary = write_statistics(
         out, seg, inst, schema=schema, voxel_size_um=vs, posterior=posterior, provenance=prov,
-        overwrite=args.overwrite, say=say, source=img.source, confidence=args.confidence,
+        overwrite=args.overwrite, say=say, source=img.source, sections=sections,
+        confidence=args.confidence,
         n_resamples=args.n_resamples, seed=args.seed, method=args.method,
         block_size=args.block_size, border=args.border, thresholds=tuple(args.thresholds),
         depth_axis=args.depth_axis, shell_um=args.shell_um)

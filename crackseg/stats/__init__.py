@@ -24,6 +24,7 @@ from crackseg.stats.representativeness import (
     particles_needed,
     representativeness,
     section_crack_fractions,
+    section_particle_means,
 )
 from crackseg.stats.spatial import (
     correlation_length,
@@ -37,6 +38,7 @@ from crackseg.stats.table import (
     particle_table,
     posterior_crack_fractions,
     read_particle_samples,
+    section_stack_table,
     write_particle_samples,
 )
 
@@ -44,7 +46,8 @@ __all__ = [
     "Interval", "bootstrap_ci", "bootstrap_columns", "bootstrap_many", "spatial_blocks",
     "cliffs_delta",
     "compare_samples", "read_manifest", "distribution_statistics", "population",
-    "particles_needed", "representativeness", "section_crack_fractions", "correlation_length",
+    "particles_needed", "representativeness", "section_crack_fractions", "section_particle_means",
+    "correlation_length",
     "depth_profile", "hot_spots", "morans_i", "variogram", "summarize", "particle_table",
-    "posterior_crack_fractions", "read_particle_samples", "write_particle_samples",
+    "section_stack_table", "posterior_crack_fractions", "read_particle_samples", "write_particle_samples",
 ]

@@ -146,11 +146,13 @@ def representativeness_figure(summary: dict, *, title: str | None = None):
     labels = []
     for i, r in enumerate(rows):
         name = {"random_particles": f"{r['k']} random", "neighbour_cluster": f"{r['k']} neighbours",
-                "cross_section": "one section", "surface_view": "surface view"}.get(r["protocol"],
-                                                                                    r["protocol"])
+                "cross_section": "one section (area)",
+                "section_particles": "one section (particles)",
+                "surface_view": "surface view"}.get(r["protocol"], r["protocol"])
         labels.append(name)
         colour = {"random_particles": "#1f4e79", "neighbour_cluster": "#d35400",
-                  "cross_section": "#27ae60", "surface_view": "#8e44ad"}.get(r["protocol"], "#333")
+                  "cross_section": "#27ae60", "section_particles": "#16a085",
+                  "surface_view": "#8e44ad"}.get(r["protocol"], "#333")
         ax.plot([i, i], [r["min"], r["max"]], color=colour, lw=1, alpha=0.5)
         ax.plot([i, i], [r["p05"], r["p95"]], color=colour, lw=5, alpha=0.8)
         ax.plot(i, r["mean_estimate"], "o", color="white", mec=colour, ms=4)

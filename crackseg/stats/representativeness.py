@@ -13,6 +13,11 @@ compared with the census:
 ``cross_section``
     crack area / particle-envelope area in one 2-D slice at a random depth
     (what a single FIB/SEM section shows);
+``section_particles``
+    the mean damage of the particles of one such slice, each particle's
+    damage being crack area / envelope area of its profile in the slice and
+    profiles cut by the slice's edge left out: what ``crackseg run`` on one
+    section reports as its mean damage (:func:`section_particle_means`);
 ``surface_view``
     the mean crack fraction in the outer shell of the particles at the top
     of the electrode (what top-view surface imaging sees).
@@ -138,6 +143,13 @@ def representativeness(crack_fraction, coords, *, ks=DEFAULT_KS, n_draws: int = 
             rows.append(_summarise("cross_section", 1, fr, ref, severe_threshold, damaged_threshold,
                                    note="crack area / envelope area in one slice; every slice "
                                    "along the depth axis counted once"))
+        means = section_particle_means(seg, instances, schema=schema, axis=depth_axis)
+        if np.isfinite(means).any():
+            rows.append(_summarise(
+                "section_particles", 1, means, ref, severe_threshold, damaged_threshold,
+                note="mean damage of the particle profiles in one slice (profiles cut by its "
+                "edge left out), as a run on that one section reports it; every slice along the "
+                "depth axis counted once"))
     if surface_crack_fraction is not None and depth is not None:
         scf = np.asarray(surface_crack_fraction, dtype=np.float64)
         d = np.asarray(depth, dtype=np.float64)
@@ -185,6 +197,70 @@ def section_crack_fractions(seg, instances, *, schema: LabelSchema = NMC4, axis:
     crack = ((s == schema.value("crack")) & inside).sum(axis=other)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(env > 0, crack / env, np.nan)
+
+
+def section_particle_means(seg, instances, *, schema: LabelSchema = NMC4, axis: int = 0,
+                           exclude_border: bool = True, min_area: int | None = None) -> np.ndarray:
+    """Mean damage of the particles of every slice along ``axis``, as one section reports it.
+
+    In each slice, a particle's profile is its instance cut by the slice; its
+    damage is crack area / envelope area of that profile.  Profiles smaller
+    than ``min_area`` pixels (what :func:`crackseg.particles.particle_instances`
+    drops in a section) and, with ``exclude_border``, profiles touching the
+    slice's edge (the default ``--border exclude`` of a section run) are left
+    out; the slice's value is the mean over the rest.
+
+    Parameters
+    ----------
+    seg : array_like of uint8, shape (Z, Y, X)
+        Semantic labels.
+    instances : array_like of int, shape (Z, Y, X)
+        Particle instances (envelopes), 3-D or labelled per section.
+    axis : int
+        Axis the slices are perpendicular to.
+    exclude_border : bool
+    min_area : int, optional
+        Default :data:`crackseg.particles.DEFAULT_MIN_VOLUME_VOX`.
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (seg.shape[axis],)
+        NaN for slices without a kept profile.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> seg = np.zeros((2, 12, 12), np.uint8); seg[:, 2:8, 2:8] = 1; seg[:, 2:8, 9:12] = 1
+    >>> seg[0, 4, 2:8] = 2
+    >>> inst = np.zeros(seg.shape, np.uint32); inst[:, 2:8, 2:8] = 1; inst[:, 2:8, 9:12] = 2
+    >>> section_particle_means(seg, inst).round(4).tolist()   # particle 2 touches the edge
+    [0.1667, 0.0]
+    """
+    from crackseg.particles import DEFAULT_MIN_VOLUME_VOX
+
+    s = np.asarray(seg)
+    inst = np.asarray(instances)
+    min_area = DEFAULT_MIN_VOLUME_VOX if min_area is None else int(min_area)
+    crack_value = schema.value("crack") if schema.has("crack") else None
+    n = int(inst.max(initial=0)) + 1
+    out = np.full(s.shape[axis], np.nan)
+    for i in range(s.shape[axis]):
+        lab = np.take(inst, i, axis=axis)
+        env = np.bincount(lab.ravel(), minlength=n)
+        keep = env >= max(min_area, 1)
+        keep[0] = False
+        if exclude_border:
+            edge = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
+            keep[edge] = False
+        if not keep.any():
+            continue
+        if crack_value is None:
+            out[i] = 0.0
+            continue
+        sec = np.take(s, i, axis=axis)
+        crack = np.bincount(lab[sec == crack_value], minlength=n)
+        out[i] = float(np.mean(crack[keep] / env[keep]))
+    return out
 
 
 def particles_needed(crack_fraction, *, relative_precision: float = 0.1, confidence: float = 0.95,

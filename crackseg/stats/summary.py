@@ -41,6 +41,7 @@ from crackseg.stats.table import (
     align_posterior,
     depth_values,
     is_section_table,
+    is_stack_table,
     particle_coords,
     unit_label,
     volume_extent,
@@ -203,9 +204,12 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
     coords = coords_all[mask]
     extent, _ = volume_extent(table)
     section = is_section_table(table)
+    stack = is_stack_table(table)
     unit_text = unit_label(unit)
     if section and seg is not None and np.ndim(seg) != 3:
-        seg = instances = None  # the cross-section protocol needs a volume
+        seg = instances = None  # the cross-section protocol needs a volume (or a stack)
+    where = f"stack of {_n_sections(table)} sections" if stack else \
+        ("section" if section else "volume")
     w = None if border != "miles" else weights
     post = None
     if posterior is not None:
@@ -214,7 +218,10 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
     notes = []
     if unit != "um":
         notes.append(f"VOXEL SIZE UNKNOWN: sizes, positions and distances are in {unit_text}, not "
-                     "µm; give the voxel size (--voxel-size) to measure in µm.")
+                     "µm; give the voxel size (--voxel-size) to measure in µm."
+                     + (" The sections are taken to be one pixel apart (contiguous slices); "
+                        "give --voxel-size SPACING Y X for sections further apart." if stack
+                        else ""))
     # correlation length and block size
     length, vfit, vg = (None, {"note": "too few particles"}, pd.DataFrame())
     if finite.sum() >= 10:
@@ -230,17 +237,19 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
     if method == "block" and "SMALL VOLUME" in rule:
         notes.append(
             f"The damage correlation length ({'?' if length is None else f'{length:.3g}'} "
-            f"{unit_text}) is not small compared with the {'section' if section else 'volume'}: blocks of {block_factor:g} "
+            f"{unit_text}) is not small compared with the {where}: blocks of {block_factor:g} "
             f"correlation lengths do not fit {MIN_BLOCKS} times, so smaller blocks were used and "
             "the intervals may be too narrow; analyse a larger volume or several volumes."
         )
 
     cross_range = vfit.get("correlation_range") if (method == "block" and length) else None
     depth_axis = table.attrs.get("depth_axis", 0)
-    if cross_range is not None and cross_range > 0.5 * float(np.min(extent)):
+    # A stack is as thin as its sections are few; its field of view is that of a section.
+    side = float(np.min(extent[1:] if stack else extent))
+    if cross_range is not None and cross_range > 0.5 * side:
         notes.append(
             f"The damage correlation range ({cross_range:.3g} {unit_text}) exceeds half the "
-            f"{'section' if section else 'volume'}: clustering on the scale of the field of view cannot be measured from inside "
+            f"{where}: clustering on the scale of the field of view cannot be measured from inside "
             "it, so the intervals are likely too narrow for the electrode."
         )
     common = dict(coords=coords[finite], block_size=block_size, extent=extent, method=method,
@@ -288,13 +297,13 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
         "n_particles_border": n_border,
         "population": {"border": border, "description": pop_desc},
         "estimand": (
-            f"Intervals speak for the particles of the population this "
-            f"{'section' if section else 'volume'} samples "
+            f"Intervals speak for the particles of the population this {where} samples "
             f"({' x '.join(f'{e:.4g}' for e in extent)} {unit_text}; {pop_desc}). Damage "
             f"clustered on scales larger than the field of view cannot be seen from inside it: "
             f"this is not an interval for the whole electrode. For electrode-level claims analyse "
             f"several volumes and resample volumes then particles (crackseg compare)."),
         "section": bool(section),
+        **({"stack": _stack_summary(table, mask, values, finite, unit)} if stack else {}),
         "extent": [float(e) for e in extent],
         "extent_unit": unit,
         "damage": damage,
@@ -321,10 +330,11 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
                                       n_resamples, seed, w if w is None else w[finite],
                                       (cross_range, depth_axis))
     if protocols and quantity == "crack_fraction":
+        # In a stack, "one section" is one of its own sections (axis 0).
         summary["representativeness"] = _protocols(
             values[finite], coords[finite], used, finite, thresholds, seg, instances, schema,
-            table.attrs.get("depth_axis", 0), n_draws, seed, unit, relative_precision,
-            damage, iid_mean, confidence)
+            0 if stack else table.attrs.get("depth_axis", 0), n_draws, seed, unit,
+            relative_precision, damage, iid_mean, confidence)
 
     summary["provenance"] = {
         "crackseg_version": __version__, "model": None, "model_sha256": None, "input": None,
@@ -339,6 +349,30 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
         **(provenance or {}),
     }
     return json_ready(summary)
+
+
+def _n_sections(table: pd.DataFrame) -> int:
+    shape = table.attrs.get("shape")
+    return int(shape[0]) if shape else int(table["section"].max()) + 1
+
+
+def _stack_summary(table: pd.DataFrame, mask, values, finite, unit: str) -> dict:
+    """The sections of a stack: how many, their spacing, and each one's particles and mean."""
+    n = _n_sections(table)
+    sec = table.loc[mask, "section"].to_numpy()[finite]
+    v = values[finite]
+    counts = np.bincount(sec, minlength=n)
+    sums = np.bincount(sec, weights=v, minlength=n)
+    vs = table.attrs.get("voxel_size_um")
+    return {
+        "n_sections": n, "n_sections_with_particles": int((counts > 0).sum()),
+        "spacing": float(vs[0]) if (vs and unit == "um") else 1.0,
+        "spacing_unit": unit,
+        "n_particles_per_section": counts.tolist(),
+        "mean_per_section": [float(s_ / c) if c else None for s_, c in zip(sums, counts)],
+        "note": ("one row per particle profile: a particle cut by several sections counts once "
+                 "per section, and its damage is measured in each plane"),
+    }
 
 
 def json_ready(obj):

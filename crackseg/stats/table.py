@@ -78,6 +78,17 @@ TABLE_COLUMNS_2D = [
 """Columns of the table of a 2-D section (areas, perimeters and pixels instead of volumes,
 surfaces and voxels; the damage columns are area fractions in the section)."""
 
+TABLE_COLUMNS_STACK = (
+    ["section"] + TABLE_COLUMNS_2D[:TABLE_COLUMNS_2D.index("centroid_y_px")]
+    + ["centroid_z_px", "centroid_y_px", "centroid_x_px",
+       "centroid_z_um", "centroid_y_um", "centroid_x_um", "depth_px", "depth_um",
+       "bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1", "bbox_y1", "bbox_x1", "touches_border"]
+)
+"""Columns of the table of a stack of 2-D sections: one row per particle profile, the columns
+of a section plus the ``section`` index, its position (``centroid_z_*``: the section's
+index, and its index x the section spacing in µm) and ``bbox_z0``/``bbox_z1`` (the section,
+half-open)."""
+
 #: Perimeter correction of edge counting: the mean of |n_y|+|n_x| over isotropic
 #: orientations is 4/pi, so counted pixel edges overestimate a smooth perimeter by it.
 EDGE_COUNT_PERIMETER_FACTOR = np.pi / 4.0
@@ -363,6 +374,105 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
     return table
 
 
+def section_stack_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_size_um=None,
+                        depth_axis: int = 0, shell_um: float | None = None,
+                        shell_vox: float = 2.0, posterior=None,
+                        min_volume_um3: float | None = None,
+                        source: str = "segmentation") -> pd.DataFrame:
+    """One row per particle profile of every section of a stack of 2-D sections.
+
+    Each section (``seg[z]``) is measured as :func:`particle_table` measures
+    a section alone (areas, circularity, damage as crack area / particle area
+    in that plane; ``touches_border`` for profiles cut by the section's own
+    edge), and the rows are stacked with the section's index and position.
+    A particle cut by several sections appears once per section.
+
+    Parameters
+    ----------
+    seg : array_like of uint8, shape (Z, Y, X)
+        Semantic labels of Z sections stacked along axis 0.
+    instances : array_like of int, shape (Z, Y, X), optional
+        Particle instances labelled per section (a label belongs to one
+        section), as from :func:`crackseg.sections.section_instances`
+        (computed here when omitted).
+    voxel_size_um : sequence of 3 float, optional
+        (section spacing, y, x) in µm.  Without it positions are in pixels
+        and the sections are taken to be one pixel apart.
+    depth_axis : int
+        0: depth is the section's position in the stack; 1 or 2: the rows or
+        columns of each section.
+    shell_um, shell_vox, posterior, min_volume_um3, source
+        As for :func:`particle_table` (``posterior`` in the table's order or
+        as ``(labels, samples)``; ``min_volume_um3`` is an area in µm² here).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`TABLE_COLUMNS_STACK` (plus posterior columns);
+        ``attrs`` as :func:`particle_table` with the 3-D ``shape`` and voxel
+        size and ``n_sections``.
+
+    Examples
+    --------
+    >>> seg = np.zeros((3, 12, 12), np.uint8); seg[:, 3:9, 3:9] = 1; seg[1, 5, 3:9] = 2
+    >>> t = section_stack_table(seg, voxel_size_um=(2.0, 0.5, 0.5))
+    >>> t[["section", "centroid_z_um", "crack_fraction"]].values.tolist()
+    [[0.0, 0.0, 0.0], [1.0, 2.0, 0.16666666666666666], [2.0, 4.0, 0.0]]
+    """
+    seg = np.asarray(seg)
+    if seg.ndim != 3:
+        raise InputError(f"{source}: a stack of sections is 3-D (Z, Y, X); got shape {seg.shape}")
+    vs_known = voxel_size_um is not None
+    vs = tuple(float(v) for v in voxel_size_um) if vs_known else (1.0, 1.0, 1.0)
+    if len(vs) != 3 or not all(np.isfinite(v) and v > 0 for v in vs):
+        raise InputError(f"voxel size {voxel_size_um} must be 3 positive numbers (section "
+                         "spacing, y, x) in µm")
+    if depth_axis not in (0, 1, 2):
+        raise InputError(f"depth axis {depth_axis} must be 0 (through the stack), 1 or 2")
+    if instances is None:
+        from crackseg.sections import section_instances
+
+        kw = {} if min_volume_um3 is None else {"min_volume_um3": min_volume_um3}
+        instances = section_instances(seg, schema=schema, voxel_size_um=voxel_size_um, **kw)
+    instances = np.asarray(instances)
+    if instances.shape != seg.shape:
+        raise InputError(f"instances shape {instances.shape} differs from segmentation {source} "
+                         f"shape {seg.shape}; give the instances computed from this segmentation")
+    tables = []
+    for z in range(seg.shape[0]):
+        if not instances[z].any():
+            continue
+        t = particle_table(seg[z], instances[z], schema=schema,
+                           voxel_size_um=vs[1:] if vs_known else None,
+                           depth_axis=max(depth_axis - 1, 0), shell_um=shell_um,
+                           shell_vox=shell_vox, source=f"{source} (section {z})")
+        t.insert(0, "section", z)
+        t["centroid_z_px"] = float(z)
+        t["centroid_z_um"] = z * vs[0] if vs_known else np.nan
+        t["bbox_z0"], t["bbox_z1"] = z, z + 1
+        if depth_axis == 0:
+            t["depth_px"] = float(z)
+            t["depth_um"] = z * vs[0] if vs_known else np.nan
+        tables.append(t)
+    if not tables:
+        raise InputError(f"{source}: no particles found in any of its {seg.shape[0]} sections; "
+                         "nothing to measure")
+    attrs = dict(tables[0].attrs)
+    table = pd.concat(tables, ignore_index=True)[TABLE_COLUMNS_STACK]
+    if table["label"].duplicated().any():
+        raise InputError(f"{source}: instance labels repeat across sections; label the particles "
+                         "of a stack section by section (crackseg.sections.section_instances)")
+    if posterior is not None:
+        samples = align_posterior(posterior, table["label"].to_numpy())
+        table["crack_fraction_mean"] = samples.mean(axis=0)
+        table["crack_fraction_std"] = samples.std(axis=0, ddof=1) if samples.shape[0] > 1 else 0.0
+        attrs["n_posterior_samples"] = int(samples.shape[0])
+    attrs.update({"voxel_size_um": list(vs) if vs_known else None, "depth_axis": int(depth_axis),
+                  "shape": list(seg.shape), "n_sections": int(seg.shape[0])})
+    table.attrs = attrs
+    return table
+
+
 def align_posterior(posterior, labels: np.ndarray) -> np.ndarray:
     """Posterior crack-fraction samples as (n_samples, n_particles) in ``labels`` order.
 
@@ -497,8 +607,21 @@ def pixel_unit(table: pd.DataFrame) -> str:
 
 
 def is_section_table(table: pd.DataFrame) -> bool:
-    """Whether a particle table measures a 2-D section (areas) rather than a volume."""
+    """Whether a particle table measures 2-D sections (areas) rather than a volume:
+    one section, or a stack of them (:func:`is_stack_table`)."""
     return pixel_unit(table) == "px"
+
+
+def is_stack_table(table: pd.DataFrame) -> bool:
+    """Whether a particle table measures a stack of 2-D sections (a ``section`` column).
+
+    Examples
+    --------
+    >>> is_stack_table(pd.DataFrame({"section": [0], "centroid_z_px": [0.0],
+    ...                              "centroid_y_px": [1.0], "centroid_x_px": [2.0]}))
+    True
+    """
+    return is_section_table(table) and "section" in table and "centroid_z_px" in table
 
 
 def particle_coords(table: pd.DataFrame) -> tuple[np.ndarray, str]:
