@@ -107,18 +107,20 @@ class RandomizedPatchDataset(torch.utils.data.Dataset):
         """Labels, binder and rendered image of item ``i`` (numpy, with the margin cropped)."""
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         k = int(rng.integers(len(self.pool)))
-        lab, binder = self.pool[k]["labels"], self.pool[k]["binder"]
+        m = self.pool[k]
+        lab, binder, inst = m["labels"], m["binder"], m.get("instances")
         centre = self._centre(k, rng)
         if len(self.patch_size) == 2:
             axis = int(self.slice_axes[int(rng.integers(len(self.slice_axes)))])
-            lab = np.take(lab, centre[axis], axis=axis)
-            binder = np.take(binder, centre[axis], axis=axis)
+            lab, binder = (np.take(a, centre[axis], axis=axis) for a in (lab, binder))
+            inst = None if inst is None else np.take(inst, centre[axis], axis=axis)
             centre = np.delete(centre, axis)
         size = [p + 2 * MARGIN for p in self.patch_size]
         start = _box(centre, size, lab.shape, rng)
         lab, binder = _crop(lab, start, size, 0), _crop(binder, start, size, False)
+        inst = None if inst is None else _crop(inst, start, size, 0)
         setting = random_appearance(rng, self.ranges, ndim=lab.ndim)
-        img = render(lab, binder, setting, rng)
+        img = render(lab, binder, setting, rng, instances=inst)
         core = tuple(slice(MARGIN, MARGIN + p) for p in self.patch_size)
         img, lab = img[core], lab[core]
         for a in range(lab.ndim):

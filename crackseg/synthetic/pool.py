@@ -32,7 +32,7 @@ def _damage_settings(rng: np.random.Generator, voxel_um: float) -> dict:
         "hollow_radius_range": (0.08, float(rng.uniform(0.2, 0.4))),
         "crack_width_vox": (1.0, float(wide)),
         "pore_density_per_um3": float(rng.uniform(0.0005, 0.006)),
-        "solid_fraction": float(rng.uniform(0.4, 0.65)),
+        "solid_fraction": float(rng.uniform(0.4, 0.7)),
         "diameter_median_um": float(rng.uniform(5.0, 12.0)),
         "correlation_length_um": float(rng.uniform(5.0, 30.0)),
     }
@@ -61,7 +61,8 @@ def label_pool(n: int, shape, *, seed: int = 0, voxel_size_um=(0.16, 0.6),
     Returns
     -------
     list of dict
-        ``labels`` (uint8, nmc4), ``binder`` (bool), ``voxel_size_um``,
+        ``labels`` (uint8, nmc4), ``binder`` (bool), ``instances`` (particle
+        envelopes, uint16 or uint32), ``voxel_size_um``,
         ``diameter_vox`` (median equivalent diameter of its particles, voxels)
         and ``settings``.
     """
@@ -82,7 +83,10 @@ def label_pool(n: int, shape, *, seed: int = 0, voxel_size_um=(0.16, 0.6),
                              binder_fraction=float(rng.uniform(*binder_fraction)),
                              voxel_size_um=(vs, vs, vs))
         d = ph.truth["equivalent_diameter_um"].to_numpy() / vs if len(ph.truth) else np.array([])
+        inst = ph.instances
+        inst = inst.astype(np.uint16) if inst.max(initial=0) < 65535 else inst
         out.append({"labels": np.asarray(ph.labels, np.uint8), "binder": binder,
+                    "instances": inst,
                     "voxel_size_um": vs,
                     "diameter_vox": float(np.median(d)) if len(d) else float("nan"),
                     "settings": {k: (list(v) if isinstance(v, tuple) else v)

@@ -44,6 +44,9 @@ class AppearanceRanges:
     """
 
     particle_level: tuple = (0.55, 1.0)
+    particle_level_spread: tuple = (0.0, 0.45)
+    """Per-particle dimming: particle ``k`` keeps ``1 - spread * u_k`` of the contrast,
+    ``u_k ~ U(0, 1)`` (dim particles: partial volume, other density or composition)."""
     electrolyte_level: tuple = (0.0, 0.3)
     binder_level: tuple = (0.0, 0.85)
     """Binder grey level as a fraction between electrolyte (0) and particle (1)."""
@@ -100,6 +103,7 @@ def random_appearance(rng: np.random.Generator, ranges: AppearanceRanges, ndim: 
     lo_snr, hi_snr = np.log(r.snr[0]), np.log(r.snr[1])
     return {
         "particle": _uniform(rng, r.particle_level),
+        "particle_spread": _uniform(rng, r.particle_level_spread),
         "electrolyte": _uniform(rng, r.electrolyte_level),
         "binder": _uniform(rng, r.binder_level),
         "void_offset": _uniform(rng, r.void_offset),
@@ -126,16 +130,26 @@ def _noise(rng, shape, sigma):
     return g / max(float(g.std()), 1e-12)
 
 
-def _phase_map(labels, binder, s, rng):
+def _particle_levels(instances, solid, s, rng):
+    """Grey level of every solid voxel: the particle level, dimmed per particle."""
+    contrast = s["particle"] - s["electrolyte"]
+    spread = s.get("particle_spread", 0.0)
+    if instances is None or spread <= 0:
+        return np.float32(s["particle"])
+    ids = instances[solid]
+    dim = 1.0 - spread * rng.uniform(0, 1, int(ids.max(initial=0)) + 1).astype(np.float32)
+    return s["electrolyte"] + contrast * dim[ids]
+
+
+def _phase_map(labels, binder, s, rng, instances=None):
     """Grey levels of the phases before the point-spread function."""
     contrast = s["particle"] - s["electrolyte"]
     phase = np.full(labels.shape, s["electrolyte"], np.float32)
     solid = labels == 1
+    phase[solid] = _particle_levels(instances, solid, s, rng)
     if s["particle_texture"] > 0:
-        phase[solid] = s["particle"] + contrast * s["particle_texture"] * _noise(
+        phase[solid] += contrast * s["particle_texture"] * _noise(
             rng, labels.shape, s["texture_sigma"])[solid]
-    else:
-        phase[solid] = s["particle"]
     b = s["electrolyte"] + s["binder"] * contrast
     if binder.any():
         phase[binder] = b + contrast * s["binder_texture"] * _noise(rng, labels.shape, 0.7)[binder]
@@ -173,7 +187,7 @@ def _resample_blur(img, factor):
 
 
 def render(labels: np.ndarray, binder: np.ndarray, setting: dict,
-           rng: np.random.Generator) -> np.ndarray:
+           rng: np.random.Generator, instances: np.ndarray | None = None) -> np.ndarray:
     """Grey image of a label map under one imaging setting, normalised to 1-99 % -> 0-1.
 
     Parameters
@@ -186,6 +200,9 @@ def render(labels: np.ndarray, binder: np.ndarray, setting: dict,
         From :func:`random_appearance`.
     rng : numpy.random.Generator
         Source of the textures and noise.
+    instances : ndarray of int, same shape, optional
+        Particle instances (0 = none); with them each particle is dimmed by
+        its own random amount (``particle_spread``).
 
     Returns
     -------
@@ -195,7 +212,7 @@ def render(labels: np.ndarray, binder: np.ndarray, setting: dict,
     from crackseg.normalize import normalize_image
 
     s = setting
-    phase, contrast = _phase_map(labels, binder, s, rng)
+    phase, contrast = _phase_map(labels, binder, s, rng, instances)
     sig = list(s["blur_sigma"])[-labels.ndim:]
     img = ndi.gaussian_filter(phase, sig)
     if s["phase_contrast"] > 0:
