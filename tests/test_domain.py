@@ -228,3 +228,13 @@ def test_run_records_flags_in_summary_report_and_console(tmp_path):
     box = page.split('id="flags"')[1].split("</div>")[0]
     assert "MODEL NOT VALIDATED FOR THIS INPUT: resampled far" in box
     assert "segmentation error is not included: " in page
+
+
+def test_entropy_flags_when_the_model_is_unsure():
+    seg, inst, *_ = two_spheres()
+    sure = np.full(seg.shape, 0.05, np.float16)
+    unsure = np.full(seg.shape, 0.5 * np.log(4), np.float16)
+    assert "entropy" not in _names(domain_check(seg, inst, training_domain=DOMAIN, entropy=sure))
+    d = domain_check(seg, inst, training_domain=DOMAIN, entropy=unsure)
+    assert "entropy" in _names(d)
+    assert d["signals"]["mean_normalized_entropy"] == pytest.approx(0.5, abs=0.01)
