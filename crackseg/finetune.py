@@ -53,13 +53,6 @@ RESERVE_S = 3.0
 """Seconds kept at the end of the budget for writing the model (at most 5 % of it)."""
 
 
-def _quiet_lightning() -> None:
-    import logging
-
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 # ---------------------------------------------------------------- inputs
 
 
@@ -114,7 +107,7 @@ def default_settings(inp: dict, *, patch_size=None, batch_size=None, lr=None,
     if frozen_bn is None:
         frozen_bn = "batch" in str(inp["arch"].get("norm")).lower()
     return {"patch_size": patch, "batch_size": int(batch_size or (8 if sd == 2 else 2)),
-            "lr": float(lr or 1e-3), "freeze_encoder": bool(freeze_encoder),
+            "lr": float(lr or 2e-3), "freeze_encoder": bool(freeze_encoder),
             "frozen_bn": bool(frozen_bn)}
 
 
@@ -189,7 +182,7 @@ def finetune_model(model, images, labels, out_dir, *, schema=None, minutes: floa
     max_steps : int, optional
         Step budget of the final model (whichever budget ends first).
     lr, batch_size, patch_size : optional
-        Peak learning rate (default 1e-3), patches per step (8 for 2-D, 2
+        Peak learning rate (default 2e-3), patches per step (8 for 2-D, 2
         for 3-D), patch shape (the parent's).
     freeze_encoder : bool, optional
         Train only the decoder (default no).
@@ -242,8 +235,6 @@ def finetune_model(model, images, labels, out_dir, *, schema=None, minutes: floa
     st.update(augment=bool(augment), seed=int(seed), minutes=minutes, max_steps=max_steps,
               validation_share=float(share), max_folds=int(folds))
     norm = fit_normalization([im for im, _ in inp["pairs"]])
-    if quiet:
-        _quiet_lightning()
     run = Path(run_dir) if run_dir else Path("runs") / f"finetune-{out.name}"
     plan = {"parent": inp["pcard"].get("weights_sha256"), "schema": inp["schema"].to_dict(),
             "images": _input_identity(inp["images"]), "labels": _input_identity(inp["labels"]),

@@ -134,13 +134,21 @@ class InterruptCheckpoint(pl.Callback):
             trainer.save_checkpoint(str(self.dirpath / "last.ckpt"))
 
 
+def quiet_lightning() -> None:
+    """Lightning's information lines (devices, tips, checkpoint loading) off."""
+    import logging
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def has_batchnorm(net) -> bool:
     """Whether a network has BatchNorm layers."""
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
 def train_stage(parent_dir, items, *, schema, arch: dict, patch_size, class_weights,
-                budget_s: float | None, max_steps: int | None = None, lr: float = 1e-3,
+                budget_s: float | None, max_steps: int | None = None, lr: float = 2e-3,
                 batch_size: int = 8, freeze_encoder: bool = False, frozen_bn: bool = True,
                 augment=None, seed: int = 0, name: str = "finetuned", reinit_output: bool = False,
                 run_dir=None, ckpt_path=None, accelerator: str = "auto", quiet: bool = True,
@@ -186,6 +194,8 @@ def train_stage(parent_dir, items, *, schema, arch: dict, patch_size, class_weig
     for msg in (".*does not have many workers.*", ".*no `val_dataloader`.*", ".*LeafSpec.*",
                 ".*smaller than the logging interval.*", ".*dataloader is not resumable.*"):
         warnings.filterwarnings("ignore", message=msg)
+    if quiet:
+        quiet_lightning()
     pl.seed_everything(seed, workers=True, verbose=False)
     ds = FinetunePatches(items, patch_size, schema.num_classes, length=50 * batch_size,
                          augment=augment, seed=seed)

@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--bn", choices=("frozen", "train"), default=None,
                    help="BatchNorm statistics of older models: frozen (default) or updated")
     p.add_argument("--no-augment", action="store_true", help="no imaging changes of the patches")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="patches per step (default 8 for 2-D, 2 for 3-D models)")
     p.add_argument("--patch-size", type=int, nargs="+", help="patch shape (default: the parent's)")
