@@ -84,8 +84,6 @@ def read_inputs(model, images, labels, *, schema=None) -> dict:
         raise ModelError(f"{parent_dir}: fine-tuning needs a monai.UNet model")
     new_schema = load_schema(schema) if schema is not None else card_schema(pcard)
     reinit = new_schema.to_dict()["classes"] != pcard["schema"]["classes"]
-    if reinit and schema is None:
-        raise ModelError(f"{parent_dir}: its schema does not match; pass --schema")
     sd = int(pcard["spatial_dims"])
     pairs = [load_pair(i, lb, new_schema, spatial_dims=3 if sd == 3 else None)
              for i, lb in zip(images, labels)]

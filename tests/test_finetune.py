@@ -225,3 +225,20 @@ def test_bad_inputs_fail_in_one_line_before_training(parent2d, files2d, tmp_path
     three = tiny_model(tmp_path / "tiny3d", 3, patch=16)
     _one_line_error(capsys, ["finetune", "--model", str(three), *base[3:], str(lab)], "3-D model")
     assert not (tmp_path / "o").exists() and not (tmp_path / "run").exists()
+
+
+def test_3d_model_validates_on_slabs_around_held_out_slices(tmp_path):
+    from crackseg.data import synthetic_pairs
+
+    parent = tiny_model(tmp_path / "tiny3d", 3, patch=16)
+    (img, sparse, _), = synthetic_pairs(1, (24, 32, 32), seed=3, sparse_every=8)
+    write_volume(tmp_path / "img.tif", img)
+    write_volume(tmp_path / "lab.tif", sparse)
+    out = finetune_model(parent, [tmp_path / "img.tif"], [tmp_path / "lab.tif"], tmp_path / "ft",
+                         max_steps=2, validation_share=0.5, folds=2, patch_size=[16, 16, 16],
+                         run_dir=tmp_path / "run", quiet=True, accelerator="cpu")
+    m = load_model(out)[1]["metrics"]
+    held = [u for f in m["folds"] for u in f["held_out"]]
+    assert m["n_folds"] == 2 and m["n_units"] == len(held) >= 4
+    assert {u[1] for u in held} == {0, 1}                  # z- and y-slices held out
+    assert m["dice_pooled"]["matrix"] is not None
