@@ -392,6 +392,8 @@ def final_stage(ctx, *, ckpt_path=None, stop_after_steps=None):
     if "final_budget_s" not in state:
         b = ctx["budget_s"]
         left = ctx["t0"] + b - time.time() - min(RESERVE_S, 0.05 * b) if b else None
+        if left is not None and state.get("resumed"):   # folds of an earlier run took their share
+            left = min(left, b * (1.0 - st["validation_share"]))
         state["final_budget_s"] = None if left is None else max(0.25 * b, left)
         save_state(run, state)
     last = run / "final" / "checkpoints" / "last.ckpt"
