@@ -26,7 +26,7 @@
    (``distribution_statistics``), ``morans_i``, ``depth_profile``,
    ``hot_spots``, ``representativeness`` (with ``particles_needed``),
    ``compare`` (``compare_samples`` of two electrodes of ``n`` particles
-   each) and ``summarize`` (the whole ``summary.json``, which runs the steps
+   each, with their centroids: spatial blocks, block permutation tests) and ``summarize`` (the whole ``summary.json``, which runs the steps
    above except ``compare`` and adds the other per-particle quantities).
 
 Every time is the best of ``--repeats`` runs, as wall-clock seconds and as
@@ -62,7 +62,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import log, machine_info, markdown_table, write_results  # noqa: E402
 from crackseg.stats.bootstrap import bootstrap_ci  # noqa: E402
-from crackseg.stats.compare import compare_samples  # noqa: E402
+from crackseg.stats.compare import Volume, compare_samples  # noqa: E402
 from crackseg.stats.distribution import distribution_statistics, population  # noqa: E402
 from crackseg.stats.representativeness import particles_needed, representativeness  # noqa: E402
 from crackseg.stats.spatial import (  # noqa: E402
@@ -224,7 +224,11 @@ def step_functions(table: pd.DataFrame, other: pd.DataFrame) -> tuple[dict, dict
     block, _ = block_size_for(length, extent)
     cross = fit["correlation_range"] if length else None
     block_kw = dict(coords=xyz, extent=extent, cross_block_range=cross, n_resamples=2000, seed=0)
-    v_other = other.loc[~other["touches_border"].to_numpy(bool), "crack_fraction"].to_numpy()
+    keep = ~other["touches_border"].to_numpy(bool)
+    # what `crackseg compare` reads: values, centroids and extent of each volume
+    vol_a = Volume(v, xyz, extent)
+    vol_b = Volume(other.loc[keep, "crack_fraction"].to_numpy(np.float64),
+                   particle_coords(other)[0][keep], volume_extent(other)[0])
     nn = float(np.median(cKDTree(xyz).query(xyz, k=2)[0][:, 1]))
     hot_distance = max(float(length), 1.5 * nn) if length else 2.0 * nn
 
@@ -243,7 +247,7 @@ def step_functions(table: pd.DataFrame, other: pd.DataFrame) -> tuple[dict, dict
                                                **{**block_kw, "n_resamples": 1000}),
         "hot_spots": lambda: hot_spots(v, xyz, distance=hot_distance),
         "representativeness": rep,
-        "compare": lambda: compare_samples({"A": [v], "B": [v_other]}, seed=0),
+        "compare": lambda: compare_samples({"A": [vol_a], "B": [vol_b]}, seed=0),
         "summarize": lambda: summarize(table),
     }
     info = {"n_particles": len(table), "n_used": int(mask.sum()),

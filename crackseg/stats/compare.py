@@ -211,9 +211,10 @@ def load_volumes(manifest: pd.DataFrame, *, group_by: str = "sample", quantity: 
     return groups
 
 
-#: Above this many spatial blocks (particles, without centroids) in the two
-#: groups together, a test's p-value comes from the normal law with the
-#: spread of 999 relabellings instead of ``n_permutations`` of them.
+#: Above this many spatial blocks (particles, without centroids) in the
+#: groups together, a test's p-value comes from the normal law: with the exact
+#: spread over all relabellings for a difference of means, else with the spread
+#: of 999 of them, instead of ``n_permutations`` random relabellings.
 PERMUTATION_MAX_N = 10000
 
 
@@ -298,7 +299,8 @@ class _Group:
     def statistics(self, m: np.ndarray) -> np.ndarray:
         """Mean and median (2, r) of the resamples with block multiplicities ``m`` (r, n_units)."""
         if self.n_units <= _UNITS_FIRST_MAX:
-            return self._evaluate(np.zeros((len(m), 1), np.int64), mt=m.T.astype(np.float64))
+            return self._evaluate(np.zeros((len(m), 1), np.int64),
+                                  mt=np.ascontiguousarray(m.T, dtype=np.float64))
         return np.concatenate([self._evaluate(np.repeat(np.arange(self.n_units), row)[None])
                                for row in m], axis=1)
 
@@ -391,7 +393,7 @@ def _combined_factor(parts) -> float:
 
 
 def _block_permutation(statistic, unit_sums: np.ndarray, labels: np.ndarray, *, widen: float,
-                       n_permutations: int, rng) -> dict:
+                       n_permutations: int, rng, linear: bool = False) -> dict:
     """Two-sided p-value of a statistic of group sums against relabellings of spatial blocks.
 
     Under the null hypothesis every spatial block (the unit the intervals
@@ -401,7 +403,9 @@ def _block_permutation(statistic, unit_sums: np.ndarray, labels: np.ndarray, *, 
     distribution is widened by ``widen`` (the cross-block factor of the
     statistic, as for the intervals): ``p = (1 + #{|widen * T*| >= |T|}) /
     (1 + n)``.  With more than :data:`PERMUTATION_MAX_N` blocks, 999
-    relabellings estimate the null's spread and the normal law gives ``p``.
+    relabellings estimate the null's spread and the normal law gives ``p``;
+    for a difference of two groups' means (``linear``) the spread is instead
+    the exact standard deviation over all relabellings of its linearisation.
 
     Parameters
     ----------
@@ -414,6 +418,8 @@ def _block_permutation(statistic, unit_sums: np.ndarray, labels: np.ndarray, *, 
     widen : float
     n_permutations : int
     rng : numpy.random.Generator
+    linear : bool
+        ``statistic`` is group 1's minus group 0's ``sum[0] / sum[1]``.
 
     Returns
     -------
@@ -431,6 +437,15 @@ def _block_permutation(statistic, unit_sums: np.ndarray, labels: np.ndarray, *, 
     observed = float(statistic(group_sums(labels[None]))[0])
     n_units = labels.size
     big = n_units > PERMUTATION_MAX_N
+    out = {"statistic": observed, "widening": float(widen)}
+    if big and linear:
+        sd = widen * _relabelling_sd(unit_sums, labels)
+        p = min(1.0, 2.0 * float(stats.norm.sf(abs(observed) / sd))) if sd > 0 \
+            else float(observed == 0)
+        return {**out, "p_value": p, "n_resamples": 0,
+                "method": (f"normal law with the exact spread over all permutations of spatial "
+                           f"blocks between groups (more than {PERMUTATION_MAX_N} blocks), "
+                           "widened for covariance across block faces")}
     n_mc = min(n_permutations, 999) if big else n_permutations
     null = np.empty(n_mc)
     batch = max(1, int(4e6 // (n_units * n_groups)))
@@ -439,7 +454,6 @@ def _block_permutation(statistic, unit_sums: np.ndarray, labels: np.ndarray, *, 
         null[i0:i0 + k] = statistic(group_sums(rng.permuted(np.tile(labels.astype(np.int8)
                                                                     if n_groups < 128 else labels,
                                                                     (k, 1)), axis=1)))
-    out = {"statistic": observed, "widening": float(widen)}
     if not big:
         hits = int(np.sum(widen * np.abs(null) >= abs(observed) * (1 - 1e-12)))
         return {**out, "p_value": (1 + hits) / (1 + n_mc), "n_resamples": n_mc,
@@ -451,6 +465,23 @@ def _block_permutation(statistic, unit_sums: np.ndarray, labels: np.ndarray, *, 
             "method": (f"normal law with the spread of {n_mc} permutations of spatial blocks "
                        f"between groups (more than {PERMUTATION_MAX_N} blocks), widened for "
                        "covariance across block faces")}
+
+
+def _relabelling_sd(unit_sums: np.ndarray, labels: np.ndarray) -> float:
+    """Standard deviation over all relabellings of the linearised difference of two groups' means.
+
+    With ``e_u = S_u - M n_u`` about the pooled mean ``M``, the difference is
+    ``(1/N_1 + 1/N_0) sum_{u in group 1} e_u``; drawing group 1's ``k`` of
+    ``U`` blocks without replacement gives it the variance ``k (U - k) /
+    (U (U - 1)) sum e_u^2``.  With particles as blocks this is the exact
+    permutation variance of the difference of means.
+    """
+    s, n = unit_sums
+    e = s - n * (s.sum() / n.sum())
+    k, u = int((labels == 1).sum()), labels.size
+    n1 = float(n[labels == 1].sum())
+    n0 = float(n.sum()) - n1
+    return float((1 / n1 + 1 / n0) * np.sqrt(k * (u - k) / (u * (u - 1)) * float(e @ e)))
 
 
 def _difference_of_means(sums: np.ndarray) -> np.ndarray:
@@ -478,9 +509,9 @@ def _two_group_tests(groups: dict, g, reference, widen: dict, n_permutations: in
     (wg_r,), (tg_r,) = grp.spread(ranks[ref.values.size:])
     f_rank = _combined_factor([(wr_r, tr_r, ref.values.size), (wg_r, tg_r, grp.values.size)])
     perm = _block_permutation(_difference_of_means, sums_of(values), labels, widen=f_mean,
-                              n_permutations=n_permutations, rng=rng)
+                              n_permutations=n_permutations, rng=rng, linear=True)
     ranked = _block_permutation(_difference_of_means, sums_of(ranks), labels, widen=f_rank,
-                                n_permutations=n_permutations, rng=rng)
+                                n_permutations=n_permutations, rng=rng, linear=True)
     iid_mw = stats.mannwhitneyu(grp.values, ref.values, alternative="two-sided")
     perm.update(statistic="difference of means", estimate=perm.pop("statistic"))
     ranked.update(statistic="difference of mean ranks (Mann-Whitney U)",
