@@ -301,7 +301,7 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
             f"({' x '.join(f'{e:.4g}' for e in extent)} {unit_text}; {pop_desc}). Damage "
             f"clustered on scales larger than the field of view cannot be seen from inside it: "
             f"this is not an interval for the whole electrode. For electrode-level claims analyse "
-            f"several volumes and resample volumes then particles (crackseg compare)."),
+            f"several volumes and resample volumes then spatial blocks (crackseg compare)."),
         "section": bool(section),
         **({"stack": _stack_summary(table, mask, values, finite, unit)} if stack else {}),
         "extent": [float(e) for e in extent],
