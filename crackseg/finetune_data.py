@@ -36,7 +36,12 @@ from scipy import ndimage as ndi
 
 from crackseg.errors import InputError
 from crackseg.losses import IGNORE_INDEX
-from crackseg.synthetic.randomize import AppearanceRanges, random_appearance
+from crackseg.synthetic.randomize import (
+    AppearanceRanges,
+    noise_field,
+    random_appearance,
+    resample_blur,
+)
 
 FINETUNE_RANGES = replace(
     AppearanceRanges(), blur_sigma=(0.0, 1.2), snr=(4.0, 40.0), noise_correlation=(0.0, 1.0),
@@ -202,22 +207,6 @@ def _smooth_field(rng, shape, amplitude):
     return 1.0 + amplitude * field / max(float(np.abs(field).max()), 1e-6)
 
 
-def _noise(rng, shape, sigma):
-    g = rng.standard_normal(shape).astype(np.float32)
-    if sigma > 0.3:
-        g = ndi.gaussian_filter(g, sigma)
-    return g / max(float(g.std()), 1e-6)
-
-
-def _resample(x, factor):
-    small = ndi.zoom(x, 1.0 / factor, order=1)
-    up = ndi.zoom(small, [n / m for n, m in zip(x.shape, small.shape)], order=1)
-    out = np.empty_like(x)
-    sl = tuple(slice(0, min(n, m)) for n, m in zip(x.shape, up.shape))
-    out[...] = np.pad(up[sl], [(0, n - s.stop) for n, s in zip(x.shape, sl)], mode="edge")
-    return out
-
-
 class IntensityAugment:
     """Imaging changes of a normalised real patch, drawn from :class:`AppearanceRanges`.
 
@@ -244,11 +233,11 @@ class IntensityAugment:
         if on[0]:
             x = ndi.gaussian_filter(x, s["blur_sigma"])
         if s["downsample"] > 1.0:
-            x = _resample(x, s["downsample"])
+            x = resample_blur(x, s["downsample"])
         if on[1] and s["bias_amplitude"] > 0:
             x = x * _smooth_field(rng, x.shape, s["bias_amplitude"])
         if on[2]:
-            x = x + _noise(rng, x.shape, s["noise_correlation"]) / s["snr"]
+            x = x + noise_field(rng, x.shape, s["noise_correlation"]) / s["snr"]
         if on[3]:
             c = np.clip(x, -0.5, 1.5)
             x = np.sign(c) * np.abs(c) ** s["gamma"]

@@ -123,7 +123,8 @@ def random_appearance(rng: np.random.Generator, ranges: AppearanceRanges, ndim: 
     }
 
 
-def _noise(rng, shape, sigma):
+def noise_field(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
+    """Unit-variance Gaussian noise, smoothed with ``sigma`` voxels (0: white), float32."""
     g = rng.standard_normal(shape, dtype=np.float32)
     if sigma > 0:
         g = ndi.gaussian_filter(g, sigma)
@@ -148,11 +149,11 @@ def _phase_map(labels, binder, s, rng, instances=None):
     solid = labels == 1
     phase[solid] = _particle_levels(instances, solid, s, rng)
     if s["particle_texture"] > 0:
-        phase[solid] += contrast * s["particle_texture"] * _noise(
+        phase[solid] += contrast * s["particle_texture"] * noise_field(
             rng, labels.shape, s["texture_sigma"])[solid]
     b = s["electrolyte"] + s["binder"] * contrast
     if binder.any():
-        phase[binder] = b + contrast * s["binder_texture"] * _noise(rng, labels.shape, 0.7)[binder]
+        phase[binder] = b + contrast * s["binder_texture"] * noise_field(rng, labels.shape, 0.7)[binder]
     phase[labels >= 2] = s["electrolyte"] + s["void_offset"] * contrast
     return phase, contrast
 
@@ -175,15 +176,13 @@ def _bias(rng, shape, amplitude):
     return 1.0 + amplitude * field / max(float(np.abs(field).max()), 1e-6)
 
 
-def _resample_blur(img, factor):
+def resample_blur(img: np.ndarray, factor: float) -> np.ndarray:
+    """Down-sample by ``factor`` (> 1) and back to the same shape: the blur of a coarser scan."""
     if factor <= 1.0:
         return img
-    small = ndi.zoom(img, 1.0 / factor, order=1)
-    up = ndi.zoom(small, [n / m for n, m in zip(img.shape, small.shape)], order=1)
-    out = np.empty_like(img)
-    sl = tuple(slice(0, min(n, m)) for n, m in zip(img.shape, up.shape))
-    out[...] = np.pad(up[sl], [(0, n - m.stop) for n, m in zip(img.shape, sl)], mode="edge")
-    return out
+    from crackseg.scale import resample
+
+    return resample(ndi.zoom(img, 1.0 / factor, order=1), img.shape, 1).astype(img.dtype)
 
 
 def render(labels: np.ndarray, binder: np.ndarray, setting: dict,
@@ -218,13 +217,13 @@ def render(labels: np.ndarray, binder: np.ndarray, setting: dict,
     if s["phase_contrast"] > 0:
         img -= s["phase_contrast"] * contrast * ndi.gaussian_laplace(phase / max(contrast, 1e-6),
                                                                      max(min(sig), 0.5))
-    img = _resample_blur(img, s["downsample"])
+    img = resample_blur(img, s["downsample"])
     if s["ring_amplitude"] > 0:
         img += (s["ring_amplitude"] * contrast * _rings(rng, labels.shape, 1.0))[
             (None,) * (labels.ndim - 2)]
     if s["bias_amplitude"] > 0:
         img *= _bias(rng, labels.shape, s["bias_amplitude"])
-    img += (contrast / s["snr"]) * _noise(rng, labels.shape, s["noise_correlation"])
+    img += (contrast / s["snr"]) * noise_field(rng, labels.shape, s["noise_correlation"])
     img = normalize_image(img)
     img = np.clip(img, -0.5, 1.5)
     img = np.sign(img) * np.abs(img) ** s["gamma"]
