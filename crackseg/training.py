@@ -401,8 +401,12 @@ def _validation_text(validation: dict) -> list[str]:
                 for k in ("matrix", "particle", "crack", "pore")) + " |")
         cf = dom.get("crack_free")
         if cf:
-            lines += ["", f"Crack-free real (MATBOX) geometry: {cf['fraction_damaged_above_0.01']:.3f} "
-                      f"of {cf['n_particles']} particles reported with damage above 0.01."]
+            frac = cf["fraction_damaged_above_0.01"]
+            lines += ["", f"Crack-free real (MATBOX) geometry: {frac:.3f} of {cf['n_particles']} "
+                      "particles reported with damage above 0.01"
+                      + (" (**known failure**: the model reads binder texture and dark necks "
+                         "beside particles as cracks; check the segmentation before trusting "
+                         "damage statistics)." if frac is not None and frac > 0.02 else ".")]
         lines.append("")
     real = validation.get("zero_shot_real")
     if real:
