@@ -272,8 +272,12 @@ def main(argv=None) -> int:
     vol_norm = ((vol.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo)))
     n_vox = vol.size
     fpv = flops_per_voxel(net)
-    peak32 = matmul_peak_gflops(torch.float32)
-    peak16 = matmul_peak_gflops(torch.bfloat16)
+    from crackseg.inference import cpu_supports_bf16
+
+    n_mm = 1024 if args.quick else 2048
+    peak32 = matmul_peak_gflops(torch.float32, n=n_mm)
+    # without native bf16 the matmul is emulated and takes minutes: not a peak worth measuring
+    peak16 = matmul_peak_gflops(torch.bfloat16, n=n_mm) if cpu_supports_bf16() else None
 
     # warm-up of both paths on a small volume
     baseline_labels(net, vol_norm[:96, :96, :96])
