@@ -334,18 +334,33 @@ def run_batch(inputs, out_root, *, model, on_error=None, progress: bool = True,
     return results
 
 
-def predict_one_safely(src, folder, **kwargs) -> dict:
-    """:func:`predict_to_folder`, with user errors returned as a failed record."""
+def run_safely(fn, src, folder, **kwargs) -> dict:
+    """``fn(src, folder, **kwargs)``, with a user error or unreadable file returned as a failed record.
+
+    What the failed input left behind is removed unless it holds finished
+    chunks that a re-run resumes from, so no folder looks complete.
+
+    Returns
+    -------
+    dict
+        ``fn``'s record, or ``{"input", "folder", "status": "failed", "error"}``
+        with a one-line error.
+    """
     folder = Path(folder)
     existed = folder.exists()
     try:
-        return predict_to_folder(src, folder, **kwargs)
+        return fn(src, folder, **kwargs)
     except (CracksegError, OSError) as e:
         _remove_unstarted(folder, existed)
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if isinstance(e, OSError) and not isinstance(e, CracksegError):
+        if not isinstance(e, CracksegError):
             msg = f"{src}: {msg}"
         return {"input": str(src), "folder": str(folder), "status": "failed", "error": msg}
+
+
+def predict_one_safely(src, folder, **kwargs) -> dict:
+    """:func:`predict_to_folder`, with user errors returned as a failed record (:func:`run_safely`)."""
+    return run_safely(predict_to_folder, src, folder, **kwargs)
 
 
 def _remove_unstarted(folder: Path, existed: bool) -> None:

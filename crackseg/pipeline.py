@@ -262,28 +262,11 @@ def analyse_input(source, folder, *, model, overwrite: bool = False, resume: boo
 def analyse_one_safely(source, folder, **kwargs) -> dict:
     """:func:`analyse_input`, with a user error or unreadable file returned as a failed record.
 
-    What the failed input left behind is removed unless it holds finished
-    chunks that a re-run resumes from, so no folder looks complete.
-
-    Returns
-    -------
-    dict
-        As :func:`analyse_input`, or ``{"input", "folder", "status": "failed",
-        "error"}`` with a one-line error.
+    See :func:`crackseg.batch.run_safely`.
     """
-    from crackseg.batch import _remove_unstarted
-    from crackseg.errors import CracksegError
+    from crackseg.batch import run_safely
 
-    folder = Path(folder)
-    existed = folder.exists()
-    try:
-        return analyse_input(source, folder, **kwargs)
-    except (CracksegError, OSError) as e:
-        _remove_unstarted(folder, existed)
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if not isinstance(e, CracksegError):
-            msg = f"{source}: {msg}"
-        return {"input": str(source), "folder": str(folder), "status": "failed", "error": msg}
+    return run_safely(analyse_input, source, folder, **kwargs)
 
 
 def write_comparison(manifest, out, *, group_by: str = "sample", reference=None,
