@@ -63,6 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(name: str, fn) -> int:
+    """Run one subcommand; user errors and missing extras become one-line messages."""
+    try:
+        return int(fn() or 0)
+    except CracksegError as e:
+        print(f"crackseg {name}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ModuleNotFoundError as e:
+        msg = missing_module_message(e)
+        if msg is None:
+            raise
+        print(f"crackseg {name}: error: {msg}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"crackseg {name}: interrupted", file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -70,37 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "train":
         from crackseg.commands.train import run_lightning_cli
 
-        try:
-            return run_lightning_cli(argv[1:])
-        except CracksegError as e:
-            print(f"crackseg train: error: {e}", file=sys.stderr)
-            return EXIT_USER_ERROR
-        except ModuleNotFoundError as e:
-            msg = missing_module_message(e)
-            if msg is None:
-                raise
-            print(f"crackseg train: error: {msg}", file=sys.stderr)
-            return EXIT_USER_ERROR
+        return _run("train", lambda: run_lightning_cli(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return EXIT_USER_ERROR
-    try:
-        status = args.func(args)
-    except CracksegError as e:
-        print(f"crackseg {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except ModuleNotFoundError as e:
-        msg = missing_module_message(e)
-        if msg is None:
-            raise
-        print(f"crackseg {args.command}: error: {msg}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"crackseg {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return int(status or 0)
+    return _run(args.command, lambda: args.func(args))
 
 
 if __name__ == "__main__":
