@@ -38,8 +38,47 @@ def _damage_settings(rng: np.random.Generator, voxel_um: float) -> dict:
     }
 
 
+def heal_particles(labels, instances, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Labels with the cracks and voids of a random share of particles filled in.
+
+    Real electrodes hold many intact particles beside cracked ones; healed
+    particles teach a network that dark necks and binder texture beside an
+    intact particle are not damage.
+
+    Parameters
+    ----------
+    labels : ndarray of uint8, shape (Z, Y, X)
+        nmc4 labels.
+    instances : ndarray of int, shape (Z, Y, X)
+        Particle envelopes (0 = matrix).
+    fraction : float
+        Share of particles (0 to 1) made intact.
+    rng : numpy.random.Generator
+        Picks the particles.
+
+    Returns
+    -------
+    ndarray of uint8
+        A copy of ``labels`` in which the crack and pore voxels of the chosen
+        particles are particle (1).
+
+    Examples
+    --------
+    >>> lab = np.array([[[1, 2, 3, 0]]], np.uint8); inst = np.array([[[1, 1, 1, 0]]])
+    >>> heal_particles(lab, inst, 1.0, np.random.default_rng(0)).tolist()
+    [[[1, 1, 1, 0]]]
+    """
+    ids = np.unique(instances[instances > 0])
+    chosen = ids[rng.random(len(ids)) < float(fraction)]
+    out = np.array(labels, np.uint8, copy=True)
+    out[np.isin(instances, chosen) & (out >= 2)] = 1
+    return out
+
+
 def label_pool(n: int, shape, *, seed: int = 0, voxel_size_um=(0.16, 0.6),
-               binder_fraction=(0.2, 0.8), progress: bool = False) -> list[dict]:
+               binder_fraction=(0.2, 0.8), intact_fraction=(0.0, 0.0),
+               intact_volume_probability: float = 0.0,
+               progress: bool = False) -> list[dict]:
     """Phantom label maps with random voxel size and damage morphology.
 
     Parameters
@@ -55,6 +94,11 @@ def label_pool(n: int, shape, *, seed: int = 0, voxel_size_um=(0.16, 0.6),
         diameters of 3-22 µm (median 5-12 µm) this sets their size in voxels.
     binder_fraction : (float, float)
         Range of the carbon-binder share of the matrix.
+    intact_fraction : (float, float)
+        Range of the share of particles left without cracks and voids
+        (:func:`heal_particles`); (0, 0) damages every particle.
+    intact_volume_probability : float
+        Chance that a member is wholly crack- and void-free.
     progress : bool
         Progress bar on stderr.
 
@@ -84,8 +128,11 @@ def label_pool(n: int, shape, *, seed: int = 0, voxel_size_um=(0.16, 0.6),
                              voxel_size_um=(vs, vs, vs))
         d = ph.truth["equivalent_diameter_um"].to_numpy() / vs if len(ph.truth) else np.array([])
         inst = ph.instances
+        healed = 1.0 if rng.random() < intact_volume_probability else rng.uniform(*intact_fraction)
+        labels = heal_particles(ph.labels, inst, healed, rng) if healed > 0 else ph.labels
+        kw["intact_fraction"] = float(healed)
         inst = inst.astype(np.uint16) if inst.max(initial=0) < 65535 else inst
-        out.append({"labels": np.asarray(ph.labels, np.uint8), "binder": binder,
+        out.append({"labels": np.asarray(labels, np.uint8), "binder": binder,
                     "instances": inst,
                     "voxel_size_um": vs,
                     "diameter_vox": float(np.median(d)) if len(d) else float("nan"),
