@@ -14,6 +14,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -54,13 +55,6 @@ class Phantom:
     truth: pd.DataFrame
     params: dict
     voxel_size_um: tuple[float, float, float]
-
-
-def _voxel_size(voxel_size_um) -> tuple[float, float, float]:
-    vs = np.broadcast_to(np.asarray(voxel_size_um, dtype=float), (3,))
-    if not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-        raise InputError(f"voxel size must be positive, got {voxel_size_um}")
-    return tuple(float(v) for v in vs)
 
 
 def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.5,
@@ -134,6 +128,62 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
         target_crack_fraction, touches_border, fragmented, hollow,
         internal_only_cracks, crack_mode, latent_field, depth_fraction``.
     """
+    shape, vs, modes_p = _checked_inputs(shape, voxel_size_um, dtype, crack_modes)
+    rngs = _random_streams(seed)
+    packing_law = dict(solid_fraction=solid_fraction, diameter_median_um=diameter_median_um,
+                       diameter_sigma=diameter_sigma, diameter_range_um=diameter_range_um)
+    instances, packed = _packed_instances(shape, vs, rngs["packing"], geometry, matbox_path,
+                                          packing_law)
+    sites = _particle_sites(instances, packed, vs, rngs["field"], correlation_length_um)
+    law = dict(logit_mean=damage_logit_mean, depth_gradient=depth_gradient,
+               hotspot_sd=hotspot_sd, particle_sd=particle_sd,
+               max_crack_fraction=max_crack_fraction)
+    growth = dict(crack_modes=modes_p, hollow_probability=hollow_probability,
+                  hollow_radius_range=hollow_radius_range,
+                  pore_density_per_um3=pore_density_per_um3, crack_width_vox=crack_width_vox)
+    labels, drawn = _damaged_labels(instances, packed, sites, vs, rngs["particles"], law,
+                                    growth, progress=progress)
+    truth = _truth_with_damage(labels, instances, vs, drawn, sites)
+    look = dict(snr=snr, blur_sigma=blur_sigma, phase_contrast=phase_contrast,
+                ring_amplitude=ring_amplitude, drift=drift)
+    image, binder_realised = _rendered_image(labels, instances, vs, rngs, dtype, binder_fraction,
+                                             look) if imaging else (None, None)
+    params = _params_record(seed=seed, shape=shape, vs=vs, dtype=dtype, imaging=imaging,
+                            look=look, binder=(binder_fraction, binder_realised),
+                            packing_info={**packed.info, **_packing_realised(instances, sites)},
+                            law=law, correlation_length_um=correlation_length_um,
+                            growth=growth, truth=truth)
+    return Phantom(image=image, labels=labels, instances=instances, truth=truth,
+                   params=params, voxel_size_um=vs)
+
+
+class _Packing(NamedTuple):
+    """Particle shapes of a packing: sphere parameters (``None`` for matbox) and sizes (µm)."""
+
+    parts: dict | None
+    centre_um: np.ndarray
+    radius_um: np.ndarray
+    info: dict
+
+
+class _Sites(NamedTuple):
+    """Where each particle sits: present in the volume, centroid (µm), depth fraction, latent field."""
+
+    present: np.ndarray
+    centroid_um: np.ndarray
+    depth_fraction: np.ndarray
+    latent: np.ndarray
+
+
+def _voxel_size(voxel_size_um) -> tuple[float, float, float]:
+    vs = np.broadcast_to(np.asarray(voxel_size_um, dtype=float), (3,))
+    if not np.all(np.isfinite(vs)) or np.any(vs <= 0):
+        raise InputError(f"voxel size must be positive, got {voxel_size_um}")
+    return tuple(float(v) for v in vs)
+
+
+def _checked_inputs(shape, voxel_size_um, dtype, crack_modes):
+    """Validated ``(shape, voxel size (z, y, x) µm, crack-mode probabilities summing to 1)``."""
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 4:
         raise InputError(f"phantom shape must be 3 sizes of at least 4 voxels, got {shape}")
@@ -143,58 +193,80 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
     modes_p = np.asarray(crack_modes, dtype=float)
     if modes_p.shape != (3,) or np.any(modes_p < 0) or modes_p.sum() <= 0:
         raise InputError(f"crack_modes must be 3 non-negative probabilities, got {crack_modes}")
-    modes_p = modes_p / modes_p.sum()
+    return shape, vs, modes_p / modes_p.sum()
 
+
+def _random_streams(seed: int) -> dict[str, np.random.Generator]:
+    """One independent generator per random step (``_STREAMS``), all from ``seed``."""
     ss = np.random.SeedSequence(seed)
-    rngs = dict(zip(_STREAMS, (np.random.default_rng(s) for s in ss.spawn(len(_STREAMS)))))
+    return dict(zip(_STREAMS, (np.random.default_rng(s) for s in ss.spawn(len(_STREAMS)))))
 
-    from scipy import ndimage as ndi
 
+def _packed_instances(shape, vs, rng, geometry, matbox_path, packing_law):
+    """Particle instance volume (uint32, shape ``shape``, 0 = matrix) and its :class:`_Packing`."""
     if geometry == "spheres":
-        parts = packing.sample_particles(
-            shape, vs, rngs["packing"], solid_fraction=solid_fraction,
-            diameter_median_um=diameter_median_um, diameter_sigma=diameter_sigma,
-            diameter_range_um=diameter_range_um)
+        parts = packing.sample_particles(shape, vs, rng, **packing_law)
         instances = packing.rasterise_particles(shape, vs, parts)
-        centre_um, radius_um = parts["centre_um"], parts["radius_um"]
-        geometry_info = {
-            "geometry": "spheres",
-            "solid_fraction_target": solid_fraction,
-            "diameter_law": "lognormal, clipped, placed largest first",
-            "diameter_median_um": diameter_median_um, "diameter_sigma": diameter_sigma,
-            "diameter_range_um": list(diameter_range_um),
-        }
-    elif geometry == "matbox":
+        info = {"geometry": "spheres",
+                "solid_fraction_target": packing_law["solid_fraction"],
+                "diameter_law": "lognormal, clipped, placed largest first",
+                "diameter_median_um": packing_law["diameter_median_um"],
+                "diameter_sigma": packing_law["diameter_sigma"],
+                "diameter_range_um": list(packing_law["diameter_range_um"])}
+        return instances, _Packing(parts, parts["centre_um"], parts["radius_um"], info)
+    if geometry == "matbox":
         from crackseg.synthetic.matbox import matbox_instances
 
-        instances, info = matbox_instances(shape, rngs["packing"], path=matbox_path)
-        centre_um = info["centre_vox"] * np.asarray(vs)
-        radius_um = info["depth_vox"] * float(np.min(vs))
-        geometry_info = {"geometry": "matbox", "source": info["source"],
-                         "crop_offset": info["offset"],
-                         "separation": "distance-transform watershed"}
-    else:
-        raise InputError(f"geometry must be 'spheres' or 'matbox', not {geometry!r}")
-    labels = (instances > 0).astype(np.uint8)
+        instances, found = matbox_instances(shape, rng, path=matbox_path)
+        info = {"geometry": "matbox", "source": found["source"], "crop_offset": found["offset"],
+                "separation": "distance-transform watershed"}
+        return instances, _Packing(None, found["centre_vox"] * np.asarray(vs),
+                                   found["depth_vox"] * float(np.min(vs)), info)
+    raise InputError(f"geometry must be 'spheres' or 'matbox', not {geometry!r}")
 
-    n = len(radius_um)
+
+def _particle_sites(instances, packed: _Packing, vs, rng, correlation_length_um: float) -> _Sites:
+    """Centroids (µm), depth fractions and latent hot-spot field of the packed particles."""
+    from scipy import ndimage as ndi
+
+    n = len(packed.radius_um)
     ids = np.arange(1, n + 1)
-    counts = np.bincount(instances.ravel(), minlength=n + 1)[1:]
-    present = counts > 0
+    present = np.bincount(instances.ravel(), minlength=n + 1)[1:] > 0
     cent_vox = np.full((n, 3), np.nan)
     if present.any():
         cent_vox[present] = np.array(ndi.center_of_mass(
-            np.ones(shape, np.uint8), instances, ids[present])).reshape(-1, 3)
+            np.ones(instances.shape, np.uint8), instances, ids[present])).reshape(-1, 3)
     cent_um = cent_vox * np.asarray(vs)
-    depth_fraction = np.clip(cent_um[:, 0] / (shape[0] * vs[0]), 0.0, 1.0)
-    field = damage.latent_field(rngs["field"], correlation_length_um)
+    depth_fraction = np.clip(cent_um[:, 0] / (instances.shape[0] * vs[0]), 0.0, 1.0)
+    field = damage.latent_field(rng, correlation_length_um)
     latent = np.where(present, field(np.nan_to_num(cent_um)), np.nan)
-    law = dict(logit_mean=damage_logit_mean, depth_gradient=depth_gradient,
-               hotspot_sd=hotspot_sd, particle_sd=particle_sd,
-               max_crack_fraction=max_crack_fraction)
+    return _Sites(present, cent_um, depth_fraction, latent)
 
+
+def _normalised_radius_in_box(instances, packed: _Packing, k: int, box, vs) -> np.ndarray:
+    """Normalised radius (0 centre, 1 surface) of particle ``k + 1`` over its bounding ``box``."""
+    if packed.parts is not None:
+        return packing.normalised_radius(
+            packed.parts, k, packing.box_offsets_um(box, packed.centre_um[k], vs))
+    from scipy import ndimage as ndi
+
+    inside = ndi.distance_transform_edt(instances[box] == k + 1, sampling=vs)
+    return 1.0 - inside / max(float(inside.max()), 1e-9)
+
+
+def _damaged_labels(instances, packed: _Packing, sites: _Sites, vs, rng, law: dict,
+                    growth: dict, *, progress: bool = False):
+    """nmc4 labels with every particle cracked, and what was drawn for each particle.
+
+    Returns ``(labels, drawn)``: labels uint8 of ``instances.shape``; ``drawn`` holds arrays
+    of one entry per particle: ``target`` crack fraction, crack ``mode`` and ``hollow``.
+    """
+    from scipy import ndimage as ndi
+
+    n = len(packed.radius_um)
+    labels = (instances > 0).astype(np.uint8)
     # one independent stream per particle so its damage does not depend on the others
-    particle_seeds = rngs["particles"].integers(0, 2**63 - 1, n)
+    particle_seeds = rng.integers(0, 2**63 - 1, n)
     target = np.full(n, np.nan)
     mode = np.full(n, "", dtype=object)
     hollow = np.zeros(n, bool)
@@ -204,47 +276,55 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
         from tqdm import tqdm
 
         iterator = tqdm(iterator, desc="particles", unit="particle", leave=False)
-    for k in iterator:
-        if not present[k]:
-            continue
+    for k in (k for k in iterator if sites.present[k]):
         prng = np.random.default_rng(particle_seeds[k])
-        target[k] = float(damage.target_crack_fraction(depth_fraction[k], latent[k],
-                                                       prng.standard_normal(), **law))
-        mode[k] = damage.CRACK_MODES[prng.choice(3, p=modes_p)]
-        hollow[k] = prng.uniform() < hollow_probability
+        target[k] = float(damage.target_crack_fraction(
+            sites.depth_fraction[k], sites.latent[k], prng.standard_normal(), **law))
+        mode[k] = damage.CRACK_MODES[prng.choice(3, p=growth["crack_modes"])]
+        hollow[k] = prng.uniform() < growth["hollow_probability"]
         box = objects[k]
-        if geometry == "spheres":
-            s_box = packing.normalised_radius(
-                parts, k, packing.box_offsets_um(box, centre_um[k], vs))
-        else:
-            inside = ndi.distance_transform_edt(instances[box] == k + 1, sampling=vs)
-            s_box = 1.0 - inside / max(float(inside.max()), 1e-9)
+        s_box = _normalised_radius_in_box(instances, packed, k, box, vs)
+        hollow_radius = prng.uniform(*growth["hollow_radius_range"]) if hollow[k] else 0.0
         damage.damage_particle(
             labels[box], instances[box], k + 1, s_box, box, vs,
-            centre_um=centre_um[k], radius_um=radius_um[k],
-            target=target[k], rng=prng,
-            mode=mode[k], hollow_radius=prng.uniform(*hollow_radius_range) if hollow[k] else 0.0,
-            pore_density_per_um3=pore_density_per_um3, width_vox=tuple(crack_width_vox))
+            centre_um=packed.centre_um[k], radius_um=packed.radius_um[k], target=target[k],
+            rng=prng, mode=mode[k], hollow_radius=hollow_radius,
+            pore_density_per_um3=growth["pore_density_per_um3"],
+            width_vox=tuple(growth["crack_width_vox"]))
+    return labels, {"target": target, "mode": mode, "hollow": hollow}
 
+
+def _truth_with_damage(labels, instances, vs, drawn: dict, sites: _Sites) -> pd.DataFrame:
+    """The per-particle truth table with the drawn damage beside the measured one."""
     truth = truth_table(labels, instances, vs)
     k = truth["label"].to_numpy() - 1
-    truth.insert(truth.columns.get_loc("touches_border"), "target_crack_fraction", target[k])
-    truth.insert(truth.columns.get_loc("fragmented") + 1, "hollow", hollow[k])
-    truth["crack_mode"] = mode[k].astype(str)
-    truth["latent_field"] = latent[k]
-    truth["depth_fraction"] = depth_fraction[k]
+    truth.insert(truth.columns.get_loc("touches_border"), "target_crack_fraction",
+                 drawn["target"][k])
+    truth.insert(truth.columns.get_loc("fragmented") + 1, "hollow", drawn["hollow"][k])
+    truth["crack_mode"] = drawn["mode"][k].astype(str)
+    truth["latent_field"] = sites.latent[k]
+    truth["depth_fraction"] = sites.depth_fraction[k]
+    return truth
 
-    image = None
-    binder_fraction_realised = None
-    if imaging:
-        binder = imaging_model.binder_mask(instances > 0, rngs["binder"],
-                                     binder_fraction=binder_fraction, voxel_size_um=vs)
-        binder_fraction_realised = float(binder.sum() / max((instances == 0).sum(), 1))
-        image = imaging_model.render_image(labels, binder, rngs["imaging"], dtype=dtype, snr=snr,
-                                     blur_sigma=blur_sigma, phase_contrast=phase_contrast,
-                                     ring_amplitude=ring_amplitude, drift=drift)
 
-    params = {
+def _rendered_image(labels, instances, vs, rngs, dtype, binder_fraction, look: dict):
+    """The grey-value image and the realised binder share of the matrix."""
+    binder = imaging_model.binder_mask(instances > 0, rngs["binder"],
+                                       binder_fraction=binder_fraction, voxel_size_um=vs)
+    binder_realised = float(binder.sum() / max((instances == 0).sum(), 1))
+    image = imaging_model.render_image(labels, binder, rngs["imaging"], dtype=dtype, **look)
+    return image, binder_realised
+
+
+def _packing_realised(instances, sites: _Sites) -> dict:
+    return {"solid_fraction_realised": float((instances > 0).mean()),
+            "n_particles": int(sites.present.sum())}
+
+
+def _params_record(*, seed, shape, vs, dtype, imaging, look, binder, packing_info, law,
+                   correlation_length_um, growth, truth) -> dict:
+    """The JSON-serialisable record of generating parameters and superpopulation values."""
+    return {
         "generator": "crackseg.synthetic.generate_electrode",
         "crackseg_version": __version__,
         "seed": int(seed),
@@ -255,17 +335,14 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
         "dtype": dtype,
         "imaging": bool(imaging),
         "imaging_model": {
-            "snr": snr, "blur_sigma_vox": blur_sigma, "phase_contrast": phase_contrast,
-            "ring_amplitude": ring_amplitude, "drift": drift, "levels": imaging_model.LEVELS,
+            "snr": look["snr"], "blur_sigma_vox": look["blur_sigma"],
+            "phase_contrast": look["phase_contrast"], "ring_amplitude": look["ring_amplitude"],
+            "drift": look["drift"], "levels": imaging_model.LEVELS,
             "output_range": list(imaging_model.OUTPUT_RANGE),
-            "binder_fraction_of_matrix": binder_fraction,
-            "binder_fraction_realised": binder_fraction_realised,
+            "binder_fraction_of_matrix": binder[0],
+            "binder_fraction_realised": binder[1],
         },
-        "packing": {
-            **geometry_info,
-            "solid_fraction_realised": float((instances > 0).mean()),
-            "n_particles": int(present.sum()),
-        },
+        "packing": packing_info,
         "damage_model": (
             "t = min(expit(logit_mean + depth_gradient*(d - 0.5) + hotspot_sd*Z(x) "
             "+ particle_sd*eps), max_crack_fraction); d = centroid depth / extent of axis 0 "
@@ -275,25 +352,29 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
         "damage_law": law,
         "correlation_length_um": correlation_length_um,
         "correlation_kernel": "squared exponential exp(-h^2/(2 l^2))",
-        "depth_gradient_logit": depth_gradient,
+        "depth_gradient_logit": law["depth_gradient"],
         "hotspots": {"field": "random Fourier features", "n_features": damage.N_FOURIER,
-                     "hotspot_sd_logit": hotspot_sd, "correlation_length_um": correlation_length_um},
+                     "hotspot_sd_logit": law["hotspot_sd"],
+                     "correlation_length_um": correlation_length_um},
         "true_mean_crack_fraction": damage.true_mean_crack_fraction(**law),
         "true_median_crack_fraction": damage.true_crack_fraction_quantile(0.5, **law),
         "true_quantiles_crack_fraction": {
             str(q): damage.true_crack_fraction_quantile(q, **law) for q in (0.1, 0.25, 0.75, 0.9)},
         "true_fraction_above_0.1": float(1.0 - damage.true_crack_fraction_cdf(0.1, **law)),
         "true_mean_crack_fraction_method": "Gauss-Legendre (depth) x Gauss-Hermite (normal) quadrature of the damage law",
-        "crack_modes": dict(zip(damage.CRACK_MODES, modes_p.tolist())),
-        "hollow_probability": hollow_probability,
-        "hollow_radius_range": list(hollow_radius_range),
-        "pore_density_per_um3": pore_density_per_um3,
-        "crack_width_vox": [float(w) for w in crack_width_vox],
+        "crack_modes": dict(zip(damage.CRACK_MODES, growth["crack_modes"].tolist())),
+        "hollow_probability": growth["hollow_probability"],
+        "hollow_radius_range": list(growth["hollow_radius_range"]),
+        "pore_density_per_um3": growth["pore_density_per_um3"],
+        "crack_width_vox": [float(w) for w in growth["crack_width_vox"]],
         "labels": {"matrix": 0, "particle": 1, "crack": 2, "pore": 3},
-        "realised": {
-            "mean_crack_fraction": float(truth["crack_fraction"].mean()) if len(truth) else None,
-            "mean_crack_minus_target": float((truth["crack_fraction"] - truth["target_crack_fraction"]).mean()) if len(truth) else None,
-        },
+        "realised": _realised_damage(truth),
     }
-    return Phantom(image=image, labels=labels, instances=instances, truth=truth,
-                   params=params, voxel_size_um=vs)
+
+
+def _realised_damage(truth: pd.DataFrame) -> dict:
+    if not len(truth):
+        return {"mean_crack_fraction": None, "mean_crack_minus_target": None}
+    return {"mean_crack_fraction": float(truth["crack_fraction"].mean()),
+            "mean_crack_minus_target": float(
+                (truth["crack_fraction"] - truth["target_crack_fraction"]).mean())}
