@@ -192,7 +192,7 @@ def fit_peers(pairs, *, schema=None, seed: int = 0, quick: bool = False, phase_o
               quiet: bool = False, memory=None) -> tuple[dict, dict, dict]:
     """Fit the classical pipeline and the random forest on annotated images.
 
-    ``memory`` (a joblib cache, see :func:`crackseg.baselines.fit_random_forest`)
+    ``memory`` (a joblib cache, see :func:`benchmarks.baselines.fit_random_forest`)
     keeps the random forest's pixel features of images seen in earlier calls.
 
     Returns
@@ -204,7 +204,7 @@ def fit_peers(pairs, *, schema=None, seed: int = 0, quick: bool = False, phase_o
     probabilities : dict of str to callable
         ``{"random forest": h}``: image -> class probabilities (C, ...).
     """
-    from crackseg.baselines import (
+    from benchmarks.baselines import (
         CLASSICAL_GRID,
         classical_segmentation,
         fit_random_forest,
@@ -277,12 +277,12 @@ def require_model(path) -> Path:
 def crackseg_probabilities(model, image) -> np.ndarray:
     """Softmax class probabilities (C, Z, Y, X) of a model on a volume.
 
-    Tiled as ``crackseg predict`` tiles (:func:`crackseg.training.predict_logits`).
+    Tiled as ``crackseg predict`` tiles (:func:`crackseg.evaluation.predict_logits`).
     """
     import torch
 
     from crackseg.model_io import load_model
-    from crackseg.training import predict_logits
+    from crackseg.evaluation import predict_logits
 
     net, card = load_model(model) if not isinstance(model, tuple) else model
     net.eval()

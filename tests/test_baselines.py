@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crackseg.baselines import (
+from benchmarks.baselines import (
     ball_closing,
     ball_opening,
     classical_segmentation,
@@ -175,7 +175,7 @@ def test_random_forest_slabs_match_whole_volume(phantoms):
 
 
 def test_random_forest_automatic_slabs_and_threads(phantoms, monkeypatch):
-    import crackseg.baselines as baselines
+    import benchmarks.baselines as baselines
 
     train, test = phantoms
     sparse = sparse_labels(train.labels, every=8, seed=0)

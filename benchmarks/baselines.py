@@ -29,7 +29,7 @@ schema (:mod:`crackseg.labels`).
 Examples
 --------
 >>> from crackseg.synthetic import generate_electrode, sparse_labels
->>> from crackseg.baselines import classical_segmentation, fit_random_forest, random_forest_segmentation
+>>> from benchmarks.baselines import classical_segmentation, fit_random_forest, random_forest_segmentation
 >>> ph = generate_electrode((32, 32, 32), seed=0)
 >>> classical_segmentation(ph.image).shape
 (32, 32, 32)
@@ -60,6 +60,7 @@ CLASSICAL_GRID = {"sigma": (0.7, 1.2), "offset": (-0.15, 0.0, 0.15),
 PHASE_ORDER = ("pore", "binder", "particle")
 """Three-phase schemas: class names from darkest to brightest."""
 _OTSU_SAMPLE = 1_000_000
+_CLASSICAL_KEYS = ("sigma", "offset", "closing_radius", "crack_width")
 
 
 # ---------------------------------------------------------------- classical pipeline
@@ -263,7 +264,7 @@ def classical_segmentation(image, *, schema: LabelSchema = NMC4, sigma: float = 
     g = ndi.gaussian_filter(a, sigma) if sigma > 0 else a
     lo, hi = thresholds if thresholds is not None else phase_thresholds(g)
     hi_shifted = hi + float(offset) * (hi - lo)
-    if schema.has("crack") and schema.has("particle") and schema.has("pore"):
+    if _has_crack_classes(schema):
         return next(_nmc_candidates(g, [hi_shifted], [closing_radius], [crack_width], schema))[3]
     dark, mid, bright = _phase_names(schema, phase_order)
     out = np.full(a.shape, schema.value(mid), np.uint8)
@@ -326,37 +327,72 @@ def tune_classical(images, labels, *, schema: LabelSchema = NMC4, grid: dict | N
     >>> sorted(r["params"]), len(r["tried"])
     (['closing_radius', 'crack_width', 'offset', 'sigma'], 2)
     """
-    from tqdm.auto import tqdm
-
-    from crackseg.labels import validate_labels
-
     images = [_check_image(im) for im in images]
-    labels = [np.asarray(lb) for lb in labels]
-    if not images or len(images) != len(labels):
-        raise InputError("give one label image per image to tune the classical pipeline on")
-    for i, (im, lb) in enumerate(zip(images, labels)):
-        if im.shape != lb.shape:
-            raise InputError(f"image {i} has shape {im.shape} but its labels {lb.shape}")
-        validate_labels(lb, schema, source=f"labels {i}")
+    labels = _checked_labels(images, labels, schema, "to tune the classical pipeline on")
     annotated = [lb != schema.ignore for lb in labels]
     if not any(a.any() for a in annotated):
         raise InputError("no annotated voxels to tune the classical pipeline on")
+    g, combos = _classical_combinations(schema, grid, phase_order)
+    preds = _classical_predictions(images, annotated, g, combos, schema, progress=progress)
+    truth = np.concatenate([lb[a] for lb, a in zip(labels, annotated)])
+    tried = []
+    for c in combos:
+        score = _dice_mean(np.concatenate(preds[c]), truth, schema)
+        order = {} if c[4] is None else {"phase_order": list(c[4])}
+        tried.append({**dict(zip(_CLASSICAL_KEYS, (float(v) for v in c[:4]))), **order,
+                      "score": round(score, 5)})
+    best = max(tried, key=lambda r: r["score"])
+    return {"params": {k: best[k] for k in _CLASSICAL_KEYS}, "score": best["score"],
+            "phase_order": best.get("phase_order"), "tried": tried}
+
+
+def _checked_labels(images, labels, schema: LabelSchema, purpose: str) -> list[np.ndarray]:
+    """``labels`` as arrays, after checking there is one per image, of its shape, in ``schema``."""
+    from crackseg.labels import validate_labels
+
+    if not len(images) or len(images) != len(labels):
+        raise InputError(f"give one label image per image {purpose}")
+    labels = [np.asarray(lb) for lb in labels]
+    for i, (im, lb) in enumerate(zip(images, labels)):
+        if np.shape(im) != lb.shape:
+            raise InputError(f"image {i} has shape {np.shape(im)} but its labels {lb.shape}")
+        validate_labels(lb, schema, source=f"labels {i}")
+    return labels
+
+
+def _has_crack_classes(schema: LabelSchema) -> bool:
+    return schema.has("crack") and schema.has("particle") and schema.has("pore")
+
+
+def _classical_combinations(schema: LabelSchema, grid, phase_order):
+    """The full grid ``{setting: values}`` and its combinations ``(*settings, phase_order)``.
+
+    Settings are in the order of ``_CLASSICAL_KEYS``; ``phase_order`` is ``None`` for
+    nmc4-like schemas, else each order to try (see :func:`tune_classical`).
+    """
     g = {**{k: [v] for k, v in DEFAULT_CLASSICAL.items()}, **(grid or CLASSICAL_GRID)}
     unknown = set(g) - set(DEFAULT_CLASSICAL)
     if unknown:
         raise InputError(f"unknown classical setting(s) {sorted(unknown)}; "
                          f"use {sorted(DEFAULT_CLASSICAL)}")
-    nmc = schema.has("crack") and schema.has("particle") and schema.has("pore")
     orders: list = [None]
-    if not nmc:
+    if not _has_crack_classes(schema):
         g["crack_width"] = [DEFAULT_CLASSICAL["crack_width"]]
         first = _phase_names(schema, phase_order)
         orders = [tuple(first)]
         if phase_order is None:
             orders.append((first[1], first[0], first[2]))
-    keys = ("sigma", "offset", "closing_radius", "crack_width")
-    combos = [c + (o,) for c in itertools.product(*(g[k] for k in keys)) for o in orders]
-    truth = np.concatenate([lb[a] for lb, a in zip(labels, annotated)])
+    combos = [c + (o,) for c in itertools.product(*(g[k] for k in _CLASSICAL_KEYS))
+              for o in orders]
+    return g, combos
+
+
+def _classical_predictions(images, annotated, g: dict, combos, schema: LabelSchema, *,
+                           progress: bool = False) -> dict:
+    """Labels of the annotated voxels, one array per image, for every combination."""
+    from tqdm.auto import tqdm
+
+    nmc = _has_crack_classes(schema)
     preds: dict = {c: [] for c in combos}
     bar = tqdm(total=len(combos) * len(images), desc="tune classical", disable=not progress,
                file=sys.stderr, leave=False)
@@ -374,24 +410,14 @@ def tune_classical(images, labels, *, schema: LabelSchema = NMC4, grid: dict | N
                     preds[(sigma, offsets[i], radius, width, None)].append(seg[a])
                     bar.update()
                 continue
-            for c in combos:
-                if c[0] != sigma:
-                    continue
+            for c in (c for c in combos if c[0] == sigma):
                 seg = classical_segmentation(sm, schema=schema, sigma=0, offset=c[1],
                                              closing_radius=c[2], crack_width=c[3],
                                              phase_order=c[4], thresholds=th)
                 preds[c].append(seg[a])
                 bar.update()
     bar.close()
-    tried = []
-    for c in combos:
-        score = _dice_mean(np.concatenate(preds[c]), truth, schema)
-        order = {} if c[4] is None else {"phase_order": list(c[4])}
-        tried.append({**dict(zip(keys, (float(v) for v in c[:4]))), **order,
-                      "score": round(score, 5)})
-    best = max(tried, key=lambda r: r["score"])
-    return {"params": {k: best[k] for k in keys}, "score": best["score"],
-            "phase_order": best.get("phase_order"), "tried": tried}
+    return preds
 
 
 # ---------------------------------------------------------------- random forest
@@ -526,21 +552,12 @@ def fit_random_forest(images, labels, *, schema: LabelSchema = NMC4, max_per_cla
     from sklearn.ensemble import RandomForestClassifier
     from tqdm.auto import tqdm
 
-    from crackseg.labels import validate_labels
-
-    if not len(images) or len(images) != len(labels):
-        raise InputError("give one label image per image to train the random forest on")
+    labels = _checked_labels(images, labels, schema, "to train the random forest on")
     rng = np.random.default_rng(seed)
     lut = schema.index_lut()
     settings = {"sigma_min": float(sigma_min), "sigma_max": float(sigma_max)}
     norm = dict(normalization or {})
-    idx_per_image = []
-    for i, (im, lb) in enumerate(zip(images, labels)):
-        lb = np.asarray(lb)
-        if np.shape(im) != lb.shape:
-            raise InputError(f"image {i} has shape {np.shape(im)} but its labels {lb.shape}")
-        validate_labels(lb, schema, source=f"labels {i}")
-        idx_per_image.append(lut[lb.astype(np.uint8)].ravel())
+    idx_per_image = [lut[lb.astype(np.uint8)].ravel() for lb in labels]
     n = schema.num_classes
     totals = np.array([sum(int((ix == c).sum()) for ix in idx_per_image) for c in range(n)])
     if totals.sum() == 0:
@@ -676,13 +693,9 @@ def random_forest_segmentation(image, classifier: PixelClassifier, *, block: int
     image : ndarray, shape (Z, Y, X) or (Y, X)
     classifier : PixelClassifier
         From :func:`fit_random_forest`.
-    block : int, optional
-        Slab thickness (z-slices) processed at once (default: see
-        :func:`random_forest_probabilities`).
-    memory : str or joblib.Memory, optional
-        Cache of pixel features (see :func:`fit_random_forest`).
-    progress : bool
-        Progress bar on stderr.
+    block, memory, progress
+        Slab thickness, feature cache and progress bar, as in
+        :func:`random_forest_probabilities`.
 
     Returns
     -------
