@@ -90,7 +90,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -98,32 +97,20 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
-from crackseg._version import __version__
-from crackseg.errors import CracksegError, InputError
-from crackseg.io import atomic_path, write_json
-from crackseg.stats.bootstrap import bootstrap_ci, cross_block_factors
-from crackseg.stats.distribution import population
-from crackseg.stats.spatial import correlation_length
-from crackseg.stats.summary import BLOCK_FACTOR, block_size_for
-from crackseg.stats.table import particle_coords, particle_table, volume_extent
-from crackseg.synthetic import generate_electrode
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "nmc4-synthetic-v1"
+from benchmarks._common import SHIPPED_MODEL, machine_info  # noqa: E402
+from crackseg._version import __version__  # noqa: E402
+from crackseg.errors import CracksegError, InputError  # noqa: E402
+from crackseg.io import atomic_path, write_json  # noqa: E402
+from crackseg.stats.bootstrap import bootstrap_ci, cross_block_factors  # noqa: E402
+from crackseg.stats.distribution import population  # noqa: E402
+from crackseg.stats.spatial import correlation_length  # noqa: E402
+from crackseg.stats.summary import BLOCK_FACTOR, block_size_for  # noqa: E402
+from crackseg.stats.table import particle_coords, particle_table, volume_extent  # noqa: E402
+from crackseg.synthetic import generate_electrode  # noqa: E402
+
 ARMS = ("census", "known-error", "model", "points", "compare")
-
-
-def machine_info() -> dict:
-    """Platform, CPU model and core count of this machine."""
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpu_model": cpu or platform.processor(), "cpu_count": os.cpu_count()}
 
 
 _CENSUSES: dict = {}
