@@ -58,7 +58,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import markdown_table  # noqa: E402
+from benchmarks._common import cpu_model, markdown_table  # noqa: E402
 from crackseg.inference import intensity_range, predict_volume  # noqa: E402
 from crackseg.labels import NMC4  # noqa: E402
 from crackseg.model_io import default_model_dir, new_card, read_card  # noqa: E402
@@ -66,16 +66,6 @@ from crackseg.nets import build_network, unet_architecture  # noqa: E402
 from crackseg.synthetic import generate_electrode  # noqa: E402
 
 ARCH = unet_architecture(3, out_channels=4, channels=(16, 32, 64, 128), num_res_units=2)
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def matmul_peak_gflops(dtype=torch.float32, n: int = 2048, reps: int = 10) -> float:
