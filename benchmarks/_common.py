@@ -281,8 +281,8 @@ def crackseg_probabilities(model, image) -> np.ndarray:
     """
     import torch
 
-    from crackseg.model_io import load_model
     from crackseg.evaluation import predict_logits
+    from crackseg.model_io import load_model
 
     net, card = load_model(model) if not isinstance(model, tuple) else model
     net.eval()

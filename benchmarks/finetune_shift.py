@@ -80,7 +80,7 @@ def suggested_slices(model, image_path: Path, n: int, workdir: Path) -> list[int
 def crackseg_row(args, img, labels, z, test, workdir: Path) -> dict:
     """Fine-tune on the z-slices ``z`` and score on the test phantoms."""
     from benchmarks.segmentpy_2d import finetune_record, run_finetune
-    from crackseg.training import evaluate_model
+    from crackseg.evaluation import evaluate_model
 
     workdir.mkdir(parents=True)
     card, secs, cmd = run_finetune(args.model, [(img, keep_slices(labels, z))], workdir,
@@ -176,7 +176,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     from benchmarks._common import machine_info, write_results
-    from crackseg.training import evaluate_model
+    from crackseg.evaluation import evaluate_model
 
     started = time.time()
     args = parse_args(argv)

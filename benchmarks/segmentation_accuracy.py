@@ -226,10 +226,10 @@ def curve_part(cfg: dict, model: Path, quick: bool, seed: int, quiet: bool,
                previous: list | None = None, crackseg_only: bool = False) -> dict:
     from joblib import Memory
 
+    from crackseg.finetune import finetune_model
     from crackseg.io import write_volume
     from crackseg.labels import NMC4
     from crackseg.synthetic import generate_electrode
-    from crackseg.training import finetune_model
 
     c = cfg["curve"]
     train_ph = generate_electrode(tuple(c["shape"]), seed=c["train_seed"], **c["setting"])

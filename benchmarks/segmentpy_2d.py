@@ -163,8 +163,8 @@ def finetune_record(card: dict, seconds: float, command: str) -> dict:
 def finetuned_predictions(model, pairs, test_images, workdir: Path, *, minutes, seed,
                           extra="") -> tuple[list[np.ndarray], dict]:
     """Fine-tune on ``pairs`` and predict the test images (stored label values)."""
+    from crackseg.evaluation import predict_labels
     from crackseg.model_io import load_model
-    from crackseg.training import predict_labels
 
     card, secs, cmd = run_finetune(model, pairs, workdir, minutes=minutes, seed=seed, extra=extra)
     net, card = load_model(workdir / "model")

@@ -320,16 +320,16 @@ def cross_validate(ctx) -> dict | None:
 def fold_counts(net, ctx, held) -> np.ndarray:
     """Dice counts (intersection, predicted, true per class) on the held-out units.
 
-    Predictions come from :func:`crackseg.training.predict_logits`, the
+    Predictions come from :func:`crackseg.evaluation.predict_logits`, the
     tiling ``crackseg predict`` uses; a 3-D model sees a slab around a
     held-out slice, normalised with the whole volume's range.
     """
     import torch
 
+    from crackseg.evaluation import predict_logits
     from crackseg.finetune_data import unit_mask
-    from crackseg.losses import dice_counts
+    from crackseg.metrics import dice_counts
     from crackseg.normalize import percentile_range
-    from crackseg.training import predict_logits
 
     inp = ctx["inp"]
     card = {**inp["pcard"], "normalization": ctx["norm"], "patch_size": ctx["st"]["patch_size"]}
@@ -356,12 +356,10 @@ def fold_counts(net, ctx, held) -> np.ndarray:
 
 def summarise_folds(folds: list[dict], schema, *, n_units: int) -> dict:
     """Per-class Dice over folds: mean, standard deviation, range, pooled."""
-    import torch
+    from crackseg.metrics import dice_from_counts
 
-    from crackseg.losses import dice_from_counts
-
-    per = np.array([dice_from_counts(torch.tensor(f["counts"])) for f in folds], dtype=float)
-    pooled = dice_from_counts(torch.tensor(np.sum([f["counts"] for f in folds], axis=0)))
+    per = np.array([dice_from_counts(f["counts"]) for f in folds], dtype=float)
+    pooled = dice_from_counts(np.sum([f["counts"] for f in folds], axis=0))
 
     def r(v):
         return None if v != v else round(float(v), 4)
@@ -410,7 +408,8 @@ def final_stage(ctx, *, ckpt_path=None, stop_after_steps=None):
 
 def finetuned_card(ctx, module, timing: dict, validation: dict | None) -> tuple[dict, str]:
     """Model card and README of the fine-tuned model (parent, settings, timing, validation)."""
-    from crackseg.training import card_from_info, model_readme
+    from crackseg.export import card_from_info
+    from crackseg.model_readme import model_readme
 
     inp, st, state = ctx["inp"], ctx["st"], ctx["state"]
     wall = time.time() - ctx["t0"]

@@ -26,7 +26,8 @@ import torch
 
 from crackseg.errors import ModelError
 from crackseg.labels import load_schema
-from crackseg.losses import dice_counts, dice_from_counts, masked_dice_ce
+from crackseg.losses import masked_dice_ce
+from crackseg.metrics import dice_counts, dice_from_counts
 from crackseg.nets import build_network, unet_architecture
 
 OUTPUT_LAYER = re.compile(r"^model\.2\.")

@@ -4,7 +4,8 @@ Targets are channel indices with ``-1`` (or any negative value) marking
 unannotated voxels: those voxels contribute nothing to the loss value or its
 gradient.  The loss is MONAI's masked soft Dice (batch-wise, so rare classes
 count as much as common ones) plus PyTorch's class-weighted cross entropy
-with an ignore index.
+with an ignore index.  The Dice *metric* of validation and evaluation is
+:func:`crackseg.metrics.dice_counts`.
 
 Examples
 --------
@@ -81,38 +82,3 @@ def masked_dice_ce(logits: torch.Tensor, target: torch.Tensor, *,
         ce_target = torch.where(target[:, 0] >= 0, target[:, 0], torch.full_like(target[:, 0], -100))
         loss = loss + ce_weight * F.cross_entropy(logits, ce_target, weight=w, ignore_index=-100)
     return loss
-
-
-def dice_counts(pred: torch.Tensor, target: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Per-class intersection and sizes over annotated voxels, for summing over batches.
-
-    Parameters
-    ----------
-    pred : torch.Tensor of int, shape (B, *spatial)
-        Predicted channel index.
-    target : torch.Tensor of int, shape (B, *spatial) or (B, 1, *spatial)
-        True channel index, negative = not annotated (skipped).
-    n_classes : int
-        Number of classes.
-
-    Returns
-    -------
-    torch.Tensor, shape (3, n_classes)
-        Rows: intersection, predicted count, true count (annotated voxels).
-    """
-    if target.dim() == pred.dim() + 1:
-        target = target[:, 0]
-    keep = target >= 0
-    p, t = pred[keep].long(), target[keep].long()
-    inter = torch.bincount(t[p == t], minlength=n_classes)[:n_classes]
-    npred = torch.bincount(p, minlength=n_classes)[:n_classes]
-    ntrue = torch.bincount(t, minlength=n_classes)[:n_classes]
-    return torch.stack([inter, npred, ntrue]).to(torch.float64)
-
-
-def dice_from_counts(counts: torch.Tensor) -> list[float]:
-    """Dice per class from :func:`dice_counts` sums (NaN where a class never occurs)."""
-    inter, npred, ntrue = counts
-    denom = npred + ntrue
-    d = torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.full_like(denom, float("nan")))
-    return [float(v) for v in d]

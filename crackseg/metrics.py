@@ -1,6 +1,8 @@
 """Accuracy measures of segmentations, thin structures, instances and probabilities.
 
 - :func:`dice_per_class`: Dice of each class of a label image, over annotated voxels.
+- :func:`dice_counts`, :func:`dice_from_counts`: the same Dice from per-class
+  counts that add up over images, batches and processes (validation, evaluation).
 - :func:`cldice`: centre-line Dice of a thin structure (Shit et al., CVPR 2021),
   skeletons from :func:`skimage.morphology.skeletonize`.
 - :func:`boundary_f1`: F1 of the boundary voxels of a mask within a distance tolerance.
@@ -36,6 +38,69 @@ def _same_shape(a, b, what: str = "prediction and truth") -> None:
         raise InputError(f"{what} differ in shape: {np.shape(a)} vs {np.shape(b)}")
 
 
+def dice_counts(pred, target, n_classes: int):
+    """Per-class intersection and sizes over annotated voxels, for summing over batches.
+
+    The counts of several images (or batches, or processes) add up, and
+    :func:`dice_from_counts` turns their sum into a pooled Dice.
+
+    Parameters
+    ----------
+    pred : torch.Tensor of int, shape (B, *spatial)
+        Predicted channel index.
+    target : torch.Tensor of int, shape (B, *spatial) or (B, 1, *spatial)
+        True channel index, negative = not annotated (skipped).
+    n_classes : int
+        Number of classes.
+
+    Returns
+    -------
+    torch.Tensor, float64, shape (3, n_classes), on the device of ``pred``
+        Rows: intersection, predicted count, true count (annotated voxels).
+
+    Examples
+    --------
+    >>> import torch
+    >>> pred = torch.tensor([[0, 1, 1, 2]]); true = torch.tensor([[0, 1, -1, 1]])
+    >>> dice_counts(pred, true, 3).int().tolist()
+    [[1, 1, 0], [1, 1, 1], [1, 2, 0]]
+    """
+    import torch
+
+    if target.dim() == pred.dim() + 1:
+        target = target[:, 0]
+    keep = target >= 0
+    p, t = pred[keep].long(), target[keep].long()
+    inter = torch.bincount(t[p == t], minlength=n_classes)[:n_classes]
+    npred = torch.bincount(p, minlength=n_classes)[:n_classes]
+    ntrue = torch.bincount(t, minlength=n_classes)[:n_classes]
+    return torch.stack([inter, npred, ntrue]).to(torch.float64)
+
+
+def dice_from_counts(counts) -> list[float]:
+    """Dice per class, ``2 |P ∩ T| / (|P| + |T|)``, from :func:`dice_counts` (or their sum).
+
+    Parameters
+    ----------
+    counts : array_like, shape (3, n_classes)
+        Rows: intersection, predicted count, true count (a CPU tensor or an array).
+
+    Returns
+    -------
+    list of float
+        One value per class; NaN where a class is in neither prediction nor truth.
+
+    Examples
+    --------
+    >>> dice_from_counts([[1, 1, 0], [1, 1, 0], [1, 2, 0]])   # class 2 in neither
+    [1.0, 0.6666666666666666, nan]
+    """
+    inter, npred, ntrue = np.asarray(counts, dtype=np.float64)
+    denom = npred + ntrue
+    d = np.where(denom > 0, 2 * inter / np.maximum(denom, 1), np.nan)
+    return [float(v) for v in d]
+
+
 def dice_per_class(pred, truth, schema: LabelSchema = NMC4, *, ignore: int | None = None) -> dict:
     """Dice coefficient of every class of a schema, over the annotated voxels.
 
@@ -63,21 +128,17 @@ def dice_per_class(pred, truth, schema: LabelSchema = NMC4, *, ignore: int | Non
     >>> round(d["matrix"], 3), round(d["particle"], 3)
     (0.667, 0.667)
     """
+    import torch
+
     _same_shape(pred, truth)
-    pred = np.asarray(pred).ravel()
-    truth = np.asarray(truth).ravel()
+    pred = np.asarray(pred).ravel().astype(np.int64)
+    truth = np.asarray(truth).ravel().astype(np.int64)
     ign = schema.ignore if ignore is None else int(ignore)
-    keep = truth != ign
-    pred, truth = pred[keep].astype(np.int64), truth[keep].astype(np.int64)
-    size = int(max(pred.max(initial=0), truth.max(initial=0))) + 1
-    cp = np.bincount(pred, minlength=size)
-    ct = np.bincount(truth, minlength=size)
-    inter = np.bincount(truth[pred == truth], minlength=size)
-    out = {}
-    for name, v in schema.classes.items():
-        den = (cp[v] if v < size else 0) + (ct[v] if v < size else 0)
-        out[name] = float(2.0 * inter[v] / den) if den > 0 else float("nan")
-    return out
+    truth[truth == ign] = -1
+    values = list(schema.classes.values())
+    size = int(max(pred.max(initial=0), truth.max(initial=0), *values)) + 1
+    dice = dice_from_counts(dice_counts(torch.from_numpy(pred), torch.from_numpy(truth), size))
+    return {name: dice[v] for name, v in schema.classes.items()}
 
 
 def skeleton(mask) -> np.ndarray:

@@ -28,6 +28,7 @@ from crackseg._version import __version__
 from crackseg.errors import ModelError
 from crackseg.io import atomic_path
 from crackseg.labels import NMC4, LabelSchema, load_schema
+from crackseg.model_readme import model_readme
 from crackseg.nets import build_network
 
 FORMAT_VERSION = 1
@@ -149,7 +150,8 @@ def save_model(net, card: dict, out_dir: str | os.PathLike, *, readme: str | Non
     out_dir : path-like
         Target directory.
     readme : str, optional
-        README text; a short one is generated from the card if not given.
+        README text; :func:`crackseg.model_readme.model_readme` of the card
+        if not given.
     overwrite : bool
         Replace an existing directory.
     """
@@ -252,27 +254,3 @@ def load_model(model_dir: str | os.PathLike | None = None, *, device: str = "cpu
 def card_schema(card: dict) -> LabelSchema:
     """Label schema of a model card."""
     return load_schema(card.get("schema") or NMC4.to_dict())
-
-
-def model_readme(card: dict) -> str:
-    """A short README for a model directory, generated from its card."""
-    arch = card["architecture"]["args"]
-    lines = [
-        f"# {card['name']}", "",
-        card.get("description") or "A crackseg segmentation model.", "",
-        f"- Input: {card['spatial_dims']}-D grey-value "
-        f"{'volumes (ZYX)' if card['spatial_dims'] == 3 else 'images (YX)'}, one channel",
-        f"- Classes ({card['schema']['name']}): "
-        + ", ".join(f"{k}={v}" for k, v in card["schema"]["classes"].items()),
-        f"- Architecture: {card['architecture']['name']} channels={arch['channels']} "
-        f"res_units={arch['num_res_units']} dropout={arch['dropout']}",
-        f"- Window: {card['inference']['roi_size']}, overlap {card['inference']['overlap']}",
-    ]
-    if card.get("parent"):
-        lines.append(f"- Fine-tuned from: {card['parent'].get('name')} "
-                     f"(weights {str(card['parent'].get('weights_sha256'))[:12]})")
-    if card.get("metrics"):
-        lines += ["", "## Validation", "", "```", json.dumps(card["metrics"], indent=2), "```"]
-    if card.get("training"):
-        lines += ["", "## Training", "", "```", json.dumps(card["training"], indent=2), "```"]
-    return "\n".join(lines) + "\n"

@@ -13,6 +13,8 @@ from crackseg.metrics import (
     boundary,
     boundary_f1,
     cldice,
+    dice_counts,
+    dice_from_counts,
     dice_per_class,
     expected_calibration_error,
     instance_pairs,
@@ -54,6 +56,19 @@ def test_dice_disjoint_is_zero_and_custom_schema():
     pred = np.full((4, 4), 2, np.uint8)
     d = dice_per_class(pred, truth, schema)
     assert d["particle"] == 0.0 and d["pore"] == 0.0 and math.isnan(d["binder"])
+
+
+def test_dice_counts_match_numpy():
+    import torch
+
+    rng = np.random.default_rng(1)
+    pred = rng.integers(0, 3, (2, 10, 10))
+    true = rng.integers(-1, 3, (2, 10, 10))
+    d = dice_from_counts(dice_counts(torch.from_numpy(pred), torch.from_numpy(true), 3))
+    keep = true >= 0
+    for c in range(3):
+        p, t = (pred == c) & keep, (true == c) & keep
+        assert d[c] == pytest.approx(2 * (p & t).sum() / (p.sum() + t.sum()))
 
 
 def test_dice_shape_mismatch():

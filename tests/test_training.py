@@ -13,10 +13,11 @@ import torch
 from crackseg.cli import main
 from crackseg.commands.train import run_lightning_cli
 from crackseg.data import synthetic_pairs
+from crackseg.evaluation import evaluate_model
+from crackseg.export import read_checkpoint
 from crackseg.io import write_volume
 from crackseg.model_io import WEIGHTS, load_model, read_card
 from crackseg.nets import build_network
-from crackseg.training import evaluate_model, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SEGMENTPY3 = REPO / "training" / "schemas" / "segmentpy3.yaml"
@@ -220,7 +221,7 @@ def test_ddp_two_processes_on_cpu(pairs, tmp_path):
 
 
 def test_logit_offsets_shift_outputs_and_never_lower_mean_dice(parent, pairs):
-    from crackseg.training import apply_logit_offsets, fit_logit_offsets
+    from crackseg.logit_offsets import apply_logit_offsets, fit_logit_offsets
 
     net, card = load_model(parent)
     x = torch.randn(1, 1, 16, 16, 16)

@@ -58,7 +58,7 @@ def _validation(paths) -> dict:
 def run(args) -> int:
     from crackseg.data import synthetic_pairs
     from crackseg.errors import InputError
-    from crackseg.training import export_model, read_checkpoint
+    from crackseg.export import export_model, read_checkpoint
 
     volumes, desc, cal, cal_desc = None, None, None, ""
     _, info = read_checkpoint(args.run)
