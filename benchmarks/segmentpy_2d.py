@@ -68,13 +68,14 @@ def read_slice(n: int):
 
 
 def dice_per_class(pred: np.ndarray, true: np.ndarray, n_classes: int) -> list[float]:
-    """Dice of each class over all pixels (NaN if absent from both)."""
-    out = []
-    for c in range(n_classes):
-        p, t = pred == c, true == c
-        s = p.sum() + t.sum()
-        out.append(float(2 * (p & t).sum() / s) if s else float("nan"))
-    return out
+    """Dice of each class (channel index) over all pixels (NaN if absent from both)."""
+    import torch
+
+    from crackseg.metrics import dice_counts, dice_from_counts
+
+    counts = dice_counts(torch.from_numpy(np.asarray(pred, np.int64)),
+                         torch.from_numpy(np.asarray(true, np.int64)), n_classes)
+    return dice_from_counts(counts)
 
 
 def scores(preds, truths, names=NAMES) -> dict:
