@@ -65,8 +65,9 @@ def run(args) -> int:
     data = (info.get("training") or {}).get("data") or {}
     syn = data.get("synthetic") or {}
     if args.calibrate_phantoms:
-        if not data.get("val_seeds"):
-            raise InputError("--calibrate-phantoms needs a run trained on synthetic phantoms")
+        if not data.get("val_seeds") or not syn.get("shape"):
+            raise InputError("--calibrate-phantoms needs a run trained on synthetic phantoms "
+                             "(data.synthetic in its recipe)")
         seeds = data["val_seeds"][: args.calibrate_phantoms]
         cal = [(im, full) for s in seeds for im, _, full in synthetic_pairs(
             1, syn.get("shape"), seed=s, sparse_every=None, **(syn.get("phantom") or {}))]
