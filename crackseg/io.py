@@ -272,18 +272,22 @@ def write_json(path: str | os.PathLike, obj, *, overwrite: bool = True) -> Path:
 
 
 def json_safe(o):
-    """Plain JSON data from nested dicts/lists with NumPy scalars, paths and NaN.
+    """Plain JSON data from nested dicts/lists with NumPy scalars and arrays, paths and NaN.
 
-    Keys become strings, NumPy scalars Python numbers, paths strings, and
-    non-finite floats ``None`` (JSON has no NaN).
+    Keys become strings, NumPy arrays lists, NumPy scalars Python numbers,
+    paths strings, and non-finite floats ``None`` (JSON has no NaN).
 
     Examples
     --------
     >>> json_safe({1: [np.float32(0.5), float("nan")], "p": Path("a")})
     {'1': [0.5, None], 'p': 'a'}
+    >>> json_safe({"a": np.array([np.inf, 1.5]), "b": np.bool_(True)})
+    {'a': [None, 1.5], 'b': True}
     """
     if isinstance(o, dict):
         return {str(k): json_safe(v) for k, v in o.items()}
+    if isinstance(o, np.ndarray):
+        o = o.tolist()
     if isinstance(o, (list, tuple)):
         return [json_safe(v) for v in o]
     if isinstance(o, np.generic):

@@ -23,11 +23,14 @@ Examples
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
 from crackseg._version import __version__
 from crackseg.errors import InputError
+from crackseg.io import json_safe
 from crackseg.stats.bootstrap import bootstrap_ci, bootstrap_columns, stat_name
 from crackseg.stats.distribution import (
     DEFAULT_QUANTILES,
@@ -185,13 +188,78 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
     from crackseg.labels import NMC4
 
     schema = schema or NMC4
+    p = _analysed_particles(table, quantity, border, posterior)
+    if is_section_table(table) and seg is not None and np.ndim(seg) != 3:
+        seg = instances = None  # the cross-section protocol needs a volume (or a stack)
+    depth_axis = table.attrs.get("depth_axis", 0)
+    fit = _damage_correlation(p, seed, depth_axis)
+    block_size, rule = _block_size_and_rule(method, block_size, fit[0], p.extent, block_factor)
+    boot = dict(block_size=block_size, extent=p.extent, method=method, confidence=confidence,
+                n_resamples=n_resamples, seed=seed, unit=p.unit, depth_axis=depth_axis,
+                cross_block_range=fit[1].get("correlation_range")
+                if (method == "block" and fit[0]) else None)
+    damage, iid_mean = _damage_statistics(p, quantity, thresholds, quantiles, boot)
+    summary = {
+        **_description(table, p, border), "damage": damage,
+        "other_quantities": _other_quantities(p, quantity, boot),
+        "bootstrap": _bootstrap_settings(boot, rule, fit[1]),
+        "thresholds": {"damaged": float(min(thresholds)) if len(thresholds) else None,
+                       "severely_damaged": float(max(thresholds)) if len(thresholds) else None},
+        "notes": _notes(table, p, rule, fit[0], block_factor, boot["cross_block_range"]),
+    }
+    if spatial:
+        summary["spatial"] = _spatial(p, fit, boot)
+    if protocols and quantity == "crack_fraction":
+        # In a stack, "one section" is one of its own sections (axis 0).
+        summary["representativeness"] = _protocols(
+            p, thresholds, seg, instances, schema, 0 if is_stack_table(table) else depth_axis,
+            n_draws, seed, relative_precision, damage, iid_mean, confidence)
+    summary["provenance"] = _provenance(table, dict(
+        quantity=quantity, confidence=confidence, n_resamples=n_resamples, seed=seed,
+        method=method, block_size=block_size, block_factor=block_factor, border=border,
+        thresholds=thresholds, quantiles=quantiles), provenance)
+    return json_safe(summary)
+
+
+class _Particles(NamedTuple):
+    """The particles a summary speaks for: the population's rows and their finite values."""
+
+    used: pd.DataFrame
+    """Rows of the population (:func:`population`)."""
+    mask: np.ndarray
+    """Which rows of the table are in the population, (n_table,) bool."""
+    finite: np.ndarray
+    """Which population rows have a finite value, (n_used,) bool."""
+    values: np.ndarray
+    """The finite values, (n,)."""
+    coords: np.ndarray
+    """Their centroids, (n, d), in ``unit``."""
+    used_coords: np.ndarray
+    """Centroids of every population row, (n_used, d)."""
+    weights: np.ndarray | None
+    """Miles-Lantuejoul weights of the finite values, (n,); ``None`` unweighted."""
+    used_weights: np.ndarray | None
+    """The same for every population row, (n_used,)."""
+    posterior: np.ndarray | None
+    """Posterior samples of the finite values, (n_samples, n)."""
+    unit: str
+    extent: np.ndarray
+    description: str
+    """The population in words."""
+
+
+def _analysed_particles(table: pd.DataFrame, quantity: str, border: str, posterior) -> _Particles:
+    """The population of ``table`` under ``border`` and its finite ``quantity`` values.
+
+    Raises :class:`InputError` for an empty table, a missing column, or no
+    particle left after the border policy.
+    """
     n_total = len(table)
     if n_total == 0:
         raise InputError("no particles in the table; nothing to summarise")
     if quantity not in table:
         raise InputError(f"the particle table has no column {quantity!r}")
-    mask, weights, pop_desc = population(table, border)
-    n_border = int(table["touches_border"].astype(bool).sum())
+    mask, weights, description = population(table, border)
     if mask.sum() == 0:
         raise InputError(
             f"all {n_total} particles touch the volume border; use --border include to keep "
@@ -200,80 +268,121 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
     used = table.loc[mask]
     values = used[quantity].to_numpy(dtype=np.float64)
     finite = np.isfinite(values)
-    coords_all, unit = particle_coords(table)
-    coords = coords_all[mask]
-    extent, _ = volume_extent(table)
-    section = is_section_table(table)
-    stack = is_stack_table(table)
-    unit_text = unit_label(unit)
-    if section and seg is not None and np.ndim(seg) != 3:
-        seg = instances = None  # the cross-section protocol needs a volume (or a stack)
-    where = f"stack of {_n_sections(table)} sections" if stack else \
-        ("section" if section else "volume")
-    w = None if border != "miles" else weights
+    coords, unit = particle_coords(table)
+    used_weights = weights if border == "miles" else None
     post = None
     if posterior is not None:
-        post = align_posterior(posterior, table["label"].to_numpy())[:, mask]
+        post = align_posterior(posterior, table["label"].to_numpy())[:, mask][:, finite]
+    return _Particles(used, mask, finite, values[finite], coords[mask][finite], coords[mask],
+                      None if used_weights is None else used_weights[finite], used_weights, post,
+                      unit, volume_extent(table)[0], description)
 
+
+def _description(table: pd.DataFrame, p: _Particles, border: str) -> dict:
+    """The head of the summary: particle counts, population, estimand, extent."""
+    return {
+        "n_particles": int(p.mask.sum()),
+        "n_particles_total": int(len(table)),
+        "n_particles_border": int(table["touches_border"].astype(bool).sum()),
+        "population": {"border": border, "description": p.description},
+        "estimand": (
+            f"Intervals speak for the particles of the population this {_field_name(table)} "
+            f"samples ({' x '.join(f'{e:.4g}' for e in p.extent)} {unit_label(p.unit)}; "
+            f"{p.description}). Damage clustered on scales larger than the field of view cannot "
+            f"be seen from inside it: this is not an interval for the whole electrode. For "
+            f"electrode-level claims analyse several volumes and resample volumes then spatial "
+            f"blocks (crackseg compare)."),
+        "section": bool(is_section_table(table)),
+        **({"stack": _stack_summary(table, p)} if is_stack_table(table) else {}),
+        "extent": [float(e) for e in p.extent],
+        "extent_unit": p.unit,
+    }
+
+
+def _field_name(table: pd.DataFrame) -> str:
+    """What the table measured, in words: ``"volume"``, ``"section"`` or ``"stack of N sections"``."""
+    if is_stack_table(table):
+        return f"stack of {_n_sections(table)} sections"
+    return "section" if is_section_table(table) else "volume"
+
+
+def _damage_correlation(p: _Particles, seed: int, depth_axis: int) -> tuple:
+    """``(length, fit, variogram)`` of :func:`correlation_length`; no length below 10 particles."""
+    if p.values.size < 10:
+        return None, {"note": "too few particles"}, pd.DataFrame()
+    return correlation_length(p.values, p.coords, seed=seed, depth_axis=depth_axis)
+
+
+def _block_size_and_rule(method: str, block_size, length, extent,
+                         block_factor: float) -> tuple[float | None, str]:
+    """Side of the bootstrap blocks and how it was chosen (``None`` for the iid bootstrap)."""
+    if method != "block":
+        return None, "iid bootstrap: no blocks"
+    if block_size is not None:
+        return block_size, "given by the user"
+    return block_size_for(length, extent, factor=block_factor)
+
+
+def _notes(table: pd.DataFrame, p: _Particles, rule: str, length, block_factor: float,
+           cross_range) -> list[str]:
+    """Warnings of the summary: unknown voxel size, small volume, long correlation range."""
     notes = []
-    if unit != "um":
+    unit_text, where, stack = unit_label(p.unit), _field_name(table), is_stack_table(table)
+    if p.unit != "um":
         notes.append(f"VOXEL SIZE UNKNOWN: sizes, positions and distances are in {unit_text}, not "
                      "µm; give the voxel size (--voxel-size) to measure in µm."
                      + (" The sections are taken to be one pixel apart (contiguous slices); "
                         "give --voxel-size SPACING Y X for sections further apart." if stack
                         else ""))
-    # correlation length and block size
-    length, vfit, vg = (None, {"note": "too few particles"}, pd.DataFrame())
-    if finite.sum() >= 10:
-        length, vfit, vg = correlation_length(values[finite], coords[finite], seed=seed,
-                                              depth_axis=table.attrs.get("depth_axis", 0))
-    if method == "block":
-        if block_size is None:
-            block_size, rule = block_size_for(length, extent, factor=block_factor)
-        else:
-            rule = "given by the user"
-    else:
-        block_size, rule = None, "iid bootstrap: no blocks"
-    if method == "block" and "SMALL VOLUME" in rule:
+    if "SMALL VOLUME" in rule:
         notes.append(
             f"The damage correlation length ({'?' if length is None else f'{length:.3g}'} "
             f"{unit_text}) is not small compared with the {where}: blocks of {block_factor:g} "
             f"correlation lengths do not fit {MIN_BLOCKS} times, so smaller blocks were used and "
             "the intervals may be too narrow; analyse a larger volume or several volumes."
         )
-
-    cross_range = vfit.get("correlation_range") if (method == "block" and length) else None
-    depth_axis = table.attrs.get("depth_axis", 0)
     # A stack is as thin as its sections are few; its field of view is that of a section.
-    side = float(np.min(extent[1:] if stack else extent))
+    side = float(np.min(p.extent[1:] if stack else p.extent))
     if cross_range is not None and cross_range > 0.5 * side:
         notes.append(
             f"The damage correlation range ({cross_range:.3g} {unit_text}) exceeds half the "
             f"{where}: clustering on the scale of the field of view cannot be measured from inside "
             "it, so the intervals are likely too narrow for the electrode."
         )
-    common = dict(coords=coords[finite], block_size=block_size, extent=extent, method=method,
-                  cross_block_range=cross_range, depth_axis=depth_axis,
-                  weights=None if w is None else w[finite], confidence=confidence,
-                  n_resamples=n_resamples, seed=seed, unit=unit)
-    damage = distribution_statistics(values[finite], thresholds=thresholds, quantiles=quantiles,
-                                     posterior=None if post is None else post[:, finite], **common)
-    iid_mean = bootstrap_ci(values[finite], "mean", method="iid", weights=common["weights"],
-                            confidence=confidence, n_resamples=n_resamples, seed=seed)
+    if p.mask.sum() == 1:
+        notes.append("Only one particle: no interval can be given.")
+    return notes
+
+
+def _damage_statistics(p: _Particles, quantity: str, thresholds, quantiles, boot: dict):
+    """``summary["damage"]``, and the iid-bootstrap interval of the mean (an Interval)."""
+    damage = distribution_statistics(p.values, coords=p.coords, weights=p.weights,
+                                     thresholds=thresholds, quantiles=quantiles,
+                                     posterior=p.posterior, **boot)
+    iid_mean = bootstrap_ci(p.values, "mean", method="iid", weights=p.weights,
+                            confidence=boot["confidence"], n_resamples=boot["n_resamples"],
+                            seed=boot["seed"])
     damage["mean_iid"] = iid_mean.to_dict()
-    seg_error = segmentation_error_statement(None if post is None else post.shape[0])
+    seg_error = segmentation_error_statement(None if p.posterior is None
+                                             else p.posterior.shape[0])
     for key, entry in damage.items():
         if isinstance(entry, dict) and "ci" in entry:
             entry["segmentation_error"] = (seg_error if key != "mean_iid" else
                                            segmentation_error_statement(None))
     damage["quantity"] = quantity
-    damage["n"] = int(finite.sum())
+    damage["n"] = int(p.values.size)
+    return damage, iid_mean
 
-    # quantities measured on the same particles share one set of resampled blocks
-    names = [q for q in OTHER_QUANTITIES if q in used and q != quantity
+
+def _other_quantities(p: _Particles, quantity: str, boot: dict) -> dict:
+    """Mean and median with CIs of the :data:`OTHER_QUANTITIES` the table has.
+
+    Quantities measured on the same particles share one set of resampled blocks.
+    """
+    names = [q for q in OTHER_QUANTITIES if q in p.used and q != quantity
              and not (q.startswith("equivalent_diameter_") and q != "equivalent_diameter_um"
-                      and unit == "um")]
-    columns = {q: used[q].to_numpy(dtype=np.float64) for q in names}
+                      and p.unit == "um")]
+    columns = {q: p.used[q].to_numpy(dtype=np.float64) for q in names}
     same_particles: dict = {}
     for q in names:
         ok = np.isfinite(columns[q])
@@ -281,74 +390,40 @@ def summarize(table: pd.DataFrame, *, quantity: str = "crack_fraction", confiden
             same_particles.setdefault(ok.tobytes(), (ok, []))[1].append(q)
     others = {}
     for ok, qs in same_particles.values():
-        res = bootstrap_columns([columns[q][ok] for q in qs], ["mean", "median"], coords=coords[ok],
-                                block_size=block_size, extent=extent, method=method,
-                                weights=None if w is None else w[ok], confidence=confidence,
-                                n_resamples=n_resamples, seed=seed, unit=unit,
-                                cross_block_range=cross_range, depth_axis=depth_axis)
+        w = None if p.used_weights is None else p.used_weights[ok]
+        res = bootstrap_columns([columns[q][ok] for q in qs], ["mean", "median"],
+                                coords=p.used_coords[ok], weights=w, **boot)
         for q, r in zip(qs, res):
             others[q] = {"mean": r[0].to_dict(), "median": r[1].to_dict(), "n": int(ok.sum())}
-    others = {q: others[q] for q in names if q in others}
+    return {q: others[q] for q in names if q in others}
 
-    n_used = int(mask.sum())
-    summary = {
-        "n_particles": n_used,
-        "n_particles_total": int(n_total),
-        "n_particles_border": n_border,
-        "population": {"border": border, "description": pop_desc},
-        "estimand": (
-            f"Intervals speak for the particles of the population this {where} samples "
-            f"({' x '.join(f'{e:.4g}' for e in extent)} {unit_text}; {pop_desc}). Damage "
-            f"clustered on scales larger than the field of view cannot be seen from inside it: "
-            f"this is not an interval for the whole electrode. For electrode-level claims analyse "
-            f"several volumes and resample volumes then spatial blocks (crackseg compare)."),
-        "section": bool(section),
-        **({"stack": _stack_summary(table, mask, values, finite, unit)} if stack else {}),
-        "extent": [float(e) for e in extent],
-        "extent_unit": unit,
-        "damage": damage,
-        "other_quantities": others,
-        "bootstrap": {"method": method, "block_size": block_size, "block_size_unit": unit,
-                      "block_size_rule": rule, "correlation_range": cross_range,
-                      "correlation_range_rule": (
-                          f"radius holding {vfit.get('range_mass', 0.95):.0%} of the fitted "
-                          f"{str(vfit.get('model', '')).replace('_', '-')} covariance: pairs of "
-                          "particles in different blocks closer than this widen the intervals")
-                      if cross_range else None, "n_resamples": int(n_resamples), "seed": seed,
-                      "confidence": confidence, "unit": unit},
-        "thresholds": {"damaged": float(min(thresholds)) if len(thresholds) else None,
-                       "severely_damaged": float(max(thresholds)) if len(thresholds) else None},
-        "notes": notes,
-    }
-    if n_used == 1:
-        notes.append("Only one particle: no interval can be given.")
 
-    if spatial:
-        summary["spatial"] = _spatial(values[finite], coords[finite],
-                                      depth_values(used, unit)[finite],
-                                      length, vfit, vg, unit, extent, block_size, method, confidence,
-                                      n_resamples, seed, w if w is None else w[finite],
-                                      (cross_range, depth_axis))
-    if protocols and quantity == "crack_fraction":
-        # In a stack, "one section" is one of its own sections (axis 0).
-        summary["representativeness"] = _protocols(
-            values[finite], coords[finite], used, finite, thresholds, seg, instances, schema,
-            0 if stack else table.attrs.get("depth_axis", 0), n_draws, seed, unit,
-            relative_precision, damage, iid_mean, confidence)
+def _bootstrap_settings(boot: dict, rule: str, vfit: dict) -> dict:
+    """``summary["bootstrap"]``: method, block size and the rules that chose it."""
+    cross_range = boot["cross_block_range"]
+    return {"method": boot["method"], "block_size": boot["block_size"],
+            "block_size_unit": boot["unit"], "block_size_rule": rule,
+            "correlation_range": cross_range,
+            "correlation_range_rule": (
+                f"radius holding {vfit.get('range_mass', 0.95):.0%} of the fitted "
+                f"{str(vfit.get('model', '')).replace('_', '-')} covariance: pairs of "
+                "particles in different blocks closer than this widen the intervals")
+            if cross_range else None, "n_resamples": int(boot["n_resamples"]),
+            "seed": boot["seed"], "confidence": boot["confidence"], "unit": boot["unit"]}
 
-    summary["provenance"] = {
+
+def _provenance(table: pd.DataFrame, settings: dict, provenance: dict | None) -> dict:
+    """``summary["provenance"]``: version, voxel size and every setting, with ``provenance`` merged."""
+    return {
         "crackseg_version": __version__, "model": None, "model_sha256": None, "input": None,
         "voxel_size_um": table.attrs.get("voxel_size_um"),
-        "settings": {"quantity": quantity, "confidence": confidence, "n_resamples": n_resamples,
-                     "seed": seed, "method": method, "block_size": block_size,
-                     "block_factor": block_factor, "border": border,
-                     "thresholds": list(thresholds), "quantiles": list(quantiles),
+        "settings": {**settings, "thresholds": list(settings["thresholds"]),
+                     "quantiles": list(settings["quantiles"]),
                      "depth_axis": table.attrs.get("depth_axis", 0),
                      "shell_thickness": table.attrs.get("shell_thickness"),
                      "shell_unit": table.attrs.get("shell_unit")},
         **(provenance or {}),
     }
-    return json_ready(summary)
 
 
 def _n_sections(table: pd.DataFrame) -> int:
@@ -356,18 +431,17 @@ def _n_sections(table: pd.DataFrame) -> int:
     return int(shape[0]) if shape else int(table["section"].max()) + 1
 
 
-def _stack_summary(table: pd.DataFrame, mask, values, finite, unit: str) -> dict:
+def _stack_summary(table: pd.DataFrame, p: _Particles) -> dict:
     """The sections of a stack: how many, their spacing, and each one's particles and mean."""
     n = _n_sections(table)
-    sec = table.loc[mask, "section"].to_numpy()[finite]
-    v = values[finite]
+    sec = table.loc[p.mask, "section"].to_numpy()[p.finite]
     counts = np.bincount(sec, minlength=n)
-    sums = np.bincount(sec, weights=v, minlength=n)
+    sums = np.bincount(sec, weights=p.values, minlength=n)
     vs = table.attrs.get("voxel_size_um")
     return {
         "n_sections": n, "n_sections_with_particles": int((counts > 0).sum()),
-        "spacing": float(vs[0]) if (vs and unit == "um") else 1.0,
-        "spacing_unit": unit,
+        "spacing": float(vs[0]) if (vs and p.unit == "um") else 1.0,
+        "spacing_unit": p.unit,
         "n_particles_per_section": counts.tolist(),
         "mean_per_section": [float(s_ / c) if c else None for s_, c in zip(sums, counts)],
         "note": ("one row per particle profile: a particle cut by several sections counts once "
@@ -375,41 +449,18 @@ def _stack_summary(table: pd.DataFrame, mask, values, finite, unit: str) -> dict
     }
 
 
-def json_ready(obj):
-    """Copy of ``obj`` with NumPy scalars as Python numbers and NaN/Inf as ``None``.
-
-    Examples
-    --------
-    >>> json_ready({"a": [float("nan"), np.float32(1.5)]})
-    {'a': [None, 1.5]}
-    """
-    if isinstance(obj, dict):
-        return {str(k): json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [json_ready(v) for v in obj.tolist()]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    return obj
-
-
-def _spatial(values, coords, depth, length, vfit, vg, unit, extent, block_size, method,
-             confidence, n_resamples, seed, weights, widening) -> dict:
-    cross_range, depth_axis = widening
+def _spatial(p: _Particles, fit: tuple, boot: dict) -> dict:
+    """``summary["spatial"]``: correlation length, variogram, Moran's I, depth profile, hot spots."""
+    length, vfit, vg = fit
+    values, coords, unit = p.values, p.coords, p.unit
     key = "correlation_length_um" if unit == "um" else "correlation_length_vox"
     out = {key: length, "unit": unit,
            "variogram": {**vfit, "bins": vg.to_dict(orient="list") if len(vg) else {}}}
     if values.size >= 3:
-        out["morans_i"] = morans_i(values, coords, seed=seed)
-    prof = depth_profile(values, depth, coords=coords, n_bins=min(8, max(1, values.size // 10)),
-                         method=method, block_size=block_size, extent=extent, weights=weights,
-                         confidence=confidence, n_resamples=min(n_resamples, 1000), seed=seed,
-                         unit=unit, cross_block_range=cross_range, depth_axis=depth_axis)
+        out["morans_i"] = morans_i(values, coords, seed=boot["seed"])
+    prof = depth_profile(values, depth_values(p.used, unit)[p.finite], coords=coords,
+                         n_bins=min(8, max(1, values.size // 10)), weights=p.weights,
+                         **{**boot, "n_resamples": min(boot["n_resamples"], 1000)})
     out["depth_profile"] = prof.to_dict(orient="list")
     if values.size >= 3:
         from scipy.spatial import cKDTree
@@ -426,25 +477,26 @@ def _spatial(values, coords, depth, length, vfit, vg, unit, extent, block_size, 
     return out
 
 
-def _protocols(values, coords, used, finite, thresholds, seg, instances, schema, depth_axis,
-               n_draws, seed, unit, relative_precision, damage, iid_mean, confidence) -> dict:
+def _protocols(p: _Particles, thresholds, seg, instances, schema, depth_axis, n_draws, seed,
+               relative_precision, damage, iid_mean, confidence) -> dict:
+    """``summary["representativeness"]``: small-sample protocols and the particles needed."""
     severe = float(max(thresholds)) if len(thresholds) else 0.05
     damaged = float(min(thresholds)) if len(thresholds) else 0.01
     rep = representativeness(
-        values, coords, n_draws=n_draws, seed=seed, severe_threshold=severe,
+        p.values, p.coords, n_draws=n_draws, seed=seed, severe_threshold=severe,
         damaged_threshold=damaged, seg=seg, instances=instances, schema=schema,
         depth_axis=depth_axis,
-        surface_crack_fraction=used["surface_crack_fraction"].to_numpy()[finite]
-        if "surface_crack_fraction" in used else None,
-        depth=depth_values(used, unit)[finite])
+        surface_crack_fraction=p.used["surface_crack_fraction"].to_numpy()[p.finite]
+        if "surface_crack_fraction" in p.used else None,
+        depth=depth_values(p.used, p.unit)[p.finite])
     se_block = damage["mean"].get("standard_error")
     se_iid = iid_mean.standard_error
     deff = (se_block / se_iid) ** 2 if se_block and se_iid else float("nan")
     return {
         "severe_threshold": severe, "damaged_threshold": damaged,
-        "census_mean": float(values.mean()), "census_ci": damage["mean"].get("ci"),
+        "census_mean": float(p.values.mean()), "census_ci": damage["mean"].get("ci"),
         "protocols": rep.to_dict(orient="records"),
-        "particles_needed": particles_needed(values, relative_precision=relative_precision,
+        "particles_needed": particles_needed(p.values, relative_precision=relative_precision,
                                              confidence=confidence, design_effect=deff),
     }
 
