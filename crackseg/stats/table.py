@@ -50,31 +50,36 @@ from crackseg.labels import NMC4, LabelSchema, validate_labels
 #: area of a smooth surface by that factor on average.
 FACE_COUNT_AREA_FACTOR = 2.0 / 3.0
 
-TABLE_COLUMNS = [
-    "label", "volume_vox", "volume_um3", "equivalent_diameter_um", "equivalent_diameter_vox",
-    "envelope_vox", "solid_vox", "crack_vox", "pore_vox",
-    "crack_fraction", "pore_fraction", "void_fraction",
-    "surface_crack_fraction", "internal_crack_fraction", "shell_vox_count", "core_vox_count",
-    "surface_area_um2", "sphericity",
-    "centroid_z_vox", "centroid_y_vox", "centroid_x_vox",
-    "centroid_z_um", "centroid_y_um", "centroid_x_um",
-    "depth_vox", "depth_um",
-    "bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1", "bbox_y1", "bbox_x1",
-    "touches_border",
-]
+
+def _names(ndim: int) -> dict:
+    """Words of the column names for a 3-D volume or a 2-D section."""
+    if ndim == 2:
+        return {"size": "area", "pix": "px", "size_um": "um2", "axes": "yx",
+                "boundary": "perimeter_um", "shape": "circularity"}
+    return {"size": "volume", "pix": "vox", "size_um": "um3", "axes": "zyx",
+            "boundary": "surface_area_um2", "shape": "sphericity"}
+
+
+def _column_names(ndim: int) -> list[str]:
+    """Columns of the table of a volume (``ndim`` 3) or a section (2), in order."""
+    nm = _names(ndim)
+    pix, axes = nm["pix"], nm["axes"]
+    return ([
+        "label", f"{nm['size']}_{pix}", f"{nm['size']}_{nm['size_um']}",
+        "equivalent_diameter_um", f"equivalent_diameter_{pix}",
+        f"envelope_{pix}", f"solid_{pix}", f"crack_{pix}", f"pore_{pix}",
+        "crack_fraction", "pore_fraction", "void_fraction",
+        "surface_crack_fraction", "internal_crack_fraction", f"shell_{pix}_count",
+        f"core_{pix}_count", nm["boundary"], nm["shape"]]
+        + [f"centroid_{a}_{pix}" for a in axes] + [f"centroid_{a}_um" for a in axes]
+        + [f"depth_{pix}", "depth_um"]
+        + [f"bbox_{a}0" for a in axes] + [f"bbox_{a}1" for a in axes] + ["touches_border"])
+
+
+TABLE_COLUMNS = _column_names(3)
 """Columns of the table of a 3-D volume."""
 
-TABLE_COLUMNS_2D = [
-    "label", "area_px", "area_um2", "equivalent_diameter_um", "equivalent_diameter_px",
-    "envelope_px", "solid_px", "crack_px", "pore_px",
-    "crack_fraction", "pore_fraction", "void_fraction",
-    "surface_crack_fraction", "internal_crack_fraction", "shell_px_count", "core_px_count",
-    "perimeter_um", "circularity",
-    "centroid_y_px", "centroid_x_px", "centroid_y_um", "centroid_x_um",
-    "depth_px", "depth_um",
-    "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1",
-    "touches_border",
-]
+TABLE_COLUMNS_2D = _column_names(2)
 """Columns of the table of a 2-D section (areas, perimeters and pixels instead of volumes,
 surfaces and voxels; the damage columns are area fractions in the section)."""
 
@@ -106,15 +111,6 @@ def unit_label(unit: str) -> str:
     'pixels'
     """
     return UNIT_LABELS.get(unit, unit)
-
-
-def _names(ndim: int) -> dict:
-    """Words of the column names for a 3-D volume or a 2-D section."""
-    if ndim == 2:
-        return {"size": "area", "pix": "px", "size_um": "um2", "axes": "yx",
-                "columns": TABLE_COLUMNS_2D}
-    return {"size": "volume", "pix": "vox", "size_um": "um3", "axes": "zyx",
-            "columns": TABLE_COLUMNS}
 
 
 def _class_value(schema: LabelSchema, name: str) -> int | None:
@@ -243,12 +239,8 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
     """
     seg, instances = _check_inputs(seg, instances, schema, source)
     nd = seg.ndim
-    nm = _names(nd)
     vs_known = voxel_size_um is not None
-    vs = tuple(float(v) for v in voxel_size_um) if vs_known else (1.0,) * nd
-    if len(vs) != nd or not all(np.isfinite(v) and v > 0 for v in vs):
-        raise InputError(f"voxel size {voxel_size_um} must be {nd} positive numbers "
-                         f"({', '.join(nm['axes'])}) in µm")
+    vs = _voxel_size(voxel_size_um, nd, ", ".join(_names(nd)["axes"]))
     if depth_axis not in range(nd):
         raise InputError(f"depth axis {depth_axis} must be one of {', '.join(map(str, range(nd)))} "
                          f"for a {nd}-D {'section' if nd == 2 else 'volume'}")
@@ -258,42 +250,120 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
         kw = {} if min_volume_um3 is None else {"min_volume_um3": min_volume_um3}
         instances = particle_instances(seg, schema=schema, voxel_size_um=voxel_size_um, **kw)
     dense, ids = _dense_labels(np.asarray(instances))
-    n = ids.size
-    if n == 0:
+    if ids.size == 0:
         raise InputError(f"{source}: no particles found (no particle instances); nothing to measure")
-    flat = dense.ravel()
-    segf = seg.ravel()
+    thickness = shell_um if (shell_um is not None and vs_known) else \
+        shell_vox * (min(vs) if vs_known else 1.0)
+    cols = _measured_columns(seg, dense, ids, schema, vs, vs_known, depth_axis, thickness)
+    table = pd.DataFrame({name: cols[name] for name in _column_names(nd)})
+    n_samples = _add_posterior_columns(table, posterior)
+    if n_samples is not None:
+        table.attrs["n_posterior_samples"] = n_samples
+    table.attrs.update({
+        "voxel_size_um": list(vs) if vs_known else None,
+        "depth_axis": int(depth_axis),
+        "shape": list(seg.shape),
+        "shell_thickness": float(thickness),
+        "shell_unit": "um" if vs_known else _names(nd)["pix"],
+        "schema": schema.name,
+    })
+    return table
+
+
+def _voxel_size(voxel_size_um, nd: int, axes: str) -> tuple[float, ...]:
+    """Voxel size per axis in µm (ones when unknown), checked: ``nd`` finite positive numbers."""
+    vs = tuple(float(v) for v in voxel_size_um) if voxel_size_um is not None else (1.0,) * nd
+    if len(vs) != nd or not all(np.isfinite(v) and v > 0 for v in vs):
+        raise InputError(f"voxel size {voxel_size_um} must be {nd} positive numbers ({axes}) in µm")
+    return vs
+
+
+def _add_posterior_columns(table: pd.DataFrame, posterior) -> int | None:
+    """Add ``crack_fraction_mean`` and ``_std`` of posterior samples; return their number."""
+    if posterior is None:
+        return None
+    samples = align_posterior(posterior, table["label"].to_numpy())
+    table["crack_fraction_mean"] = samples.mean(axis=0)
+    table["crack_fraction_std"] = samples.std(axis=0, ddof=1) if samples.shape[0] > 1 else 0.0
+    return int(samples.shape[0])
+
+
+def _measured_columns(seg: np.ndarray, dense: np.ndarray, ids: np.ndarray, schema: LabelSchema,
+                      vs: tuple, vs_known: bool, depth_axis: int, thickness: float) -> dict:
+    """Every column of :func:`particle_table` by name (arrays of shape (n_particles,))."""
+    n, nd, pix = ids.size, seg.ndim, _names(seg.ndim)["pix"]
+    flat, segf = dense.ravel(), seg.ravel()
+    counts = _class_counts(flat, segf, n, schema)
+    bbox, touches = _bounding_boxes(dense)
+    size = counts["envelope"][1:] * float(np.prod(vs))
+    env = counts["envelope"][1:].astype(np.float64)
+    diameter = _equivalent_diameter(nd)
+    nan = np.full(n, np.nan)
+    return {
+        "label": ids.astype(np.uint32),
+        f"{_names(nd)['size']}_{pix}": counts["envelope"][1:],
+        f"{_names(nd)['size']}_{_names(nd)['size_um']}": size if vs_known else nan,
+        "equivalent_diameter_um": diameter(size) if vs_known else nan,
+        f"equivalent_diameter_{pix}": diameter(env),
+        **{f"{c}_{pix}": counts[c][1:] for c in ("envelope", "solid", "crack", "pore")},
+        "crack_fraction": counts["crack"][1:] / env,
+        "pore_fraction": counts["pore"][1:] / env,
+        "void_fraction": (env - counts["solid"][1:]) / env,
+        **_shell_columns(dense, segf, counts, schema, thickness,
+                         vs if vs_known else (1,) * nd, pix),
+        **_boundary_columns(dense, vs, size, touches, vs_known),
+        **_position_columns(_centroids(flat, seg.shape, n, counts["envelope"]), bbox, touches,
+                            vs, vs_known, depth_axis, pix),
+    }
+
+
+def _class_counts(flat: np.ndarray, segf: np.ndarray, n: int, schema: LabelSchema) -> dict:
+    """Voxels of each particle's envelope and of its solid, crack and pore, shape (n + 1,)."""
 
     def count(mask_value):
         if mask_value is None:
             return np.zeros(n + 1, dtype=np.int64)
         return np.bincount(flat[segf == mask_value], minlength=n + 1)
 
-    envelope = np.bincount(flat, minlength=n + 1)
-    solid = count(_class_value(schema, "particle"))
-    crack = count(_class_value(schema, "crack"))
-    pore = count(_class_value(schema, "pore"))
+    return {"envelope": np.bincount(flat, minlength=n + 1),
+            **{c: count(_class_value(schema, name))
+               for c, name in (("solid", "particle"), ("crack", "crack"), ("pore", "pore"))}}
 
-    # centroids: per-axis sums of voxel indices
+
+def _centroids(flat: np.ndarray, shape: tuple, n: int, envelope: np.ndarray) -> list:
+    """Centroid of each particle along every axis (voxels), from per-axis sums of indices."""
+    nd = len(shape)
     centroid = []
     for axis in range(nd):
-        shape = [1] * nd
-        shape[axis] = seg.shape[axis]
-        coord = np.broadcast_to(np.arange(seg.shape[axis], dtype=np.float64).reshape(shape), seg.shape)
+        bshape = [1] * nd
+        bshape[axis] = shape[axis]
+        coord = np.broadcast_to(np.arange(shape[axis], dtype=np.float64).reshape(bshape), shape)
         centroid.append(np.bincount(flat, weights=coord.ravel(), minlength=n + 1)[1:] / envelope[1:])
+    return centroid
 
-    # bounding boxes (half-open) and border contact
+
+def _bounding_boxes(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Half-open bounding boxes (n, 2 ndim: starts then stops) and whether each touches the border."""
     from scipy import ndimage
 
     objs = ndimage.find_objects(dense)
     bbox = np.array([[s.start for s in o] + [s.stop for s in o] for o in objs], dtype=np.int64)
-    touches = ((bbox[:, :nd] == 0) | (bbox[:, nd:] == np.asarray(seg.shape))).any(axis=1)
+    nd = dense.ndim
+    touches = ((bbox[:, :nd] == 0) | (bbox[:, nd:] == np.asarray(dense.shape))).any(axis=1)
+    return bbox, touches
 
-    # outer shell of each envelope from a label-aware distance transform
+
+def _shell_columns(dense: np.ndarray, segf: np.ndarray, counts: dict, schema: LabelSchema,
+                   thickness: float, anisotropy, pix: str) -> dict:
+    """Crack fractions of each envelope's outer shell and of its core, and their sizes.
+
+    The shell comes from a label-aware distance transform of the envelopes.
+    """
     import edt
 
-    thickness = shell_um if (shell_um is not None and vs_known) else shell_vox * (min(vs) if vs_known else 1.0)
-    dist = edt.edt(np.ascontiguousarray(dense, dtype=np.uint32), anisotropy=vs if vs_known else (1,) * nd,
+    flat = dense.ravel()
+    n = counts["envelope"].size - 1
+    dist = edt.edt(np.ascontiguousarray(dense, dtype=np.uint32), anisotropy=anisotropy,
                    black_border=False, parallel=1)
     shell = (dist <= thickness).ravel() & (flat > 0)
     del dist
@@ -301,77 +371,60 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
     is_crack = segf == crack_value if crack_value is not None else np.zeros_like(shell)
     shell_n = np.bincount(flat[shell], minlength=n + 1)
     shell_crack = np.bincount(flat[shell & is_crack], minlength=n + 1)
-    core_n = envelope - shell_n
-    core_crack = crack - shell_crack
+    core_n = counts["envelope"] - shell_n
+    core_crack = counts["crack"] - shell_crack
+    with np.errstate(divide="ignore", invalid="ignore"):
+        surface_cf = np.where(shell_n[1:] > 0, shell_crack[1:] / shell_n[1:], np.nan)
+        internal_cf = np.where(core_n[1:] > 0, core_crack[1:] / np.maximum(core_n[1:], 1), np.nan)
+    return {"surface_crack_fraction": surface_cf, "internal_crack_fraction": internal_cf,
+            f"shell_{pix}_count": shell_n[1:], f"core_{pix}_count": core_n[1:]}
 
-    size = envelope[1:] * float(np.prod(vs))
+
+def _equivalent_diameter(nd: int):
+    """Diameter of the ball (3-D) or disc (2-D) of a given volume (area)."""
     if nd == 3:
+        return lambda v: (6 * v / np.pi) ** (1 / 3)
+    return lambda a: np.sqrt(4 * a / np.pi)
+
+
+def _boundary_columns(dense: np.ndarray, vs: tuple, size: np.ndarray, touches: np.ndarray,
+                      vs_known: bool) -> dict:
+    """Surface area and sphericity (3-D), or perimeter and circularity (2-D), of each particle.
+
+    NaN for particles truncated by the field of view: their cut face is not
+    their surface.  The boundary is NaN without a voxel size too.
+    """
+    nm = _names(dense.ndim)
+    n = size.size
+    if dense.ndim == 3:
         boundary = _boundary_faces(dense, n, vs)[1:] * FACE_COUNT_AREA_FACTOR
         with np.errstate(divide="ignore", invalid="ignore"):
             shape_measure = np.pi ** (1 / 3) * (6 * size) ** (2 / 3) / boundary
-        diameter = lambda v: (6 * v / np.pi) ** (1 / 3)  # noqa: E731
-        boundary_col, shape_col = "surface_area_um2", "sphericity"
     else:
         boundary = _boundary_faces(dense, n, vs)[1:] * EDGE_COUNT_PERIMETER_FACTOR
         with np.errstate(divide="ignore", invalid="ignore"):
             shape_measure = 4 * np.pi * size / boundary ** 2
-        diameter = lambda a: np.sqrt(4 * a / np.pi)  # noqa: E731
-        boundary_col, shape_col = "perimeter_um", "circularity"
-    # A truncated particle's cut face is not its surface: its shape cannot be measured.
     shape_measure = np.where(touches, np.nan, np.clip(shape_measure, 0.0, None))
     boundary = np.where(touches, np.nan, boundary)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        surface_cf = np.where(shell_n[1:] > 0, shell_crack[1:] / shell_n[1:], np.nan)
-        internal_cf = np.where(core_n[1:] > 0, core_crack[1:] / np.maximum(core_n[1:], 1), np.nan)
-    env = envelope[1:].astype(np.float64)
-    nan = np.full(n, np.nan)
-    pix, axes = nm["pix"], nm["axes"]
-    cols = {
-        "label": ids.astype(np.uint32),
-        f"{nm['size']}_{pix}": envelope[1:],
-        f"{nm['size']}_{nm['size_um']}": size if vs_known else nan,
-        "equivalent_diameter_um": diameter(size) if vs_known else nan,
-        f"equivalent_diameter_{pix}": diameter(env),
-        f"envelope_{pix}": envelope[1:],
-        f"solid_{pix}": solid[1:],
-        f"crack_{pix}": crack[1:],
-        f"pore_{pix}": pore[1:],
-        "crack_fraction": crack[1:] / env,
-        "pore_fraction": pore[1:] / env,
-        "void_fraction": (env - solid[1:]) / env,
-        "surface_crack_fraction": surface_cf,
-        "internal_crack_fraction": internal_cf,
-        f"shell_{pix}_count": shell_n[1:],
-        f"core_{pix}_count": core_n[1:],
-        boundary_col: boundary if vs_known else nan,
-        shape_col: shape_measure,
+    return {nm["boundary"]: boundary if vs_known else np.full(n, np.nan),
+            nm["shape"]: shape_measure}
+
+
+def _position_columns(centroid: list, bbox: np.ndarray, touches: np.ndarray, vs: tuple,
+                      vs_known: bool, depth_axis: int, pix: str) -> dict:
+    """Centroids (voxels and µm), depth, bounding box and border contact of each particle."""
+    axes = _names(len(centroid))["axes"]
+    nd, nan = len(axes), np.full(len(touches), np.nan)
+    return {
+        **{f"centroid_{a}_{pix}": centroid[i] for i, a in enumerate(axes)},
+        **{f"centroid_{a}_um": centroid[i] * vs[i] if vs_known else nan
+           for i, a in enumerate(axes)},
+        f"depth_{pix}": centroid[depth_axis],
+        "depth_um": centroid[depth_axis] * vs[depth_axis] if vs_known else nan,
+        **{f"bbox_{a}0": bbox[:, i] for i, a in enumerate(axes)},
+        **{f"bbox_{a}1": bbox[:, nd + i] for i, a in enumerate(axes)},
+        "touches_border": touches,
     }
-    for i, a in enumerate(axes):
-        cols[f"centroid_{a}_{pix}"] = centroid[i]
-    for i, a in enumerate(axes):
-        cols[f"centroid_{a}_um"] = centroid[i] * vs[i] if vs_known else nan
-    cols[f"depth_{pix}"] = centroid[depth_axis]
-    cols["depth_um"] = centroid[depth_axis] * vs[depth_axis] if vs_known else nan
-    for i, a in enumerate(axes):
-        cols[f"bbox_{a}0"] = bbox[:, i]
-    for i, a in enumerate(axes):
-        cols[f"bbox_{a}1"] = bbox[:, nd + i]
-    cols["touches_border"] = touches
-    table = pd.DataFrame(cols)
-    if posterior is not None:
-        samples = align_posterior(posterior, table["label"].to_numpy())
-        table["crack_fraction_mean"] = samples.mean(axis=0)
-        table["crack_fraction_std"] = samples.std(axis=0, ddof=1) if samples.shape[0] > 1 else 0.0
-        table.attrs["n_posterior_samples"] = int(samples.shape[0])
-    table.attrs.update({
-        "voxel_size_um": list(vs) if vs_known else None,
-        "depth_axis": int(depth_axis),
-        "shape": list(seg.shape),
-        "shell_thickness": float(thickness),
-        "shell_unit": "um" if vs_known else pix,
-        "schema": schema.name,
-    })
-    return table
 
 
 def section_stack_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_size_um=None,
@@ -423,10 +476,7 @@ def section_stack_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxe
     if seg.ndim != 3:
         raise InputError(f"{source}: a stack of sections is 3-D (Z, Y, X); got shape {seg.shape}")
     vs_known = voxel_size_um is not None
-    vs = tuple(float(v) for v in voxel_size_um) if vs_known else (1.0, 1.0, 1.0)
-    if len(vs) != 3 or not all(np.isfinite(v) and v > 0 for v in vs):
-        raise InputError(f"voxel size {voxel_size_um} must be 3 positive numbers (section "
-                         "spacing, y, x) in µm")
+    vs = _voxel_size(voxel_size_um, 3, "section spacing, y, x")
     if depth_axis not in (0, 1, 2):
         raise InputError(f"depth axis {depth_axis} must be 0 (through the stack), 1 or 2")
     if instances is None:
@@ -462,11 +512,9 @@ def section_stack_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxe
     if table["label"].duplicated().any():
         raise InputError(f"{source}: instance labels repeat across sections; label the particles "
                          "of a stack section by section (crackseg.sections.section_instances)")
-    if posterior is not None:
-        samples = align_posterior(posterior, table["label"].to_numpy())
-        table["crack_fraction_mean"] = samples.mean(axis=0)
-        table["crack_fraction_std"] = samples.std(axis=0, ddof=1) if samples.shape[0] > 1 else 0.0
-        attrs["n_posterior_samples"] = int(samples.shape[0])
+    n_samples = _add_posterior_columns(table, posterior)
+    if n_samples is not None:
+        attrs["n_posterior_samples"] = n_samples
     attrs.update({"voxel_size_um": list(vs) if vs_known else None, "depth_axis": int(depth_axis),
                   "shape": list(seg.shape), "n_sections": int(seg.shape[0])})
     table.attrs = attrs
