@@ -156,24 +156,37 @@ def _weighted(spec: StatSpec, v: np.ndarray, w: np.ndarray, cache: dict | None =
     if "tot" not in cache:
         cache["tot"] = w.sum(axis=-1)
     tot = cache["tot"]
-    if isinstance(spec, tuple) and spec[0] == "histogram":
-        edges = np.asarray(spec[1], dtype=np.float64)
-        b = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, edges.size - 2)
-        onehot = np.zeros((v.size, edges.size - 1))
-        onehot[np.arange(v.size), b] = 1.0
-        return np.moveaxis((w @ onehot) / tot[..., None], -1, 0)
     if spec == "mean":
         return (w @ v) / tot
-    if spec == "median":
-        return _weighted_quantile(v, w, 0.5, cache)
-    kind, p = spec
-    if kind == "quantile":
-        return _weighted_quantile(v, w, float(p), cache)
+    if spec == "median" or spec[0] == "quantile":
+        return _weighted_quantile(v, w, 0.5 if spec == "median" else float(spec[1]), cache)
+    ind = _indicators(spec, v)
+    if spec[0] == "histogram":
+        return np.moveaxis((w @ ind) / tot[..., None], -1, 0)
+    return (w @ ind[:, 0]) / tot
+
+
+def _indicators(spec: StatSpec, v: np.ndarray) -> np.ndarray:
+    """0/1 columns (n, k) whose weighted means are a fraction or histogram statistic of ``v``.
+
+    One column for ``("fraction_above", t)`` (``v > t``) and
+    ``("fraction_between", (lo, hi))`` (``lo <= v < hi``); one per bin for
+    ``("histogram", edges)`` (values outside the edges count in the end bins).
+
+    Examples
+    --------
+    >>> _indicators(("histogram", [0, 1, 2]), np.array([0.5, 1.5, 3.0])).tolist()
+    [[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]
+    """
+    kind, p = spec if isinstance(spec, tuple) else (spec, None)
     if kind == "fraction_above":
-        return (w @ (v > p).astype(np.float64)) / tot
+        return (v > p).astype(np.float64)[:, None]
     if kind == "fraction_between":
-        lo, hi = p
-        return (w @ ((v >= lo) & (v < hi)).astype(np.float64)) / tot
+        return ((v >= p[0]) & (v < p[1])).astype(np.float64)[:, None]
+    if kind == "histogram":
+        edges = np.asarray(p, dtype=np.float64)
+        b = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, edges.size - 2)
+        return (b[:, None] == np.arange(edges.size - 1)[None, :]).astype(np.float64)
     raise InputError(f"unknown statistic {spec!r}")
 
 
@@ -186,14 +199,22 @@ def _weighted_quantile(v: np.ndarray, w: np.ndarray, q: float, cache: dict | Non
     if "cw" not in cache:
         cache["cw"] = np.cumsum(w, axis=-1)
     cw = cache["cw"]
-    total = cw[..., -1:]
+    return _interpolated_quantile(v, q, cw[..., -1:],
+                                  lambda t: (cw <= t).sum(axis=-1, keepdims=True))[..., 0]
+
+
+def _interpolated_quantile(v: np.ndarray, q: float, total: np.ndarray, rank) -> np.ndarray:
+    """Linear-interpolated quantile ``q`` of sorted values ``v`` occurring with total weight ``total``.
+
+    ``rank(t)`` counts the sorted values whose cumulative weight is at most
+    ``t`` (same shape as ``total``); the quantile lies between the values
+    at ranks ``floor(h)`` and ``floor(h) + 1``, ``h = q (total - 1)``.
+    """
     h = q * (total - 1.0)
     j0 = np.floor(h)
-    frac = h - j0
-    i0 = np.minimum((cw <= j0 + 1e-9).sum(axis=-1, keepdims=True), v.size - 1)
-    i1 = np.minimum((cw <= j0 + 1.0 + 1e-9).sum(axis=-1, keepdims=True), v.size - 1)
-    out = v[i0] + frac * (v[i1] - v[i0])
-    return out[..., 0]
+    i0 = np.minimum(rank(j0 + 1e-9), v.size - 1)
+    i1 = np.minimum(rank(j0 + 1.0 + 1e-9), v.size - 1)
+    return v[i0] + (h - j0) * (v[i1] - v[i0])
 
 
 def weighted_statistic(values, statistic: StatSpec = "mean", weights=None) -> float:
@@ -309,72 +330,21 @@ def _unit_statistics(statistics: Sequence[StatSpec], vs: np.ndarray, ws: np.ndar
         return None
     n = vs.size
     rows = np.arange(n)
+    features, plan = _linear_features(statistics, vs)
     to_units = sparse.csr_matrix((ws, (bs, rows)), shape=(n_units, n))
-    features, plan = [], []
-    for s in statistics:
-        if isinstance(s, tuple) and s[0] == "histogram":
-            edges = np.asarray(s[1], dtype=np.float64)
-            b = np.clip(np.searchsorted(edges, vs, side="right") - 1, 0, edges.size - 2)
-            cols = (b[:, None] == np.arange(edges.size - 1)[None, :]).astype(np.float64)
-        elif s == "mean":
-            cols = vs[:, None]
-        elif s == "median" or s[0] == "quantile":
-            plan.append(("quantile", 0.5 if s == "median" else float(s[1])))
-            continue
-        elif s[0] == "fraction_above":
-            cols = (vs > s[1]).astype(np.float64)[:, None]
-        elif s[0] == "fraction_between":
-            cols = ((vs >= s[1][0]) & (vs < s[1][1])).astype(np.float64)[:, None]
-        else:
-            raise InputError(f"unknown statistic {s!r}")
-        start = sum(f.shape[1] for f in features)
-        plan.append(("linear", slice(start, start + cols.shape[1])))
-        features.append(cols)
     # per-unit sums of every linear feature, with the unit's total weight as the last row
     unit_sums = sparse.csr_matrix((to_units @ np.concatenate(features + [np.ones((n, 1))],
                                                              axis=1)).T)
     dense_sums = unit_sums.toarray() if n_units > _UNITS_FIRST_MAX else None
     quantiles = any(kind == "quantile" for kind, _ in plan)
     run = max(1, math.isqrt(n - 1) + 1)  # ceil(sqrt(n)): fewest operations per located quantile
-    n_runs = -(-n // run)
-    to_runs = sparse.csr_matrix((ws, (rows // run, bs)), shape=(n_runs, n_units))
-    offsets = np.arange(run)
-
-    def products(idx, mt):
-        # multiplicity lookup (replicate, unit) -> count, the linear sums (k + 1, r)
-        # and the weights of the runs of sorted particles (n_runs, r)
-        if n_units <= _UNITS_FIRST_MAX:
-            mt = _unit_counts(idx, n_units) if mt is None else mt
-            runs = _sparse_times(to_runs, mt) if quantiles else None
-            return (lambda r, u: mt[u, r]), _sparse_times(unit_sums, mt), runs
-        # many units: one replicate at a time, without a units-first copy
-        m = np.empty((idx.shape[0] if quantiles else 1, n_units))
-        sums = np.empty((unit_sums.shape[0], idx.shape[0]))
-        runs = np.empty((n_runs, idx.shape[0])) if quantiles else None
-        for i, drawn in enumerate(idx):
-            row = m[i if quantiles else 0]
-            row[:] = np.bincount(drawn, minlength=n_units)
-            sums[:, i] = dense_sums @ row
-            if quantiles:
-                runs[:, i] = to_runs @ row
-        return (lambda r, u: m[r, u]), sums, runs
-
-    def count_at_most(lookup, cum, t):
-        # number of sorted particles whose cumulative weight is <= t, per replicate
-        r = np.arange(cum.shape[0])
-        g = (cum <= t[:, None]).sum(axis=1)
-        gg = np.minimum(g, n_runs - 1)
-        base = np.where(gg > 0, cum[r, np.maximum(gg - 1, 0)], 0.0)
-        idx = gg[:, None] * run + offsets[None, :]
-        valid = idx < n
-        idx = np.minimum(idx, n - 1)
-        part = base[:, None] + np.cumsum(lookup(r[:, None], bs[idx]) * ws[idx] * valid, axis=1)
-        inside = ((part <= t[:, None]) & valid).sum(axis=1)
-        return np.where(g >= n_runs, n, gg * run + inside)
+    to_runs = sparse.csr_matrix((ws, (rows // run, bs)), shape=(-(-n // run), n_units)) \
+        if quantiles else None
 
     def evaluate(idx, mt=None):
         idx = np.asarray(idx)
-        lookup, sums, runs = products(idx.reshape(-1, idx.shape[-1]), mt)
+        lookup, sums, runs = _replicate_sums(idx.reshape(-1, idx.shape[-1]), mt, unit_sums,
+                                             dense_sums, to_runs)
         lin = (sums[:-1] / sums[-1]).T
         cum = np.cumsum(runs.T, axis=1) if quantiles else None
         out = []
@@ -382,14 +352,78 @@ def _unit_statistics(statistics: Sequence[StatSpec], vs: np.ndarray, ws: np.ndar
             if kind == "linear":
                 out.append(lin[:, arg].T)
                 continue
-            h = arg * (cum[:, -1] - 1.0)
-            j0 = np.floor(h)
-            i0 = np.minimum(count_at_most(lookup, cum, j0 + 1e-9), n - 1)
-            i1 = np.minimum(count_at_most(lookup, cum, j0 + 1.0 + 1e-9), n - 1)
-            out.append((vs[i0] + (h - j0) * (vs[i1] - vs[i0]))[None])
+            out.append(_interpolated_quantile(
+                vs, arg, cum[:, -1], lambda t: _count_at_most(lookup, cum, t, bs, ws, run))[None])
         return np.concatenate(out, axis=0)
 
     return evaluate
+
+
+def _linear_features(statistics: Sequence[StatSpec], vs: np.ndarray) -> tuple[list, list]:
+    """Per-particle columns of the statistics that are weighted means, and how to read each one.
+
+    Returns the feature blocks (each (n, k)) and a plan with one entry per
+    statistic: ``("linear", columns)`` into the concatenated features, or
+    ``("quantile", q)``.
+    """
+    features, plan = [], []
+    for s in statistics:
+        if s == "median" or (isinstance(s, tuple) and s[0] == "quantile"):
+            plan.append(("quantile", 0.5 if s == "median" else float(s[1])))
+            continue
+        cols = vs[:, None] if s == "mean" else _indicators(s, vs)
+        start = sum(f.shape[1] for f in features)
+        plan.append(("linear", slice(start, start + cols.shape[1])))
+        features.append(cols)
+    return features, plan
+
+
+def _replicate_sums(idx: np.ndarray, mt, unit_sums, dense_sums, to_runs):
+    """Multiplicity lookup, linear sums and run weights of replicates drawing units ``idx`` (r, m).
+
+    Returns ``lookup(replicate, unit) -> count``, the per-replicate sums of
+    the linear features and of the weights (k + 1, r), and the weights of
+    the runs of sorted particles (n_runs, r), ``None`` without ``to_runs``.
+    Up to :data:`_UNITS_FIRST_MAX` units the counts ``mt`` (n_units, r) are
+    used (counted here when not given); beyond, one replicate at a time.
+    """
+    n_units = unit_sums.shape[1]
+    quantiles = to_runs is not None
+    if n_units <= _UNITS_FIRST_MAX:
+        mt = _unit_counts(idx, n_units) if mt is None else mt
+        runs = _sparse_times(to_runs, mt) if quantiles else None
+        return (lambda r, u: mt[u, r]), _sparse_times(unit_sums, mt), runs
+    # many units: one replicate at a time, without a units-first copy
+    m = np.empty((idx.shape[0] if quantiles else 1, n_units))
+    sums = np.empty((unit_sums.shape[0], idx.shape[0]))
+    runs = np.empty((to_runs.shape[0], idx.shape[0])) if quantiles else None
+    for i, drawn in enumerate(idx):
+        row = m[i if quantiles else 0]
+        row[:] = np.bincount(drawn, minlength=n_units)
+        sums[:, i] = dense_sums @ row
+        if quantiles:
+            runs[:, i] = to_runs @ row
+    return (lambda r, u: m[r, u]), sums, runs
+
+
+def _count_at_most(lookup, cum: np.ndarray, t: np.ndarray, bs: np.ndarray, ws: np.ndarray,
+                   run: int) -> np.ndarray:
+    """Number of sorted particles whose cumulative weight is <= ``t``, per replicate.
+
+    ``cum`` (r, n_runs) holds the cumulative weights of runs of ``run``
+    sorted particles; the count is finished inside the run that crosses ``t``.
+    """
+    n, n_runs = bs.size, cum.shape[1]
+    r = np.arange(cum.shape[0])
+    g = (cum <= t[:, None]).sum(axis=1)
+    gg = np.minimum(g, n_runs - 1)
+    base = np.where(gg > 0, cum[r, np.maximum(gg - 1, 0)], 0.0)
+    idx = gg[:, None] * run + np.arange(run)[None, :]
+    valid = idx < n
+    idx = np.minimum(idx, n - 1)
+    part = base[:, None] + np.cumsum(lookup(r[:, None], bs[idx]) * ws[idx] * valid, axis=1)
+    inside = ((part <= t[:, None]) & valid).sum(axis=1)
+    return np.where(g >= n_runs, n, gg * run + inside)
 
 
 def _unit_counts(idx: np.ndarray, n_units: int) -> np.ndarray:
@@ -539,12 +573,7 @@ def bootstrap_columns(columns, statistics: Sequence[StatSpec], *, method: str = 
     n = cols[0].size
     _check_columns(cols, method, posterior)
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-    if method == "block":
-        if coords is None:
-            raise InputError("the block bootstrap needs particle coordinates")
-        blocks = spatial_blocks(coords, block_size, extent)
-    else:
-        blocks, block_size = np.arange(n), None
+    blocks, block_size = _resampled_units(n, method, coords, block_size, extent)
     n_units = int(blocks.max()) + 1 if n else 0
     if ci_method == "auto":
         ci_method = "BCa" if n_units <= BCA_MAX_UNITS else "percentile"
@@ -553,16 +582,8 @@ def bootstrap_columns(columns, statistics: Sequence[StatSpec], *, method: str = 
                 block_size=(float(block_size) if block_size else None), unit=unit,
                 n_resamples=int(n_resamples), seed=seed)
     sizes, evaluators, estimates = _evaluators(cols, statistics, w, blocks, n_units)
-    if n == 0:
-        return [_group([Interval(estimate=float("nan"), ci=None, method=label,
-                                 note="no particles", **base) for _ in est], sizes, statistics)
-                for est in estimates]
     if n_units < 2:
-        why = ("one particle: an interval needs at least two" if n == 1 else
-               "all particles fall in one spatial block (the volume is not larger than the "
-               "correlation length), so the volume gives no interval for the population")
-        return [_group([Interval(estimate=e, ci=None, method=label, note=why, **base)
-                        for e in est], sizes, statistics) for est in estimates]
+        return _without_intervals(estimates, sizes, statistics, label, base)
 
     shared = len(cols) > 1 and n_units <= _UNITS_FIRST_MAX
 
@@ -594,6 +615,30 @@ def bootstrap_columns(columns, statistics: Sequence[StatSpec], *, method: str = 
     widening = {"cross_block_range": float(cross_block_range)} if suffix else None
     return _intervals(res, estimates, factors, sizes, statistics, base=base, widening=widening,
                       method=f"{label} ({ci_method}{suffix})")
+
+
+def _resampled_units(n: int, method: str, coords, block_size, extent) -> tuple[np.ndarray, float | None]:
+    """The unit each particle is resampled with (its spatial block, or itself), and the block size."""
+    if method != "block":
+        return np.arange(n), None
+    if coords is None:
+        raise InputError("the block bootstrap needs particle coordinates")
+    return spatial_blocks(coords, block_size, extent), block_size
+
+
+def _without_intervals(estimates: list, sizes: list[int], statistics, label: str,
+                       base: dict) -> list:
+    """Estimates without intervals, and why, for fewer than two resampling units."""
+    n = base["n"]
+    if n == 0:
+        why = "no particles"
+    elif n == 1:
+        why = "one particle: an interval needs at least two"
+    else:
+        why = ("all particles fall in one spatial block (the volume is not larger than the "
+               "correlation length), so the volume gives no interval for the population")
+    return [_group([Interval(estimate=e, ci=None, method=label, note=why, **base) for e in est],
+                   sizes, statistics) for est in estimates]
 
 
 def _intervals(res, estimates: list, factors: list, sizes: list[int], statistics, *, base: dict,
@@ -650,22 +695,26 @@ def _evaluators(cols: list, statistics, w: np.ndarray, blocks: np.ndarray,
         sizes = [int(np.size(_weighted(s, cols[0][first], w[first][None]))) for s in statistics]
     else:
         sizes = [1] * len(statistics)
-    evaluators, estimates = [], []
-    for v in cols:
-        order = np.argsort(v, kind="stable")
-        vs, ws, bs = v[order], w[order], blocks[order]
-        from_units = _unit_statistics(statistics, vs, ws, bs, n_units) if n else None
-        if from_units is not None:
-            # the observed sample is the replicate that draws every unit once
-            est = from_units(np.arange(n_units)[None])[:, 0]
-        elif n:
-            est = np.concatenate([np.ravel(_weighted(s, vs, ws[None])) for s in statistics])
-        else:
-            est = np.full(sum(sizes), np.nan)
-        evaluators.append(from_units if from_units is not None else
-                          _particle_statistics(statistics, vs, ws, bs, n_units))
-        estimates.append([float(e) for e in est])
+    evaluators = [_replicate_statistics(statistics, v, w, blocks, n_units) for v in cols]
+    # the observed sample is the replicate that draws every unit once
+    estimates = [[float(e) for e in (f(np.arange(n_units)[None])[:, 0] if n
+                                     else np.full(sum(sizes), np.nan))] for f in evaluators]
     return sizes, evaluators, estimates
+
+
+def _replicate_statistics(statistics, v: np.ndarray, w: np.ndarray, blocks: np.ndarray,
+                          n_units: int) -> Callable:
+    """Evaluator of the statistics of ``v`` in replicates: drawn units (r, m) -> (n_outputs, r).
+
+    From per-unit sums (:func:`_unit_statistics`) where the statistics allow,
+    else from particle weights (:func:`_particle_statistics`).
+    """
+    order = np.argsort(v, kind="stable")
+    vs, ws, bs = v[order], w[order], blocks[order]
+    from_units = _unit_statistics(statistics, vs, ws, bs, n_units) if v.size else None
+    if from_units is not None:
+        return from_units
+    return _particle_statistics(statistics, vs, ws, bs, n_units)
 
 
 def _particle_statistics(statistics, vs, ws, bs, n_units) -> Callable:
@@ -711,15 +760,8 @@ def _influence(spec: StatSpec, v: np.ndarray, est: list[float]) -> np.ndarray:
     kind, p = spec
     if kind == "quantile":
         return ((v <= est[0]).astype(float) - float(p))[None]
-    if kind == "fraction_above":
-        return ((v > p).astype(float) - est[0])[None]
-    if kind == "fraction_between":
-        return (((v >= p[0]) & (v < p[1])).astype(float) - est[0])[None]
-    if kind == "histogram":
-        edges = np.asarray(p, dtype=np.float64)
-        b = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, edges.size - 2)
-        onehot = (b[None, :] == np.arange(edges.size - 1)[:, None]).astype(float)
-        return onehot - np.asarray(est)[:, None]
+    if kind in ("fraction_above", "fraction_between", "histogram"):
+        return np.ascontiguousarray(_indicators(spec, v).T) - np.asarray(est)[:, None]
     return np.zeros((len(est), v.size))
 
 
@@ -914,19 +956,10 @@ def _bootstrap_posterior(v, w, blocks, n_units, statistics, post, estimates, lab
     n_s = post.shape[0]
     alpha = (1 - confidence) / 2
 
-    def statistics_of(values):
-        """Function of drawn units ``idx`` (r, draws) -> statistics (r, k) of ``values``."""
-        order = np.argsort(values, kind="stable")
-        vs, ws, bs = values[order], w[order], blocks[order]
-        from_units = _unit_statistics(statistics, vs, ws, bs, n_units)
-        if from_units is not None:
-            return lambda idx: from_units(idx).T
-        return lambda idx: np.stack([_weighted(st, vs, _multiplicity(idx, n_units)[:, bs] * ws)
-                                     for st in statistics], -1)
-
-    per_sample = [statistics_of(p) for p in post]
+    # drawn units (r, draws) -> statistics (k, r) of each posterior sample
+    per_sample = [_replicate_statistics(statistics, p, w, blocks, n_units) for p in post]
     # segmentation only: the census statistic in each posterior sample
-    seg_only = np.stack([f(np.arange(n_units)[None])[0] for f in per_sample])
+    seg_only = np.stack([f(np.arange(n_units)[None])[:, 0] for f in per_sample])
     # particle sampling only: resample blocks on the given values
     idx = rng.integers(0, n_units, size=(n_resamples, n_units))
     samp_only = np.concatenate([stat(idx[i:i + 200]).T for i in range(0, n_resamples, 200)])
@@ -939,7 +972,7 @@ def _bootstrap_posterior(v, w, blocks, n_units, statistics, post, estimates, lab
         rows = np.flatnonzero(draw == s)
         if rows.size:
             full = seg_only[s]
-            rep = per_sample[s](idx[rows])
+            rep = per_sample[s](idx[rows]).T
             both[rows] = full + factors * (rep - full)
     out = []
     for i, _ in enumerate(statistics):
