@@ -370,7 +370,7 @@ def _widening(groups: dict, order: list, reference) -> dict:
         w, t = grp.spread(np.stack([v, (v <= med).astype(float)]))
         out[g, "sums_mean"] = (float(w[0]), float(t[0]))
         for k, name in enumerate(("mean", "median")):
-            out[g, name] = float(np.sqrt(max(1.0, t[k] / w[k]))) if w[k] > 0 else 1.0
+            out[g, name] = _widening_factor(w[k], t[k])
     ref = groups[reference]
     for g in order:
         if g == reference:
@@ -387,9 +387,13 @@ def _widening(groups: dict, order: list, reference) -> dict:
 
 def _combined_factor(parts) -> float:
     """``sqrt(sum total / n^2 / sum within / n^2)`` over (within, total, n) parts, at least 1."""
-    w = sum(p[0] / p[2] ** 2 for p in parts)
-    t = sum(p[1] / p[2] ** 2 for p in parts)
-    return float(np.sqrt(max(1.0, t / w))) if w > 0 else 1.0
+    return _widening_factor(sum(p[0] / p[2] ** 2 for p in parts),
+                            sum(p[1] / p[2] ** 2 for p in parts))
+
+
+def _widening_factor(within: float, total: float) -> float:
+    """``sqrt(total / within)``, at least 1 (1 without a within-block sum)."""
+    return float(np.sqrt(max(1.0, total / within))) if within > 0 else 1.0
 
 
 def _block_permutation(statistic, unit_sums: np.ndarray, labels: np.ndarray, *, widen: float,
@@ -439,10 +443,8 @@ def _block_permutation(statistic, unit_sums: np.ndarray, labels: np.ndarray, *, 
     big = n_units > PERMUTATION_MAX_N
     out = {"statistic": observed, "widening": float(widen)}
     if big and linear:
-        sd = widen * _relabelling_sd(unit_sums, labels)
-        p = min(1.0, 2.0 * float(stats.norm.sf(abs(observed) / sd))) if sd > 0 \
-            else float(observed == 0)
-        return {**out, "p_value": p, "n_resamples": 0,
+        return {**out, "p_value": _normal_p(observed, widen * _relabelling_sd(unit_sums, labels)),
+                "n_resamples": 0,
                 "method": (f"normal law with the exact spread over all permutations of spatial "
                            f"blocks between groups (more than {PERMUTATION_MAX_N} blocks), "
                            "widened for covariance across block faces")}
@@ -459,12 +461,17 @@ def _block_permutation(statistic, unit_sums: np.ndarray, labels: np.ndarray, *, 
         return {**out, "p_value": (1 + hits) / (1 + n_mc), "n_resamples": n_mc,
                 "method": "permutation of spatial blocks between groups, null widened for "
                           "covariance across block faces"}
-    sd = widen * float(np.std(null, ddof=1))
-    p = min(1.0, 2.0 * float(stats.norm.sf(abs(observed) / sd))) if sd > 0 else float(observed == 0)
-    return {**out, "p_value": p, "n_resamples": n_mc,
+    return {**out, "p_value": _normal_p(observed, widen * float(np.std(null, ddof=1))),
+            "n_resamples": n_mc,
             "method": (f"normal law with the spread of {n_mc} permutations of spatial blocks "
                        f"between groups (more than {PERMUTATION_MAX_N} blocks), widened for "
                        "covariance across block faces")}
+
+
+def _normal_p(observed: float, sd: float) -> float:
+    """Two-sided p-value of ``observed`` under a centred normal law of spread ``sd``."""
+    return min(1.0, 2.0 * float(stats.norm.sf(abs(observed) / sd))) if sd > 0 \
+        else float(observed == 0)
 
 
 def _relabelling_sd(unit_sums: np.ndarray, labels: np.ndarray) -> float:
@@ -489,18 +496,30 @@ def _difference_of_means(sums: np.ndarray) -> np.ndarray:
     return sums[:, 1, 0] / sums[:, 1, 1] - sums[:, 0, 0] / sums[:, 0, 1]
 
 
+def _stacked_units(groups: list) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks of several groups numbered one after the other: each particle's block, each block's group."""
+    n_units = [int(sum(grp.units)) for grp in groups]
+    offsets = np.concatenate([[0], np.cumsum(n_units)[:-1]])
+    units = np.concatenate([grp.unit + o for grp, o in zip(groups, offsets)])
+    return units, np.repeat(np.arange(len(groups)), n_units)
+
+
+def _unit_sums(units: np.ndarray, x: np.ndarray, n_units: int) -> np.ndarray:
+    """Per-block sums of ``x`` and per-block particle counts, shape (2, n_units)."""
+    return np.stack([np.bincount(units, weights=x, minlength=n_units),
+                     np.bincount(units, minlength=n_units).astype(float)])
+
+
 def _two_group_tests(groups: dict, g, reference, widen: dict, n_permutations: int,
                      rng) -> tuple[dict, dict]:
     """Block-permutation tests of group ``g`` against the reference: difference of means and of mean ranks."""
     grp, ref = groups[g], groups[reference]
-    units = np.concatenate([ref.unit, grp.unit + int(sum(ref.units))])
-    labels = np.repeat([0, 1], [int(sum(ref.units)), int(sum(grp.units))])
+    units, labels = _stacked_units([ref, grp])
     values = np.concatenate([ref.values, grp.values])
     ranks = stats.rankdata(values)
-    count = np.bincount(units, minlength=labels.size).astype(float)
 
     def sums_of(x):
-        return np.stack([np.bincount(units, weights=x, minlength=labels.size), count])
+        return _unit_sums(units, x, labels.size)
 
     wr, tr = widen[reference, "sums_mean"]
     wg, tg = widen[g, "sums_mean"]
@@ -530,12 +549,8 @@ def _trend_test(groups: dict, order: list, n_permutations: int, rng) -> dict:
     values = np.concatenate([groups[g].values for g in order])
     ranks = stats.rankdata(values)
     sizes = [groups[g].values.size for g in order]
-    n_units = [int(sum(groups[g].units)) for g in order]
-    units = np.concatenate([groups[g].unit + o for g, o in
-                            zip(order, np.concatenate([[0], np.cumsum(n_units)[:-1]]))])
-    labels = np.repeat(np.arange(len(order)), n_units)
-    unit_sums = np.stack([np.bincount(units, weights=ranks, minlength=labels.size),
-                          np.bincount(units, minlength=labels.size).astype(float)])
+    units, labels = _stacked_units([groups[g] for g in order])
+    unit_sums = _unit_sums(units, ranks, labels.size)
     n = values.size
     centre = (n + 1) / 2
     var_y = float(ranks @ ranks) - n * centre ** 2
@@ -550,8 +565,8 @@ def _trend_test(groups: dict, order: list, n_permutations: int, rng) -> dict:
 
     spread = [groups[g].spread(ranks[o:o + k]) for g, o, k in
               zip(order, np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)]
-    w, t = sum(float(s[0][0]) for s in spread), sum(float(s[1][0]) for s in spread)
-    widen = float(np.sqrt(max(1.0, t / w))) if w > 0 else 1.0
+    widen = _widening_factor(sum(float(s[0][0]) for s in spread),
+                             sum(float(s[1][0]) for s in spread))
     out = _block_permutation(spearman, unit_sums, labels, widen=widen,
                              n_permutations=n_permutations, rng=rng)
     return {"rho": out.pop("statistic"), **out}
@@ -692,49 +707,67 @@ def compare_samples(groups: dict, *, reference=None, order=None, confidence: flo
                                                   np.random.default_rng(seed))
     hier = any(len(v) > 1 for v in vols.values())
     spatial = any(b.block_size for grp in pooled.values() for b in grp.blocks)
-    units = "spatial blocks" if spatial else "particles"
-    method = (f"hierarchical bootstrap (volumes, then {units} within volumes; percentile"
-              if hier else f"bootstrap over {units} (percentile") \
-        + (", widened for covariance across block faces)" if spatial else ")")
+    method = _method_text(hier, spatial)
     out_groups = {str(g): _group_summary(pooled[g], rep_mean[g], rep_median[g], widen, g,
                                          confidence, method) for g in order}
     test_rng = np.random.default_rng([seed, 1])
-    comps = {}
-    ref_all = pooled[reference].values
-    for g in order:
-        if g == reference:
-            continue
-        x = pooled[g].values
-        means, ranks = _two_group_tests(pooled, g, reference, widen, n_permutations, test_rng)
-
-        def interval(estimate, reps):
-            return {"estimate": float(estimate), "ci": _ci(reps, confidence),
-                    "confidence": confidence, "method": method}
-
-        comps[str(g)] = {
-            "reference": str(reference),
-            "difference_of_means": interval(x.mean() - ref_all.mean(),
-                                            rep_mean[g] - rep_mean[reference]),
-            "difference_of_medians": interval(np.median(x) - np.median(ref_all),
-                                              rep_median[g] - rep_median[reference]),
-            "cliffs_delta": interval(cliffs_delta(x, ref_all), rep_cliff[g]),
-            "mann_whitney": ranks, "permutation_test": means,
-        }
+    reps = {"mean": rep_mean, "median": rep_median, "cliff": rep_cliff}
+    comps = {str(g): _comparison(pooled, g, reference, widen, reps, n_permutations, test_rng,
+                                 confidence, method) for g in order if g != reference}
     result = {"reference": str(reference), "order": [str(g) for g in order], "groups": out_groups,
               "comparisons": comps, "method": method, "estimand": _estimand(hier, spatial),
               "confidence": confidence, "n_resamples": n_resamples,
               "n_permutations": n_permutations, "seed": seed}
     if all(_is_number(g) for g in order) and len(order) >= 3:
-        xs = np.array([float(g) for g in order])
-        slope_reps = np.polyfit(xs, np.array([rep_mean[g] for g in order]), 1)[0]
-        point = np.polyfit(xs, [pooled[g].values.mean() for g in order], 1)[0]
-        result["trend"] = {
-            "variable": "group value", "slope_of_means": {
-                "estimate": float(point), "ci": _ci(slope_reps, confidence),
-                "confidence": confidence, "method": method + "; least-squares slope of group means"},
-            "spearman": _trend_test(pooled, order, n_permutations, test_rng),
-        }
+        result["trend"] = _trend(pooled, order, rep_mean, n_permutations, test_rng, confidence,
+                                 method)
     return result
+
+
+def _method_text(hier: bool, spatial: bool) -> str:
+    """How a comparison's intervals were made, in words."""
+    units = "spatial blocks" if spatial else "particles"
+    return (f"hierarchical bootstrap (volumes, then {units} within volumes; percentile"
+            if hier else f"bootstrap over {units} (percentile") \
+        + (", widened for covariance across block faces)" if spatial else ")")
+
+
+def _interval(estimate, reps, confidence: float, method: str, **extra) -> dict:
+    """An estimate with the percentile interval of its replicates ``reps``."""
+    return {"estimate": float(estimate), "ci": _ci(reps, confidence), "confidence": confidence,
+            "method": method, **extra}
+
+
+def _comparison(pooled: dict, g, reference, widen: dict, reps: dict, n_permutations: int, rng,
+                confidence: float, method: str) -> dict:
+    """Group ``g`` against the reference: differences of means and medians, Cliff's delta, tests."""
+    x, ref_all = pooled[g].values, pooled[reference].values
+    means, ranks = _two_group_tests(pooled, g, reference, widen, n_permutations, rng)
+    return {
+        "reference": str(reference),
+        "difference_of_means": _interval(x.mean() - ref_all.mean(),
+                                         reps["mean"][g] - reps["mean"][reference],
+                                         confidence, method),
+        "difference_of_medians": _interval(np.median(x) - np.median(ref_all),
+                                           reps["median"][g] - reps["median"][reference],
+                                           confidence, method),
+        "cliffs_delta": _interval(cliffs_delta(x, ref_all), reps["cliff"][g], confidence, method),
+        "mann_whitney": ranks, "permutation_test": means,
+    }
+
+
+def _trend(pooled: dict, order: list, rep_mean: dict, n_permutations: int, rng,
+           confidence: float, method: str) -> dict:
+    """Slope of the group means over numeric group values, and Spearman's rho with its test."""
+    xs = np.array([float(g) for g in order])
+    slope_reps = np.polyfit(xs, np.array([rep_mean[g] for g in order]), 1)[0]
+    point = np.polyfit(xs, [pooled[g].values.mean() for g in order], 1)[0]
+    return {
+        "variable": "group value",
+        "slope_of_means": _interval(point, slope_reps, confidence,
+                                    method + "; least-squares slope of group means"),
+        "spearman": _trend_test(pooled, order, n_permutations, rng),
+    }
 
 
 def _group_summary(grp: _Group, rep_mean, rep_median, widen: dict, g, confidence: float,
@@ -747,12 +780,10 @@ def _group_summary(grp: _Group, rep_mean, rep_median, widen: dict, g, confidence
         "block_size": [b.block_size for b in grp.blocks],
         "correlation_range": [b.correlation_range for b in grp.blocks],
         "block_size_rule": [b.rule for b in grp.blocks],
-        "mean": {"estimate": float(grp.values.mean()), "ci": _ci(rep_mean, confidence),
-                 "confidence": confidence, "method": method,
-                 "cross_block_factor": widen[g, "mean"]},
-        "median": {"estimate": float(np.median(grp.values)), "ci": _ci(rep_median, confidence),
-                   "confidence": confidence, "method": method,
-                   "cross_block_factor": widen[g, "median"]},
+        "mean": _interval(grp.values.mean(), rep_mean, confidence, method,
+                          cross_block_factor=widen[g, "mean"]),
+        "median": _interval(np.median(grp.values), rep_median, confidence, method,
+                            cross_block_factor=widen[g, "median"]),
         "speaks_for": ("the electrodes sampled by several volumes" if several
                        else "the one scanned volume"),
     }
@@ -783,19 +814,18 @@ def comparison_table(result: dict) -> pd.DataFrame:
     for g in result["order"]:
         s = result["groups"][g]
         row = {"group": g, "n_volumes": s["n_volumes"], "n_particles": s["n_particles"],
-               "mean": s["mean"]["estimate"],
-               "mean_ci_low": (s["mean"]["ci"] or [None, None])[0],
-               "mean_ci_high": (s["mean"]["ci"] or [None, None])[1],
-               "median": s["median"]["estimate"],
-               "median_ci_low": (s["median"]["ci"] or [None, None])[0],
-               "median_ci_high": (s["median"]["ci"] or [None, None])[1]}
+               **_estimate_columns("mean", s["mean"]), **_estimate_columns("median", s["median"])}
         c = result["comparisons"].get(g)
         if c:
             for key in ("difference_of_means", "difference_of_medians", "cliffs_delta"):
-                row[key] = c[key]["estimate"]
-                row[f"{key}_ci_low"] = (c[key]["ci"] or [None, None])[0]
-                row[f"{key}_ci_high"] = (c[key]["ci"] or [None, None])[1]
+                row.update(_estimate_columns(key, c[key]))
             row["p_mann_whitney"] = c["mann_whitney"]["p_value"]
             row["p_permutation"] = c["permutation_test"]["p_value"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _estimate_columns(key: str, entry: dict) -> dict:
+    """``key``, ``key_ci_low`` and ``key_ci_high`` of an interval entry (``None`` without a CI)."""
+    low, high = entry["ci"] or [None, None]
+    return {key: entry["estimate"], f"{key}_ci_low": low, f"{key}_ci_high": high}
