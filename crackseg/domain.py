@@ -106,16 +106,25 @@ def _envelope_values(schema: LabelSchema) -> list:
     return [schema.value(c) for c in ("particle", "crack", "pore") if schema.has(c)]
 
 
+def _face_neighbours(ndim: int, planar: bool):
+    """``(axis, lower, upper)`` per axis compared: index tuples of the two voxels of each face.
+
+    Axis 0 is left out of a stack of 2-D sections (``planar`` and 3-D).
+    """
+    for ax in range(int(planar and ndim == 3), ndim):
+        lo = [slice(None)] * ndim
+        hi = [slice(None)] * ndim
+        lo[ax], hi[ax] = slice(None, -1), slice(1, None)
+        yield ax, tuple(lo), tuple(hi)
+
+
 def _face_pairs(block: np.ndarray, core, a: int, b: int, planar: bool = False) -> int:
     """Face-neighbour pairs (voxel of ``a`` in rows ``core`` of axis 0, neighbour of ``b``)."""
     n = 0
     rows = np.zeros(block.shape[0], bool)
     rows[core] = True
-    for ax in range(int(planar and block.ndim == 3), block.ndim):
-        lo = [slice(None)] * block.ndim
-        hi = [slice(None)] * block.ndim
-        lo[ax], hi[ax] = slice(None, -1), slice(1, None)
-        x, y = block[tuple(lo)], block[tuple(hi)]
+    for ax, lo, hi in _face_neighbours(block.ndim, planar):
+        x, y = block[lo], block[hi]
         rx = rows[:-1] if ax == 0 else rows
         ry = rows[1:] if ax == 0 else rows
         shape = (-1,) + (1,) * (block.ndim - 1)
@@ -159,14 +168,11 @@ def contact_mask(instances: np.ndarray, *, planar: bool = False) -> np.ndarray:
     """
     a = np.asarray(instances)
     out = np.zeros(a.shape, bool)
-    for ax in range(int(planar and a.ndim == 3), a.ndim):
-        lo = [slice(None)] * a.ndim
-        hi = [slice(None)] * a.ndim
-        lo[ax], hi[ax] = slice(None, -1), slice(1, None)
-        x, y = a[tuple(lo)], a[tuple(hi)]
+    for _, lo, hi in _face_neighbours(a.ndim, planar):
+        x, y = a[lo], a[hi]
         c = (x > 0) & (y > 0) & (x != y)
-        out[tuple(lo)] |= c
-        out[tuple(hi)] |= c
+        out[lo] |= c
+        out[hi] |= c
     return out
 
 
@@ -391,16 +397,36 @@ def domain_check(seg, instances, *, schema: LabelSchema = NMC4, training_domain=
         diameter_seg = envelope_diameter_vox(seg, schema=schema)
     flags, notes, size_sig = _size_checks(scale, diameter_seg, rng)
     sig.update(size_sig)
-
-    frac = dom.get("class_fraction_of_envelope") or {}
     limits = {"particle_diameter_vox": [rng[0] / SIZE_MARGIN, rng[1] * SIZE_MARGIN] if rng else None,
               "scale_factor": [1 / RESAMPLE_LIMIT, RESAMPLE_LIMIT],
               "neck_crack_share": NECK_SHARE_LIMIT,
               "crack_matrix_face_share": CRACK_MATRIX_LIMIT, "particle_fraction": list(PARTICLE_FRACTION_RANGE),
               "entropy": ENTROPY_LIMIT}
+    fraction_flags, fraction_limits = _class_fraction_checks(
+        sig, dom.get("class_fraction_of_envelope") or {})
+    limits.update(fraction_limits)
+    flags += fraction_flags + _crack_place_flags(sig) + _particle_fraction_flags(sig)
+    if entropy is not None:
+        sig["mean_normalized_entropy"] = mean_normalized_entropy(entropy,
+                                                                 n_classes or schema.num_classes)
+        flags += _entropy_flags(sig["mean_normalized_entropy"])
+    status = "not validated" if flags else ("validated" if known else "unknown")
+    return {"validated": bool(known and not flags), "status": status,
+            "training_domain_known": known, "message": _verdict(flags, known), "flags": flags,
+            "notes": notes, "signals": {k: _round(v) for k, v in sig.items()},
+            "limits": {k: _round(v) for k, v in limits.items()},
+            "training_domain": {k: dom[k] for k in ("particle_diameter_vox",
+                                                     "class_fraction_of_envelope",
+                                                     "voxel_size_um_range") if k in dom}
+            if known else None}
+
+
+def _class_fraction_checks(sig: dict, fractions: dict) -> tuple[list, dict]:
+    """Flags of crack and pore fractions above the training maximum, and their limits."""
+    flags, limits = [], {}
     for name in ("crack", "pore"):
         value = sig[f"{name}_fraction_of_envelope"]
-        top = (frac.get(name) or {}).get("max")
+        top = (fractions.get(name) or {}).get("max")
         if top is None or value is None:
             continue
         limit = max(CLASS_FRACTION_FACTOR * float(top), float(top) + CLASS_FRACTION_SLACK)
@@ -411,58 +437,64 @@ def domain_check(seg, instances, *, schema: LabelSchema = NMC4, training_domain=
                 f"predicted {name} voxels are {value:.3f} of the particle envelopes, "
                 f"{value / max(float(top), 1e-12):.1f}x the most the model saw in training "
                 f"({float(top):.3f}): {name}s are likely over-called"))
-    share = sig["neck_crack_share"]
-    if sig["n_crack_voxels"] >= MIN_CRACK_VOXELS and share > NECK_SHARE_LIMIT:
-        flags.append(_flag(
-            "neck_cracks", share, NECK_SHARE_LIMIT,
-            f"{share:.0%} of predicted crack voxels lie within {NECK_DISTANCE_VOX} voxels of a "
-            f"contact between two particles (limit {NECK_SHARE_LIMIT:.0%}): dark necks are "
-            "likely being read as cracks"))
-    faces = sig["crack_matrix_face_share"]
-    if sig["n_crack_voxels"] >= MIN_CRACK_VOXELS and faces > CRACK_MATRIX_LIMIT:
-        flags.append(_flag(
-            "cracks_in_matrix", faces, CRACK_MATRIX_LIMIT,
-            f"{faces:.0%} of the faces of predicted crack voxels border the matrix rather than "
-            f"particle solid (limit {CRACK_MATRIX_LIMIT:.0%}): predicted cracks are not inside "
-            "particles; the phases may be confused (inverted contrast?)"))
+    return flags, limits
+
+
+def _crack_place_flags(sig: dict) -> list:
+    """Flags of predicted cracks where cracks do not lie: at particle necks, on the matrix.
+
+    Judged only with at least :data:`MIN_CRACK_VOXELS` crack voxels.
+    """
+    if sig["n_crack_voxels"] < MIN_CRACK_VOXELS:
+        return []
+    checks = (
+        ("neck_cracks", sig["neck_crack_share"], NECK_SHARE_LIMIT,
+         f"of predicted crack voxels lie within {NECK_DISTANCE_VOX} voxels of a contact between "
+         "two particles", "dark necks are likely being read as cracks"),
+        ("cracks_in_matrix", sig["crack_matrix_face_share"], CRACK_MATRIX_LIMIT,
+         "of the faces of predicted crack voxels border the matrix rather than particle solid",
+         "predicted cracks are not inside particles; the phases may be confused (inverted "
+         "contrast?)"),
+    )
+    return [_flag(name, share, limit, f"{share:.0%} {what} (limit {limit:.0%}): {meaning}")
+            for name, share, limit, what, meaning in checks if share > limit]
+
+
+def _particle_fraction_flags(sig: dict) -> list:
+    """A flag when the predicted particles fill almost none or almost all of the volume."""
     pf = sig["particle_fraction"]
     lo, hi = PARTICLE_FRACTION_RANGE
-    if not lo <= pf <= hi:
-        flags.append(_flag(
-            "particle_fraction", pf, [lo, hi],
-            f"particles fill {pf:.1%} of the predicted volume (expected {lo:.0%}-{hi:.0%}): "
-            + ("the model finds almost no particles" if pf < lo else
-               "the model finds almost nothing but particles")))
-    if entropy is not None:
-        ent = mean_normalized_entropy(entropy, n_classes or schema.num_classes)
-        sig["mean_normalized_entropy"] = ent
-        if math.isfinite(ent) and ent > ENTROPY_LIMIT:
-            flags.append(_flag(
-                "entropy", ent, ENTROPY_LIMIT,
-                f"mean predictive entropy is {ent:.0%} of its maximum (limit "
-                f"{ENTROPY_LIMIT:.0%}): the model is unsure of much of the volume"))
+    if lo <= pf <= hi:
+        return []
+    return [_flag(
+        "particle_fraction", pf, [lo, hi],
+        f"particles fill {pf:.1%} of the predicted volume (expected {lo:.0%}-{hi:.0%}): "
+        + ("the model finds almost no particles" if pf < lo else
+           "the model finds almost nothing but particles"))]
 
-    status = "not validated" if flags else ("validated" if known else "unknown")
+
+def _entropy_flags(ent: float) -> list:
+    """A flag when the mean normalised predictive entropy exceeds :data:`ENTROPY_LIMIT`."""
+    if not (math.isfinite(ent) and ent > ENTROPY_LIMIT):
+        return []
+    return [_flag("entropy", ent, ENTROPY_LIMIT,
+                  f"mean predictive entropy is {ent:.0%} of its maximum (limit "
+                  f"{ENTROPY_LIMIT:.0%}): the model is unsure of much of the volume")]
+
+
+def _verdict(flags: list, known: bool) -> str:
+    """The one-sentence ``message`` of a domain check."""
     if flags:
-        message = (f"Model not validated for this input: {len(flags)} sign"
-                   f"{'s' if len(flags) > 1 else ''} that it differs from the training data "
-                   f"({', '.join(f['name'] for f in flags)}); the segmentation, and every "
-                   "number from it, may be wrong in ways the intervals do not carry.")
-    elif known:
-        message = ("The input lies within the model's training domain on every signal checked "
-                   "(particle size, resampling, class fractions, cracks at necks and in the "
-                   "matrix, particle fraction).")
-    else:
-        message = ("The model's training domain is unknown (its card records none): crackseg "
-                   "cannot say whether this input resembles what the model was trained on.")
-    return {"validated": bool(known and not flags), "status": status,
-            "training_domain_known": known, "message": message, "flags": flags,
-            "notes": notes, "signals": {k: _round(v) for k, v in sig.items()},
-            "limits": {k: _round(v) for k, v in limits.items()},
-            "training_domain": {k: dom[k] for k in ("particle_diameter_vox",
-                                                     "class_fraction_of_envelope",
-                                                     "voxel_size_um_range") if k in dom}
-            if known else None}
+        return (f"Model not validated for this input: {len(flags)} sign"
+                f"{'s' if len(flags) > 1 else ''} that it differs from the training data "
+                f"({', '.join(f['name'] for f in flags)}); the segmentation, and every "
+                "number from it, may be wrong in ways the intervals do not carry.")
+    if known:
+        return ("The input lies within the model's training domain on every signal checked "
+                "(particle size, resampling, class fractions, cracks at necks and in the "
+                "matrix, particle fraction).")
+    return ("The model's training domain is unknown (its card records none): crackseg "
+            "cannot say whether this input resembles what the model was trained on.")
 
 
 def flag_lines(domain: dict | None) -> list[str]:

@@ -494,9 +494,8 @@ def hot_spots(values, coords, *, distance: float, alpha: float = 0.05,
 
     Parameters
     ----------
-    values : array_like, shape (n,)
-    coords : array_like, shape (n, 3)
-        Centroids (z, y, x).
+    values, coords : array_like, shapes (n,) and (n, 3)
+        Particle values and centroids (z, y, x).
     distance : float
         Neighbourhood radius (e.g. the correlation length), same unit.
     alpha : float
