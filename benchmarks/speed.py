@@ -262,7 +262,7 @@ def main(argv=None) -> int:
     vol_norm = ((vol.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo)))
     n_vox = vol.size
     fpv = flops_per_voxel(net)
-    from crackseg.inference import cpu_supports_bf16
+    from crackseg.devices import cpu_supports_bf16
 
     n_mm = 1024 if args.quick else 2048
     peak32 = matmul_peak_gflops(torch.float32, n=n_mm)
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
         s = pred.provenance["settings"]
         roi, halo = s["roi_size"], s["halo"]
         if s["blend"] == "valid":
-            from crackseg.inference import valid_tiling
+            from crackseg.tiling import valid_tiling
 
             ext = [min(n, c + 2 * h) for n, c, h in zip(vol.shape, s["chunk_size"], halo)]
             roi, halo, ov = valid_tiling(ext, roi, halo, 8)

@@ -11,8 +11,8 @@ out::
         particle_samples.npz       per-particle posterior counts (with uncertainty)
         prediction.json            provenance, settings, outputs (written last)
 
-Volumes above :data:`TIFF_MAX_VOXELS` are written as OME-Zarr (``format
-"auto"``).  Every file is written atomically; ``prediction.json`` is written
+Volumes above :data:`crackseg.outputs.TIFF_MAX_VOXELS` are written as
+OME-Zarr (``format "auto"``).  Every file is written atomically; ``prediction.json`` is written
 last, so its presence means the folder is complete and a re-run skips it.
 While a volume is being processed its chunk results live in
 ``OUT/<stem>/.work/``; an interrupted run resumes from there.
@@ -38,19 +38,14 @@ import numpy as np
 
 from crackseg._version import __version__
 from crackseg.errors import CracksegError
-from crackseg.io import (
-    HDF5_SUFFIXES,
-    TIFF_SUFFIXES,
-    atomic_path,
-    create_zarr_volume,
-    split_dataset_path,
-    write_json,
-    write_volume,
-)
+from crackseg.inference import predict_volume
+from crackseg.io import HDF5_SUFFIXES, TIFF_SUFFIXES, atomic_path, split_dataset_path, write_json
+from crackseg.outputs import check_format, max_label, output_format, write_image, write_instances
+from crackseg.particles import border_labels, particle_instances
+from crackseg.sections import section_instances, stack_border_labels
+from crackseg.uncertainty import particle_posterior_counts
 
 VOLUME_SUFFIXES = TIFF_SUFFIXES + HDF5_SUFFIXES + (".zarr", ".npy")
-TIFF_MAX_VOXELS = 1 << 28
-"""Largest volume written as TIFF by ``format="auto"`` (about 645^3); larger -> Zarr."""
 WORKDIR = ".work"
 DONE_FILE = "prediction.json"
 
@@ -163,19 +158,6 @@ def is_done(folder) -> bool:
     return (Path(folder) / DONE_FILE).is_file()
 
 
-def _write_labels(path: Path, arr, vs, fmt: str, *, overwrite: bool, meta: dict):
-    """Write a (possibly Zarr) label/entropy array as TIFF or OME-Zarr, atomically."""
-    if fmt == "tif":
-        return write_volume(path, np.asarray(arr[...]), vs, overwrite=overwrite, metadata=meta)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        dst = create_zarr_volume(tmp, arr.shape, arr.dtype, vs,
-                                 chunks=getattr(arr, "chunks", None), metadata=meta)
-        step = (getattr(arr, "chunks", None) or (64,))[0]
-        for z in range(0, arr.shape[0], step):
-            dst[z:z + step] = np.asarray(arr[z:z + step])
-    return path
-
-
 def predict_to_folder(source, folder, *, model, overwrite: bool = False, resume: bool = True,
                       fmt: str = "auto", particles: bool = True, particle_options=None,
                       progress: bool = True, **predict_options) -> dict:
@@ -210,15 +192,10 @@ def predict_to_folder(source, folder, *, model, overwrite: bool = False, resume:
         ``{"input", "folder", "status": "done" | "skipped", ...}`` with
         timings and counts.
     """
-    from crackseg.inference import predict_volume
-    from crackseg.particles import particle_instances
-    from crackseg.uncertainty import particle_posterior_counts
-
     folder = Path(folder)
     if is_done(folder) and not overwrite:
         return {"input": str(source), "folder": str(folder), "status": "skipped"}
-    if fmt not in ("auto", "tif", "zarr"):
-        raise CracksegError(f"format {fmt!r}: use auto, tif or zarr")
+    check_format(fmt)
     work = folder / WORKDIR
     if overwrite or not resume:
         if (folder / DONE_FILE).exists():
@@ -228,89 +205,105 @@ def predict_to_folder(source, folder, *, model, overwrite: bool = False, resume:
     t0 = time.perf_counter()
     pred = predict_volume(model, source, out=work, resume=resume, progress=progress,
                           **predict_options)
-    t_pred = time.perf_counter() - t0
-    shape = tuple(pred.labels.shape)
-    n_vox = int(np.prod(shape))
-    use = fmt if fmt != "auto" else ("tif" if n_vox <= TIFF_MAX_VOXELS else "zarr")
-    ext = ".tif" if use == "tif" else ".zarr"
-    vs = pred.voxel_size_um
-    prov = pred.provenance
-    outputs = {}
-    seg_path = folder / f"segmentation{ext}"
-    _write_labels(seg_path, pred.labels, vs, use, overwrite=True,
-                  meta={"crackseg": "segmentation", "schema": pred.schema.to_dict()})
-    outputs["segmentation"] = seg_path.name
-    if pred.entropy is not None:
-        unc_path = folder / f"uncertainty{ext}"
-        _write_labels(unc_path, pred.entropy, vs, use, overwrite=True,
-                      meta={"crackseg": "predictive entropy (nats)"})
-        outputs["uncertainty"] = unc_path.name
-    n_particles = None
-    t_part = 0.0
+    timing = {"predict": time.perf_counter() - t0, "particles": 0.0}
+    use = output_format(fmt, pred.labels.shape)
+    outputs = write_prediction_images(folder, pred, use)
+    found = None
     if particles:
         t1 = time.perf_counter()
-        opts = dict(particle_options or {})
-        big = n_vox > (1 << 24)
-        opts.setdefault("chunk_size", 256 if big else None)
-        part_path = folder / f"particles{ext}"
-        if prov.get("sections"):
-            # A stack of 2-D sections: particles are 2-D, labelled section by section.
-            from crackseg.sections import section_instances as label_particles
-        else:
-            label_particles = particle_instances
-        if use == "tif":
-            inst = label_particles(np.asarray(pred.labels[...]) if not big else pred.labels,
-                                   schema=pred.schema, voxel_size_um=vs, progress=progress,
-                                   scratch=folder, **opts)
-            write_volume(part_path, inst, vs, overwrite=True, metadata={"crackseg": "particles"})
-        else:
-            with atomic_path(part_path, overwrite=True) as tmp:
-                arr = create_zarr_volume(tmp, shape, np.uint32, vs,
-                                         chunks=tuple(min(256, s) for s in shape),
-                                         metadata={"crackseg": "particles"})
-                label_particles(pred.labels, schema=pred.schema, voxel_size_um=vs,
-                                out=arr, scratch=folder, progress=progress, **opts)
-            import zarr
+        found = write_particle_outputs(folder, pred, use, particle_options, progress=progress)
+        outputs.update(found["outputs"])
+        timing["particles"] = time.perf_counter() - t1
+    write_json(folder / DONE_FILE, prediction_record(pred, outputs, found, particle_options,
+                                                     timing))
+    shutil.rmtree(work, ignore_errors=True)
+    return {"input": str(source), "folder": str(folder), "status": "done",
+            "n_particles": found["n_particles"] if found else None,
+            "seconds": round(time.perf_counter() - t0, 2)}
 
-            inst = zarr.open_array(str(part_path / "0"), mode="r")
-        from crackseg.particles import border_labels
 
-        n_particles = int(np.asarray(inst[...]).max()) if use == "tif" else None
-        if n_particles is None:
-            n_particles = max((int(np.asarray(inst[z:z + 64]).max(initial=0))
-                               for z in range(0, shape[0], 64)), default=0)
-        if prov.get("sections"):
-            from crackseg.sections import stack_border_labels as border_labels
-        n_border = int(border_labels(inst).size)
-        outputs["particles"] = part_path.name
-        if pred.sample_bits is not None:
-            slab = max(1, (1 << 22) // int(np.prod(shape[1:])))
-            counts = particle_posterior_counts(inst, pred.sample_bits, pred.n_samples,
-                                               chunk=slab)
-            npz = folder / "particle_samples.npz"
-            with atomic_path(npz, overwrite=True) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez_compressed(f, **counts, uncertainty=prov["settings"]["uncertainty"])
-            outputs["particle_samples"] = npz.name
-        t_part = time.perf_counter() - t1
+def write_prediction_images(folder: Path, pred, fmt: str) -> dict:
+    """Write ``segmentation`` (and ``uncertainty``) of a prediction; output name -> file name."""
+    ext = ".tif" if fmt == "tif" else ".zarr"
+    vs = pred.voxel_size_um
+    seg_path = folder / f"segmentation{ext}"
+    write_image(seg_path, pred.labels, vs, fmt, overwrite=True,
+                meta={"crackseg": "segmentation", "schema": pred.schema.to_dict()})
+    outputs = {"segmentation": seg_path.name}
+    if pred.entropy is not None:
+        unc_path = folder / f"uncertainty{ext}"
+        write_image(unc_path, pred.entropy, vs, fmt, overwrite=True,
+                    meta={"crackseg": "predictive entropy (nats)"})
+        outputs["uncertainty"] = unc_path.name
+    return outputs
+
+
+def write_particle_outputs(folder: Path, pred, fmt: str, particle_options=None, *,
+                           progress: bool = True) -> dict:
+    """Label the particles of a prediction and write ``particles`` (and ``particle_samples.npz``).
+
+    A stack of 2-D sections (``provenance["sections"]``) is labelled section
+    by section (:func:`crackseg.sections.section_instances`).
+
+    Returns
+    -------
+    dict
+        ``instances`` (array), ``n_particles``, ``n_border`` and ``outputs``
+        (output name -> file name).
+    """
+    shape = tuple(pred.labels.shape)
+    big = int(np.prod(shape)) > (1 << 24)
+    opts = dict(particle_options or {})
+    opts.setdefault("chunk_size", 256 if big else None)
+    stack = bool(pred.provenance.get("sections"))
+    label = section_instances if stack else particle_instances
+    seg = np.asarray(pred.labels[...]) if fmt == "tif" and not big else pred.labels
+    part_path = folder / f"particles{'.tif' if fmt == 'tif' else '.zarr'}"
+    inst = write_instances(part_path, seg, label, fmt, voxel_size_um=pred.voxel_size_um,
+                           overwrite=True, meta={"crackseg": "particles"}, schema=pred.schema,
+                           progress=progress, scratch=folder, **opts)
+    border = stack_border_labels if stack else border_labels
+    found = {"instances": inst, "n_particles": max_label(inst), "n_border": int(border(inst).size),
+             "outputs": {"particles": part_path.name}}
+    if pred.sample_bits is not None:
+        slab = max(1, (1 << 22) // int(np.prod(shape[1:])))
+        counts = particle_posterior_counts(inst, pred.sample_bits, pred.n_samples, chunk=slab)
+        npz = folder / "particle_samples.npz"
+        with atomic_path(npz, overwrite=True) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **counts,
+                                    uncertainty=pred.provenance["settings"]["uncertainty"])
+        found["outputs"]["particle_samples"] = npz.name
+    return found
+
+
+def prediction_record(pred, outputs: dict, found: dict | None, particle_options,
+                      timing: dict) -> dict:
+    """What ``prediction.json`` holds: provenance, outputs, particle counts, timings, domain.
+
+    ``found`` is what :func:`write_particle_outputs` returned (``None``
+    without particles); the out-of-distribution flags
+    (:func:`crackseg.domain.domain_check`) need the particles.
+    """
+    prov = pred.provenance
+    n_vox = int(np.prod(pred.labels.shape))
     record = {
         **prov, "crackseg_version": __version__, "outputs": outputs,
-        "n_particles": n_particles, "n_border_particles": n_border if particles else None,
+        "n_particles": found["n_particles"] if found else None,
+        "n_border_particles": found["n_border"] if found else None,
         "particle_settings": {k: v for k, v in (particle_options or {}).items()},
-        "timing_s": {"predict": round(t_pred, 2), "particles": round(t_part, 2)},
-        "voxels_per_s": round(n_vox / t_pred, 1) if pred.stats.get("chunks_run") else None,
+        "timing_s": {k: round(v, 2) for k, v in timing.items()},
+        "voxels_per_s": round(n_vox / timing["predict"], 1)
+        if pred.stats.get("chunks_run") else None,
     }
-    if particles:  # is the input like the model's training data? (crackseg.domain)
+    if found:  # is the input like the model's training data?
         from crackseg.domain import domain_check
 
         record["domain"] = domain_check(
-            pred.labels, inst, schema=pred.schema,
+            pred.labels, found["instances"], schema=pred.schema,
             training_domain=pred.card.get("training_domain"), scale=prov["settings"].get("scale"),
             entropy=pred.entropy, planar=bool(prov.get("sections")))
-    write_json(folder / DONE_FILE, record)
-    shutil.rmtree(work, ignore_errors=True)
-    return {"input": str(source), "folder": str(folder), "status": "done",
-            "n_particles": n_particles, "seconds": round(time.perf_counter() - t0, 2)}
+    return record
 
 
 def run_batch(inputs, out_root, *, model, on_error=None, progress: bool = True,

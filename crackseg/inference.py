@@ -1,11 +1,12 @@
-"""Whole-volume inference: sliding windows, chunks, resume, posterior samples.
+"""Whole-volume inference: chunks, resume, posterior samples, stacks, resampling.
 
 :func:`predict_volume` segments a volume (ZYX) or image (YX) of any size with
-a model directory.  The volume is cut into chunks (:mod:`crackseg.tiling`)
-read lazily with a halo of context; within a chunk MONAI's
-:func:`~monai.inferers.sliding_window_inference` runs the network window by
-window and stitches the class scores; only the chunk's core is kept.  Peak
-memory is therefore set by the chunk and window sizes, not by the volume.
+a model directory.  The volume is cut into chunks (:func:`crackseg.tiling.plan_inference`)
+read lazily with a halo of context; each chunk goes through the network on
+its own (:func:`crackseg.chunk_inference.predict_chunk`: MONAI's
+:func:`~monai.inferers.sliding_window_inference` runs window by window and
+stitches the class scores) and only the chunk's core is kept.  Peak memory is
+therefore set by the chunk and window sizes, not by the volume.
 
 Two ways of stitching windows (``blend``):
 
@@ -19,10 +20,15 @@ Two ways of stitching windows (``blend``):
 
 With ``out`` set, outputs are written chunk by chunk into Zarr stores in that
 folder, and the indices of finished chunks into ``progress.json`` after each
-chunk; calling again with the same settings skips finished chunks and gives
-bit-identical results.  With a ``dask.distributed`` ``client`` as well, the
-chunks of one input file run as tasks on the cluster's workers
-(:mod:`crackseg.scaleout`), with the same results.
+chunk (:class:`crackseg.chunk_store.ChunkStore`); calling again with the same
+settings skips finished chunks and gives bit-identical results.  With a
+``dask.distributed`` ``client`` as well, the chunks of one input file run as
+tasks on the cluster's workers (:mod:`crackseg.chunk_tasks`), with the same
+results.
+
+A 3-D input given to a 2-D model is a stack of sections, segmented section
+by section (:func:`predict_sections`); an input whose particles are far from
+the size the model was trained on is resampled first (:func:`input_scale`).
 
 Examples
 --------
@@ -41,9 +47,6 @@ Examples
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import math
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -53,28 +56,36 @@ from pathlib import Path
 import numpy as np
 
 from crackseg._version import __version__
+from crackseg.chunk_inference import block_reader, normalized_block, predict_chunk, stitched_logits
+from crackseg.chunk_store import ChunkStore, input_identity, settings_fingerprint
+from crackseg.devices import cpu_supports_bf16, resolve_device, resolve_precision
 from crackseg.errors import CracksegError, InputError
-from crackseg.io import Image, count_nonfinite, read_volume, write_json
+from crackseg.io import Image, count_nonfinite, read_volume
 from crackseg.labels import LabelSchema
-from crackseg.tiling import GIB, chunk_for_memory, chunk_grid, inference_memory_bytes, round_up
+from crackseg.sections import MIN_SECTION_SIDE, stack_record
+from crackseg.tiling import chunk_grid, plan_inference, valid_tiling
 from crackseg.uncertainty import (
-    UNCERTAINTY_METHODS,
-    apply_transform,
-    bits_dtype,
+    SAMPLE_CLASSES,
     enable_mc_dropout,
-    predictive_entropy,
+    posterior_sample_count,
     tta_transforms,
 )
 
-BLEND_MODES = ("valid", "gaussian")
-PRECISIONS = ("auto", "fp32", "bf16")
-DEFAULT_VALID_ROI = 128
-"""Window edge (voxels) of ``blend="valid"`` when not given: the CPU sweet spot."""
-DEFAULT_MAX_MEMORY_GB = 3.0
-SAMPLE_CLASSES = ("crack", "pore")
-"""Classes whose per-sample masks are kept for per-particle posteriors."""
+__all__ = [
+    "Prediction", "predict_volume", "predict_sections", "intensity_range", "strided_sample",
+    "input_scale", "plan_inference", "MAX_RESCALED_VOXELS", "SAMPLE_CLASSES",
+    # where they live: crackseg.chunk_inference, crackseg.tiling, crackseg.devices
+    "predict_chunk", "stitched_logits", "valid_tiling", "resolve_device", "resolve_precision",
+    "cpu_supports_bf16",
+]
+
 PERCENTILE_SAMPLE_VOXELS = 1 << 24
 """Voxels used to estimate per-volume percentiles (strided subsample above this)."""
+MAX_RESCALED_VOXELS = 512 ** 3
+"""Largest resampled input processed in memory by ``scale``."""
+WINDOW_OPTIONS = ("roi_size", "overlap", "blend", "halo", "device", "batch_size", "precision",
+                  "uncertainty", "n_samples", "progress", "seed", "nan_policy")
+"""Options of :func:`predict_volume` that a resampled input or a section is predicted with."""
 
 
 @dataclass
@@ -115,51 +126,6 @@ class Prediction:
     provenance: dict
     workdir: Path | None = None
     stats: dict = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------- settings
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; checks others."""
-    import torch
-
-    device = str(device or "auto")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise CracksegError(f"device {device}: no CUDA GPU is available; use --device cpu")
-        idx = int(device.split(":")[1]) if ":" in device else 0
-        if idx >= torch.cuda.device_count():
-            raise CracksegError(f"device {device}: only {torch.cuda.device_count()} GPU(s) visible")
-        return device
-    if device != "cpu":
-        raise CracksegError(f"device {device!r}: use auto, cpu, cuda or cuda:N")
-    return device
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU has native bfloat16 dot products (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """``"auto"`` -> ``"bf16"`` where the hardware computes it natively, else ``"fp32"``."""
-    if precision not in PRECISIONS:
-        raise CracksegError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    if device.startswith("cuda"):
-        import torch
-
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_supports_bf16() else "fp32"
 
 
 def intensity_range(data, normalization: dict, *, source: str = "input") -> tuple[float, float]:
@@ -210,6 +176,7 @@ def strided_sample(data, target: int = PERCENTILE_SAMPLE_VOXELS) -> np.ndarray:
 
 
 def _model(model, device: str):
+    """Network on ``device``, card and identity (name, weights SHA-256, directory) of a model."""
     from crackseg.model_io import load_model, resolve_model_path
 
     if isinstance(model, tuple) and len(model) == 2:
@@ -223,25 +190,8 @@ def _model(model, device: str):
                        "path": path}
 
 
-def _settings_fingerprint(d: dict) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _input_identity(volume) -> dict:
-    if isinstance(volume, (str, os.PathLike)):
-        from crackseg.io import split_dataset_path
-
-        p, ds = split_dataset_path(volume)
-        try:
-            st = p.stat()
-            return {"path": str(p.resolve()), "dataset": ds, "size": st.st_size,
-                    "mtime": st.st_mtime}
-        except OSError:
-            return {"path": str(volume)}
-    return {"path": None}
-
-
 def _as_image(volume, voxel_size_um, nan_policy: str, *, channel: int | None = None) -> Image:
+    """The input as an :class:`~crackseg.io.Image` (lazy for a path), with ``voxel_size_um`` set."""
     if isinstance(volume, Image):
         img = volume
     elif isinstance(volume, (str, os.PathLike)):
@@ -260,355 +210,6 @@ def _as_image(volume, voxel_size_um, nan_policy: str, *, channel: int | None = N
     if nan_policy not in ("error", "replace"):
         raise CracksegError(f"nan_policy {nan_policy!r}: use error or replace")
     return img
-
-
-def _per_axis(v, ndim):
-    if v is None:
-        return None
-    v = [int(x) for x in np.broadcast_to(np.asarray(v), (ndim,))]
-    return tuple(v)
-
-
-def plan_inference(card: dict, shape, *, roi_size=None, overlap=None, blend="valid", halo=None,
-                   chunk_size=None, max_memory_gb=None, sw_batch_size=1,
-                   uncertainty: str = "none") -> dict:
-    """Window, halo, overlap and chunk sizes for a volume of ``shape``.
-
-    Returns a dict with ``roi_size``, ``halo``, ``overlap``, ``chunk_size``,
-    ``memory_estimate_gb`` and ``max_memory_gb`` (all per axis where it
-    applies, voxels).
-    """
-    from crackseg.nets import receptive_halo
-
-    ndim = len(shape)
-    if blend not in BLEND_MODES:
-        raise CracksegError(f"blend {blend!r}: use one of {', '.join(BLEND_MODES)}")
-    args = card["architecture"]["args"]
-    divisor = int(np.prod(args.get("strides", [2] * (len(args["channels"]) - 1))))
-    inf = card.get("inference", {})
-    if blend == "gaussian":
-        roi = _per_axis(roi_size, ndim) or _per_axis(inf.get("roi_size", card.get("patch_size")), ndim)
-        ov = float(inf.get("overlap", 0.25) if overlap is None else overlap)
-        h = _per_axis(halo, ndim) or tuple(max(divisor, r // 4) for r in roi)
-    else:
-        default = DEFAULT_VALID_ROI if ndim == 3 else 512
-        roi = _per_axis(roi_size, ndim) or (default,) * ndim
-        h = _per_axis(halo, ndim) or tuple(
-            min(receptive_halo(card["architecture"]), max(divisor, r // 16)) for r in roi)
-        ov = None
-    roi = tuple(round_up(r, divisor) for r in roi)
-    if any(2 * hh >= r for hh, r in zip(h, roi)):
-        raise CracksegError(f"halo {h} leaves no window centre in window {roi}")
-    if not 0 <= (ov or 0) < 1:
-        raise CracksegError(f"overlap {ov} must be in [0, 1)")
-    step = (min(r - 2 * hh for r, hh in zip(roi, h)) if blend == "valid"
-            else max(1, int(min(roi) * (1 - ov))))
-    max_mem = float(max_memory_gb if max_memory_gb is not None else DEFAULT_MAX_MEMORY_GB)
-    kw = dict(n_classes=int(args["out_channels"]), first_channels=int(args["channels"][0]),
-              sw_batch_size=sw_batch_size, uncertainty=uncertainty != "none")
-    if chunk_size is None:
-        largest = 256 if ndim == 3 else 4096
-        try:
-            c = chunk_for_memory(int(max_mem * GIB), h, roi, step=step, largest=max(largest, step),
-                                 ndim=ndim, **kw)
-        except ValueError:
-            raise CracksegError(
-                f"--max-memory {max_mem:g} GB is too small for one {roi} window; raise it "
-                "or use a smaller --roi"
-            ) from None
-        chunk = tuple(min(c, s) for s in shape)
-    else:
-        chunk = tuple(min(c, s) for c, s in zip(_per_axis(chunk_size, ndim), shape))
-    est = inference_memory_bytes(chunk, h, roi, **kw) / GIB
-    return {"blend": blend, "roi_size": list(roi), "halo": list(h), "overlap": ov,
-            "chunk_size": list(chunk), "divisor": divisor,
-            "memory_estimate_gb": round(est, 2), "max_memory_gb": max_mem}
-
-
-# ---------------------------------------------------------------- core
-
-
-def _valid_weight_map(roi, halo, eps: float = 1e-4):
-    import torch
-
-    w = torch.full(tuple(roi), eps, dtype=torch.float32)
-    w[tuple(slice(h, r - h) for r, h in zip(roi, halo))] = 1.0
-    return w
-
-
-def valid_tiling(spatial, roi, halo, divisor: int):
-    """Window size, halo and MONAI overlap that tile a block with valid centres exactly.
-
-    Along each axis the block of ``E`` voxels needs ``n = ceil((E - 2h) /
-    (W - 2h))`` windows of at most ``W``; the window is shrunk to the
-    smallest multiple of ``divisor`` whose centres (``W' - 2h`` voxels) still
-    cover the block in ``n`` steps, so no window computes more than the
-    halo twice.  A block no larger than one window gets one window (padded
-    to a multiple of ``divisor``).
-
-    Returns
-    -------
-    roi, halo : tuple of int
-    overlap : list of float
-        For MONAI, chosen so that its scan interval is exactly ``W' - 2h``.
-
-    Examples
-    --------
-    >>> roi, halo, ov = valid_tiling((192, 192, 50), (128, 128, 128), (8, 8, 8), 8)
-    >>> roi, [int(r * (1 - o)) for r, o in zip(roi, ov)]  # windows and MONAI's scan steps
-    ((104, 104, 56), [88, 88, 56])
-    """
-    out_roi, out_halo, out_ov = [], [], []
-    for e, w, h in zip(spatial, roi, halo):
-        if e <= w:
-            out_roi.append(min(w, round_up(e, divisor)))
-            out_halo.append(min(h, max(0, (out_roi[-1] - divisor) // 2)))
-            out_ov.append(0.0)
-            continue
-        n = math.ceil((e - 2 * h) / (w - 2 * h))
-        wn = min(w, round_up(math.ceil((e - 2 * h) / n) + 2 * h, divisor))
-        out_roi.append(wn)
-        out_halo.append(h)
-        out_ov.append((2 * h - 0.25) / wn)
-    return tuple(out_roi), tuple(out_halo), out_ov
-
-
-def stitched_logits(net, x, plan: dict, *, sw_batch_size: int = 1, sw_device="cpu",
-                    out_device="cpu", precision: str = "fp32", progress: bool = False):
-    """Class scores of a whole block, by MONAI sliding-window inference.
-
-    Parameters
-    ----------
-    net : torch.nn.Module
-    x : torch.Tensor, shape (1, 1, *spatial)
-        Normalised block.
-    plan : dict
-        From :func:`plan_inference` (``roi_size``, ``halo``, ``overlap``,
-        ``blend``, ``divisor``).
-
-    Returns
-    -------
-    torch.Tensor, shape (1, n_classes, *spatial), float32 on ``out_device``
-    """
-    import torch
-    from monai.inferers import sliding_window_inference
-
-    spatial = tuple(x.shape[2:])
-    nd = len(spatial)
-    div = plan["divisor"]
-    roi = tuple(min(r, round_up(s, div)) for r, s in zip(plan["roi_size"], spatial))
-    dev_type = "cuda" if str(sw_device).startswith("cuda") else "cpu"
-    use_bf16 = precision == "bf16"
-    channels_last = nd == 3 and dev_type == "cpu"
-
-    def predictor(w):
-        if channels_last:
-            w = w.contiguous(memory_format=torch.channels_last_3d)
-        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=use_bf16):
-            y = net(w)
-        return y.float().contiguous()
-
-    if plan["blend"] == "valid":
-        roi, halo, ov = valid_tiling(spatial, plan["roi_size"], plan["halo"], div)
-        weight = _valid_weight_map(roi, halo).to(sw_device)
-        kw = dict(overlap=ov, mode="constant", roi_weight_map=weight)
-    else:
-        kw = dict(overlap=plan["overlap"], mode="gaussian")
-    return sliding_window_inference(
-        x, roi, sw_batch_size, predictor, sw_device=sw_device, device=out_device,
-        progress=progress, **kw,
-    )
-
-
-def _chunk_seed(seed: int, chunk_index: int, sample: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(chunk_index), int(sample)]).generate_state(1)[0])
-
-
-def block_reader(data):
-    """Function ``ext -> ndarray`` that copies a region out of ``data``.
-
-    A memory-mapped file is mapped afresh for each read and unmapped after
-    the copy, so pages of a huge input do not accumulate in this process's
-    resident memory.
-    """
-    if isinstance(data, np.memmap) and getattr(data, "filename", None):
-        fn, off, shape, dt = data.filename, data.offset, data.shape, data.dtype
-        order = "F" if data.flags.f_contiguous and not data.flags.c_contiguous else "C"
-
-        def read(ext):
-            mm = np.memmap(fn, dtype=dt, mode="r", offset=off, shape=shape, order=order)
-            block = np.array(mm[ext])
-            del mm
-            return block
-
-        return read
-    return lambda ext: np.asarray(data[ext])
-
-
-def normalized_block(read, ext, lo, hi, nan_policy: str, source: str) -> np.ndarray:
-    """Region ``ext`` read with ``read`` (:func:`block_reader`), as float32 mapped so lo->0, hi->1.
-
-    NaN/Inf voxels raise :class:`~crackseg.errors.InputError` (``nan_policy
-    "error"``) or are set to ``lo`` (``"replace"``).
-    """
-    block = read(ext).astype(np.float32, copy=False)
-    if np.issubdtype(block.dtype, np.floating):
-        bad = ~np.isfinite(block)
-        if bad.any():
-            if nan_policy == "error":
-                raise InputError(
-                    f"{source}: NaN/Inf voxels; fix the data or pass --nan-policy replace"
-                )
-            block = np.where(bad, np.float32(lo), block)
-    scale = np.float32(1.0 / (hi - lo)) if hi > lo else np.float32(1.0)
-    return (block - np.float32(lo)) * scale
-
-
-def predict_chunk(net, block, chunk, job: dict, *, progress: bool = False) -> dict:
-    """Outputs of one chunk's core: labels, and entropy and sample bits with uncertainty.
-
-    The unit of work of :func:`predict_volume`, run in this process or on a
-    Dask worker (:func:`crackseg.scaleout.predict_chunk_task`); call it inside
-    ``torch.inference_mode()``, with MC dropout enabled on ``net`` for
-    ``uncertainty="mc"``.
-
-    Parameters
-    ----------
-    net : torch.nn.Module
-        Network on ``job["device"]``.
-    block : ndarray of float32, shape (Z, Y, X) or (Y, X)
-        Normalised grey values of ``chunk.ext`` (core plus halo).
-    chunk : crackseg.tiling.Chunk
-    job : dict
-        ``plan`` (:func:`plan_inference`), ``batch_size``, ``device``,
-        ``precision``, ``uncertainty``, ``n_samples``, ``seed``,
-        ``transforms`` (TTA), ``values_lut`` (class index -> label value)
-        and ``sample_classes`` (name -> class index).
-
-    Returns
-    -------
-    dict of ndarray, each of shape ``chunk.core_shape``
-        ``labels`` (uint8); with uncertainty also ``entropy`` (float16, nats)
-        and ``<class>_bits`` per class of :data:`SAMPLE_CLASSES`.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from crackseg.model_io import new_card
-    >>> from crackseg.nets import build_network, unet_architecture
-    >>> from crackseg.tiling import chunk_grid
-    >>> arch = unet_architecture(3, out_channels=4, channels=(4, 8))
-    >>> plan = plan_inference(new_card("tiny", arch, patch_size=(32, 32, 32)), (24, 24, 24),
-    ...                       chunk_size=16)
-    >>> job = {"plan": plan, "batch_size": 1, "device": "cpu", "precision": "fp32",
-    ...        "uncertainty": "none", "n_samples": 1, "seed": 0, "transforms": None,
-    ...        "values_lut": np.arange(4), "sample_classes": {}}
-    >>> chunk = chunk_grid((24, 24, 24), 16, plan["halo"])[0]
-    >>> block = np.random.default_rng(0).random(chunk.ext_shape, dtype=np.float32)
-    >>> with torch.inference_mode():
-    ...     out = predict_chunk(build_network(arch).eval(), block, chunk, job)
-    >>> out["labels"].shape, out["labels"].dtype
-    ((16, 16, 16), dtype('uint8'))
-    """
-    import torch
-
-    plan, n, uncertainty = job["plan"], int(job["n_samples"]), job["uncertainty"]
-    lut = np.asarray(job["values_lut"])
-    sw = dict(sw_batch_size=job["batch_size"], sw_device=job["device"], out_device="cpu",
-              precision=job["precision"])
-    x = torch.from_numpy(block)[None, None]
-    if uncertainty == "none":
-        logits = stitched_logits(net, x, plan, progress=progress, **sw)[0]
-        idx = torch.argmax(logits[(slice(None),) + chunk.crop], dim=0)
-        return {"labels": torch.as_tensor(lut.astype(np.int64))[idx].numpy().astype(np.uint8)}
-    mean = None
-    bits = {c: np.zeros(chunk.core_shape, bits_dtype(n)) for c in SAMPLE_CLASSES}
-    for s in range(n):
-        if uncertainty == "mc":
-            torch.manual_seed(_chunk_seed(job["seed"], chunk.index, s))
-            xs, t = x, None
-        else:
-            t = job["transforms"][s]
-            xs = apply_transform(x, t)
-        logits = stitched_logits(net, xs, plan, **sw)
-        if t is not None:
-            logits = apply_transform(logits, t, inverse=True)
-        p = torch.softmax(logits[(0, slice(None)) + chunk.crop], dim=0)
-        mean = p if mean is None else mean.add_(p)
-        idx = torch.argmax(p, dim=0).numpy()
-        for name, ci in job["sample_classes"].items():
-            bits[name] |= (idx == ci).astype(bits[name].dtype) << np.asarray(s, bits[name].dtype)
-    mean = (mean / n).numpy()
-    out_d = {"labels": lut[np.argmax(mean, axis=0)],
-             "entropy": predictive_entropy(mean).astype(np.float16)}
-    for name in SAMPLE_CLASSES:
-        out_d[f"{name}_bits"] = bits[name]
-    return out_d
-
-
-def sink_path(workdir, name: str) -> Path:
-    """Level-0 Zarr array of output ``name`` (labels, entropy, ...) in ``workdir``."""
-    return Path(workdir) / f"{name}.zarr" / "0"
-
-
-class _Sinks:
-    """Output arrays of one prediction: NumPy in memory or Zarr stores on disk."""
-
-    def __init__(self, shape, vs, core_chunk, *, n_samples, uncertainty, workdir, fingerprint,
-                 resume, meta):
-        self.workdir = Path(workdir) if workdir is not None else None
-        self.done: set[int] = set()
-        names = {"labels": np.uint8}
-        if uncertainty:
-            names["entropy"] = np.float16
-            for c in SAMPLE_CLASSES:
-                names[f"{c}_bits"] = bits_dtype(n_samples)
-        self.arrays = {}
-        if self.workdir is None:
-            self.arrays = {k: np.zeros(shape, dt) for k, dt in names.items()}
-            return
-        import zarr
-
-        from crackseg.io import create_zarr_volume
-
-        prog = self.workdir / "progress.json"
-        state = None
-        if resume and prog.exists():
-            try:
-                state = json.loads(prog.read_text())
-            except (json.JSONDecodeError, OSError):
-                state = None
-        if state is not None and state.get("fingerprint") == fingerprint:
-            self.done = set(int(i) for i in state.get("done", []))
-            self.arrays = {k: zarr.open_array(str(sink_path(self.workdir, k)), mode="r+")
-                           for k in names}
-        else:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            for k, dt in names.items():
-                self.arrays[k] = create_zarr_volume(self.workdir / f"{k}.zarr", shape, dt, vs,
-                                                    chunks=tuple(core_chunk), metadata=meta)
-            self.fingerprint = fingerprint
-            self._save_progress(fingerprint)
-        self.fingerprint = fingerprint
-
-    def _save_progress(self, fingerprint):
-        write_json(self.workdir / "progress.json",
-                   {"fingerprint": fingerprint, "done": sorted(self.done)})
-
-    def write(self, chunk, outputs: dict):
-        for k, v in outputs.items():
-            self.arrays[k][chunk.core] = v
-        self.mark_done(chunk.index)
-
-    def mark_done(self, index: int):
-        """Record chunk ``index`` as finished (its core is written)."""
-        self.done.add(index)
-        if self.workdir is not None:
-            self._save_progress(self.fingerprint)
-
-
-MAX_RESCALED_VOXELS = 512 ** 3
-"""Largest resampled input processed in memory by ``scale``."""
 
 
 def input_scale(scale, img: Image, card: dict) -> tuple[float, float]:
@@ -678,6 +279,111 @@ def _predict_rescaled(model, ident, img: Image, factor: float, diameter: float,
                       provenance=prov, workdir=None, stats=pred.stats)
 
 
+
+def predict_sections(model, ident: dict, img, kwargs: dict) -> Prediction:
+    """Segment every section of a 3-D stack with a 2-D model and stack the results.
+
+    Called by :func:`predict_volume` for a 3-D input (Z, Y, X) and a 2-D
+    model; ``kwargs`` are its remaining keyword arguments.  Each section is
+    segmented as it would be alone (:func:`predict_volume` on it), with one
+    resampling factor for the whole stack; sections run one after the other
+    in this process and are held in memory (``out``, ``resume`` and a Dask
+    ``client`` do not apply to them).  See :mod:`crackseg.sections`.
+
+    Returns
+    -------
+    Prediction
+        Labels (and entropy, posterior bits) of shape (Z, Y, X);
+        ``provenance["sections"]`` says it is a stack.
+    """
+    from tqdm.auto import tqdm
+
+    z, *plane = img.shape
+    if min(plane) < MIN_SECTION_SIDE:
+        raise InputError(
+            f"{img.source}: 3-D array of shape {img.shape} read as a stack of {z} sections of "
+            f"{plane[0]} x {plane[1]} pixels; if it is a multi-channel image (Y, X, C), choose "
+            "one channel with --channel N")
+    kwargs = dict(kwargs)
+    scale = kwargs.pop("scale", "auto")
+    channel = kwargs.pop("channel", None)
+    progress = bool(kwargs.get("progress", True))
+    for key in ("out", "resume", "client", "stop_after_chunks", "voxel_size_um"):
+        kwargs.pop(key, None)
+    factor, diameter, per_section = _stack_scale(img, scale, model[1])
+    if progress:
+        print(f"{img.source}: a {img.ndim}-D input and a 2-D model: segmenting {z} sections "
+              "one by one", file=sys.stderr)
+    vs2 = None if img.voxel_size_um is None else tuple(img.voxel_size_um[1:])
+    first, arrays, n_chunks = None, {}, 0
+    for i in tqdm(range(z), desc="sections", unit="section", disable=not progress or z < 2,
+                  file=sys.stderr, leave=False):
+        section = Image(np.asarray(img.data[i]), vs2, f"{img.source} (section {i})", "YX")
+        p = predict_volume(model, section, scale=per_section, **{**kwargs, "progress": False})
+        first = first or p
+        outputs = {"labels": p.labels, "entropy": p.entropy, **(p.sample_bits or {})}
+        for name, values in outputs.items():
+            if values is None:
+                continue
+            if name not in arrays:
+                arrays[name] = np.zeros(img.shape, np.asarray(values).dtype)
+            arrays[name][i] = np.asarray(values)
+        n_chunks += int(p.stats.get("chunks", 1))
+    prov = _stack_provenance(first.provenance, ident, img, scale, factor, per_section, diameter,
+                             channel)
+    bits = {k: arrays[k] for k in (first.sample_bits or {})} or None
+    return Prediction(labels=arrays["labels"], entropy=arrays.get("entropy"), sample_bits=bits,
+                      n_samples=first.n_samples, voxel_size_um=img.voxel_size_um,
+                      schema=first.schema, card=first.card, provenance=prov, workdir=None,
+                      stats={"chunks": n_chunks, "chunks_run": n_chunks, "sections": z})
+
+
+def _stack_scale(img: Image, scale, card: dict):
+    """One resampling factor for a whole stack, from its particle size.
+
+    Returns
+    -------
+    factor, diameter : float
+    per_section : "none" or float
+        The ``scale`` each section is predicted with.
+    """
+    from crackseg.scale import particle_diameter_vox, scale_factor
+
+    diameter = particle_diameter_vox(img.data) if scale == "auto" else float("nan")
+    factor = scale_factor(scale, diameter, card)
+    per_section = "none" if abs(factor - 1.0) < 0.05 else factor
+    if scale == "auto" and per_section != "none" and \
+            np.prod(img.shape[1:]) * factor ** 2 > MAX_RESCALED_VOXELS:
+        print(f"{img.source}: resampling each section by {factor:.2f} would exceed what "
+              "crackseg resamples in memory; predicting at the input's own scale",
+              file=sys.stderr)
+        per_section = "none"
+    return factor, diameter, per_section
+
+
+def _stack_provenance(first: dict, ident: dict, img: Image, scale, factor, per_section,
+                      diameter, channel) -> dict:
+    """Provenance of a stack: its first section's, with the stack's input, scale and sections."""
+    prov = dict(first)
+    settings = dict(prov.get("settings") or {})
+    norm = dict(settings.get("normalization") or {})
+    if "range_used" in norm:
+        norm["range_used"] = "per section (each section normalised on its own)"
+    settings["normalization"] = norm
+    settings["scale"] = {**(settings.get("scale") or {}), "requested": scale,
+                         "factor": round(float(factor) if per_section != "none" else 1.0, 4),
+                         "particle_diameter_vox": None if diameter != diameter
+                         else round(float(diameter), 2)}
+    if channel is not None:
+        settings["channel"] = int(channel)
+    vs = img.voxel_size_um
+    prov.update(model=ident["name"], model_sha256=ident["sha256"], input=img.source,
+                shape=list(img.shape), dtype=str(img.dtype),
+                voxel_size_um=list(vs) if vs else None, settings=settings,
+                sections=stack_record(img.shape[0], vs))
+    return prov
+
+
 def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=None,
                    blend: str = "valid", halo=None, device: str = "auto",
                    batch_size: int | None = None, precision: str = "fp32",
@@ -693,46 +399,33 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
     model : path-like, str or (net, card)
         Model directory, shipped model name, or a loaded network with its card.
     volume : array-like or path-like
-        Grey values, shape (Z, Y, X) for a 3-D model or (Y, X) for a 2-D one;
-        a path is opened lazily (:func:`crackseg.io.read_volume`).
+        Grey values, shape (Z, Y, X) for a 3-D model or (Y, X) for a 2-D one
+        (or a stack of sections, see Notes); a path is opened lazily
+        (:func:`crackseg.io.read_volume`).
     voxel_size_um : float or sequence of float, optional
         Overrides the voxel size read from the file (µm, per axis).
-    roi_size : int or sequence of int, optional
-        Window size (voxels).  Default: 128 for ``blend="valid"``, the model
-        card's window for ``"gaussian"``.
-    overlap : float, optional
-        Window overlap for ``"gaussian"`` (default: the card's).
-    blend : {"valid", "gaussian"}
-        How windows are stitched (see module docs).
-    halo : int or sequence of int, optional
-        Context voxels around each window centre and chunk core (default
-        ``roi_size // 16``, at least the network's downsampling factor).
+    roi_size, overlap, blend, halo, chunk_size, max_memory_gb
+        Windows and chunks (voxels), see :func:`crackseg.tiling.plan_inference`
+        and the module docs: window 128 for ``blend="valid"`` (the card's for
+        ``"gaussian"``, with its overlap), halo ``roi_size // 16``, chunks the
+        largest that fit ``max_memory_gb`` (default 3 GB).
     device : str
-        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.  On a GPU windows are
-        batched there and stitched on the host, so volumes larger than GPU
-        memory work.
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.  On a GPU windows are batched
+        there and stitched on the host, so volumes larger than GPU memory work.
     batch_size : int, optional
         Windows per forward pass (default 1 on CPU, 4 on GPU).
     precision : {"fp32", "bf16", "auto"}
-        Arithmetic of the network.  ``"bf16"`` (bfloat16 autocast) is about
-        twice as fast on CPUs with AVX512-BF16/AMX and on recent GPUs, but
-        flips a few per cent of the near-tie voxels (mostly thin cracks);
-        ``"auto"`` picks it where the hardware has it natively.
+        ``"bf16"`` (bfloat16 autocast) is about twice as fast on CPUs with
+        AVX512-BF16/AMX and on recent GPUs but flips a few per cent of the
+        near-tie voxels (mostly thin cracks); ``"auto"`` picks it where the
+        hardware has it natively.
     uncertainty : {"none", "tta", "mc"}
-        Posterior samples by test-time augmentation or MC dropout
-        (``n_samples`` forward passes; see :mod:`crackseg.uncertainty`).
-    n_samples : int
-        Posterior samples (with ``uncertainty``), at most 64.
+        Posterior samples by test-time augmentation or MC dropout, ``n_samples``
+        (at most 64) forward passes (:mod:`crackseg.uncertainty`).
     out : path-like, optional
-        Folder for chunked Zarr outputs and ``progress.json`` (resumable).
+        Folder for chunked Zarr outputs and ``progress.json``; with ``resume``
+        a call with the same settings continues from the finished chunks.
         Without it, outputs are NumPy arrays in memory.
-    chunk_size : int or sequence of int, optional
-        Core chunk size (voxels); default: the largest that fits
-        ``max_memory_gb``.
-    max_memory_gb : float, optional
-        Memory budget used to choose the chunk size (default 3 GB).
-    resume : bool
-        Continue from finished chunks in ``out`` when the settings match.
     progress : bool
         Show a progress bar on stderr.
     seed : int
@@ -743,187 +436,254 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
         Stop (raising :class:`KeyboardInterrupt`) after this many chunks of
         this call; simulates an interrupted run.
     client : dask.distributed.Client, optional
-        Run the chunks as tasks on this cluster's workers (needs ``volume``
-        as a path and ``out``, both visible to every worker).  Each worker
-        loads the model once, reads its chunks lazily from ``volume`` and
-        writes their cores into the Zarr stores in ``out``; this process
-        records finished chunks, so resume works as without a client, and
+        Run the chunks as tasks on this cluster's workers
+        (:mod:`crackseg.chunk_tasks`; needs ``volume`` as a path and ``out``,
+        both visible to every worker); resume works as without a client and
         the results are bit-identical.  ``device`` is resolved on each worker
-        (see :func:`crackseg.scaleout.worker_device`: ``"cuda"`` pins
-        worker *i* to ``cuda:i``).
+        (:func:`crackseg.devices.worker_device`: ``"cuda"`` pins worker *i* to
+        ``cuda:i``).
     scale : {"auto", "none"} or float
-        Resample the input before the network and map the result back.
-        ``"auto"`` estimates the particle diameter in voxels
-        (:func:`crackseg.scale.particle_diameter_vox`) and, when it lies
-        outside the range the model was trained on (its card's
-        ``training_domain``), brings it to the middle of that range; a number
-        is the factor itself (2 doubles the voxels per axis).  Resampled
-        inputs are processed in memory (at most :data:`MAX_RESCALED_VOXELS`).
+        Resample the input before the network and map the result back:
+        ``"auto"`` when its particle diameter (voxels) lies outside the range
+        the model was trained on (to the middle of that range), or by the
+        given factor (2 doubles the voxels per axis); see :func:`input_scale`.
     channel : int, optional
         Channel of a multi-channel input file (:func:`crackseg.io.read_volume`).
-
-    Notes
-    -----
-    A 3-D input given to a 2-D model is a stack of sections along axis 0:
-    each section is segmented as it would be alone and the results are
-    stacked (:func:`crackseg.sections.predict_sections`;
-    ``provenance["sections"]`` records it).
 
     Returns
     -------
     Prediction
+        A 3-D input given to a 2-D model is a stack of sections along axis 0,
+        each segmented as it would be alone (:func:`predict_sections`;
+        ``provenance["sections"]`` records it).
 
     Raises
     ------
     InputError
         Wrong dimensionality for the model, NaN/Inf voxels, unreadable input.
     """
-    import torch
-
+    opts = dict(roi_size=roi_size, overlap=overlap, blend=blend, halo=halo, device=device,
+                batch_size=batch_size, precision=precision, uncertainty=uncertainty,
+                n_samples=n_samples, progress=progress, seed=seed, nan_policy=nan_policy,
+                out=out, chunk_size=chunk_size, max_memory_gb=max_memory_gb, resume=resume,
+                stop_after_chunks=stop_after_chunks, client=client, scale=scale, channel=channel)
     if channel is not None and client is not None:
         raise CracksegError("--channel with chunks on Dask workers is not supported; save the "
                             "channel as a volume, or run without --workers/--dask")
-
-    if uncertainty not in UNCERTAINTY_METHODS:
-        raise CracksegError(f"uncertainty {uncertainty!r}: use one of {', '.join(UNCERTAINTY_METHODS)}")
-    n = int(n_samples) if uncertainty != "none" else 1
-    if uncertainty != "none":
-        if n < 2:
-            raise CracksegError("uncertainty needs at least 2 samples")
-        bits_dtype(n)
-    if client is not None:
-        from crackseg.scaleout import cluster_devices, distributable_source
-
-        source = distributable_source(volume, out)
-        requested_device = device
-        device, precision = cluster_devices(client, device, precision)
-        net, card, ident = _model(model, "cpu")
-    else:
-        device = resolve_device(device)
-        precision = resolve_precision(precision, device)
-        net, card, ident = _model(model, device)
-    from crackseg.model_io import card_schema, model_hint
-
-    schema = card_schema(card)
+    posterior_sample_count(uncertainty, n_samples)
+    net, card, ident, opts = _model_on_devices(model, volume, opts)
     img = _as_image(volume, voxel_size_um, nan_policy, channel=channel)
-    sd = int(card["spatial_dims"])
-    if sd == 2 and img.ndim == 3:
-        from crackseg.sections import predict_sections
+    if int(card["spatial_dims"]) == 2 and img.ndim == 3:
+        return predict_sections((net, card), ident, img, _section_options(opts))
+    _check_dimensions(img, card)
+    factor, diameter = input_scale(scale, img, card)
+    if factor != 1.0:
+        return _predict_rescaled((net, card), ident, img, factor, diameter,
+                                 {k: opts[k] for k in WINDOW_OPTIONS})
+    return _predict_chunked(net, card, ident, img, input_identity(volume), diameter, opts)
 
-        if client is not None:  # the sections of a stack run in this process
-            device = resolve_device(requested_device)
-            precision = resolve_precision(precision, device)
-        return predict_sections((net, card), ident, img, dict(
-            roi_size=roi_size, overlap=overlap, blend=blend, halo=halo, device=device,
-            batch_size=batch_size, precision=precision, uncertainty=uncertainty,
-            n_samples=n_samples, progress=progress, seed=seed, nan_policy=nan_policy,
-            chunk_size=chunk_size, max_memory_gb=max_memory_gb, scale=scale,
-            channel=channel))
+
+def _check_dimensions(img: Image, card: dict) -> None:
+    """Raise :class:`~crackseg.errors.InputError` unless the input has the model's dimensions."""
+    from crackseg.model_io import model_hint
+
+    sd = int(card["spatial_dims"])
     if img.ndim != sd:
         raise InputError(
             f"{img.source}: {img.ndim}-D {'image' if img.ndim == 2 else 'volume'} of shape "
             f"{img.shape}, but model {card.get('name')!r} is {sd}-D; {model_hint(img.ndim)}"
         )
-    factor, diameter = input_scale(scale, img, card)
-    if factor != 1.0:
-        return _predict_rescaled((net, card), ident, img, factor, diameter, dict(
-            roi_size=roi_size, overlap=overlap, blend=blend, halo=halo, device=device,
-            batch_size=batch_size, precision=precision, uncertainty=uncertainty,
-            n_samples=n_samples, progress=progress, seed=seed, nan_policy=nan_policy))
+
+
+def _model_on_devices(model, volume, opts: dict):
+    """Network, card and identity of ``model``, and ``opts`` with devices resolved.
+
+    Without a client the network is on the resolved ``device``.  With a Dask
+    ``client`` it stays on the CPU here; ``opts`` then holds the workers'
+    devices and shared precision (:func:`crackseg.chunk_tasks.cluster_devices`),
+    the requested device as ``"worker_device"`` and the input path the
+    workers read as ``"source"``.
+    """
+    opts = dict(opts)
+    if opts["client"] is None:
+        opts["device"] = resolve_device(opts["device"])
+        opts["precision"] = resolve_precision(opts["precision"], opts["device"])
+        return (*_model(model, opts["device"]), opts)
+    from crackseg.chunk_tasks import cluster_devices, distributable_source
+
+    opts["source"] = distributable_source(volume, opts["out"])
+    opts["worker_device"] = opts["device"]
+    opts["device"], opts["precision"] = cluster_devices(opts["client"], opts["device"],
+                                                        opts["precision"])
+    return (*_model(model, "cpu"), opts)
+
+
+def _section_options(opts: dict) -> dict:
+    """Options each section of a stack is predicted with, in this process."""
+    kw = {k: opts[k] for k in WINDOW_OPTIONS + ("chunk_size", "max_memory_gb", "scale", "channel")}
+    if opts["client"] is not None:  # the sections of a stack run in this process
+        kw["device"] = resolve_device(opts["worker_device"])
+        kw["precision"] = resolve_precision(opts["precision"], kw["device"])
+    return kw
+
+
+def _predict_chunked(net, card: dict, ident: dict, img: Image, identity: dict, diameter: float,
+                     opts: dict) -> Prediction:
+    """Prediction of an input at its own scale, chunk by chunk (see :func:`predict_volume`)."""
+    from crackseg.model_io import card_schema
+
     in_ch = int(card["architecture"]["args"].get("in_channels", 1))
     if in_ch != 1:
         raise InputError(f"model {card.get('name')!r} expects {in_ch} input channels; crackseg "
                          "feeds one grey-value channel")
-    if nan_policy == "error" and count_nonfinite(img.data):
+    if opts["nan_policy"] == "error" and count_nonfinite(img.data):
         raise InputError(
             f"{img.source}: NaN/Inf voxels; fix the data or pass --nan-policy replace"
         )
-    lo, hi = intensity_range(img.data, card["normalization"], source=img.source)
-    sw_batch = int(batch_size or (4 if device.startswith("cuda") else 1))
-    plan = plan_inference(card, img.shape, roi_size=roi_size, overlap=overlap, blend=blend,
-                          halo=halo, chunk_size=chunk_size, max_memory_gb=max_memory_gb,
-                          sw_batch_size=sw_batch, uncertainty=uncertainty)
+    grey = intensity_range(img.data, card["normalization"], source=img.source)
+    schema = card_schema(card)
+    job = inference_job(card, schema, img.shape, opts)
+    provenance = _provenance(img, ident, card, job, opts, diameter, grey)
+    chunks = chunk_grid(img.shape, job["plan"]["chunk_size"], job["plan"]["halo"])
+    store = ChunkStore(img.shape, img.voxel_size_um, job["plan"]["chunk_size"],
+                       n_samples=job["n_samples"], uncertainty=job["uncertainty"] != "none",
+                       workdir=opts["out"], resume=opts["resume"], meta={"provenance": provenance},
+                       fingerprint=settings_fingerprint({"provenance": provenance,
+                                                         "input": identity}))
+    todo = [c for c in chunks if c.index not in store.done]
+    if opts["progress"] and len(chunks) > 1:
+        plan = job["plan"]
+        print(f"{img.source}: {len(chunks)} chunks of {plan['chunk_size']}, window "
+              f"{plan['roi_size']}, estimated peak memory {plan['memory_estimate_gb']:.1f} GB "
+              f"(limit {plan['max_memory_gb']:g} GB)", file=sys.stderr)
+    n_run = _run_chunks(net, ident, img, grey, chunks, todo, job, store, opts)
+    a = store.arrays
+    return Prediction(
+        labels=a["labels"], entropy=a.get("entropy"),
+        sample_bits={c: a[f"{c}_bits"] for c in SAMPLE_CLASSES}
+        if job["uncertainty"] != "none" else None,
+        n_samples=job["n_samples"], voxel_size_um=img.voxel_size_um, schema=schema, card=card,
+        provenance=provenance, workdir=Path(opts["out"]) if opts["out"] is not None else None,
+        stats={"chunks": len(chunks), "chunks_run": n_run},
+    )
+
+
+def inference_job(card: dict, schema: LabelSchema, shape, opts: dict) -> dict:
+    """What every chunk of one prediction is computed with (the ``job`` of
+    :func:`crackseg.chunk_inference.predict_chunk`).
+
+    Parameters
+    ----------
+    card : dict
+        Model card.
+    schema : LabelSchema
+        The model's label schema.
+    shape : tuple of int
+        Input shape (ZYX or YX), voxels.
+    opts : dict
+        Options of :func:`predict_volume`, with ``device`` and ``precision`` resolved.
+
+    Returns
+    -------
+    dict
+        ``plan`` (:func:`crackseg.tiling.plan_inference`), ``batch_size``,
+        ``device``, ``precision``, ``uncertainty``, ``n_samples``, ``seed``,
+        ``transforms``, ``values_lut`` and ``sample_classes``.
+    """
+    uncertainty = opts["uncertainty"]
+    n = posterior_sample_count(uncertainty, opts["n_samples"])
+    sw_batch = int(opts["batch_size"] or (4 if opts["device"].startswith("cuda") else 1))
+    plan = plan_inference(card, shape, roi_size=opts["roi_size"], overlap=opts["overlap"],
+                          blend=opts["blend"], halo=opts["halo"], chunk_size=opts["chunk_size"],
+                          max_memory_gb=opts["max_memory_gb"], sw_batch_size=sw_batch,
+                          uncertainty=uncertainty)
     transforms = None
     if uncertainty == "tta":
         square = plan["roi_size"][-1] == plan["roi_size"][-2]
-        transforms = tta_transforms(sd, n, seed=seed, rotate=square)
-    settings = {
-        "blend": blend, "roi_size": plan["roi_size"], "halo": plan["halo"],
-        "overlap": plan["overlap"], "chunk_size": plan["chunk_size"], "device": device,
-        "precision": precision, "batch_size": sw_batch, "uncertainty": uncertainty,
-        "n_samples": n, "seed": int(seed), "nan_policy": nan_policy,
-        "scale": {"requested": scale, "factor": 1.0,
-                  "particle_diameter_vox": None if diameter != diameter else round(diameter, 2)},
-        "normalization": {**card["normalization"], "range_used": [lo, hi]},
+        transforms = tta_transforms(len(shape), n, seed=opts["seed"], rotate=square)
+    return {
+        "plan": plan, "batch_size": sw_batch, "device": opts["device"],
+        "precision": opts["precision"], "uncertainty": uncertainty, "n_samples": n,
+        "seed": int(opts["seed"]), "transforms": transforms, "values_lut": schema.values_lut(),
+        "sample_classes": {name: int(schema.index_lut()[schema.value(name)])
+                           for name in SAMPLE_CLASSES if schema.has(name)},
     }
-    if channel is not None:
-        settings["channel"] = int(channel)
-    provenance = {
+
+
+def _provenance(img: Image, ident: dict, card: dict, job: dict, opts: dict, diameter: float,
+                grey: tuple[float, float]) -> dict:
+    """crackseg version, model, input and every setting of one prediction."""
+    plan = job["plan"]
+    settings = {
+        "blend": plan["blend"], "roi_size": plan["roi_size"], "halo": plan["halo"],
+        "overlap": plan["overlap"], "chunk_size": plan["chunk_size"], "device": job["device"],
+        "precision": job["precision"], "batch_size": job["batch_size"],
+        "uncertainty": job["uncertainty"], "n_samples": job["n_samples"], "seed": job["seed"],
+        "nan_policy": opts["nan_policy"],
+        "scale": {"requested": opts["scale"], "factor": 1.0,
+                  "particle_diameter_vox": None if diameter != diameter else round(diameter, 2)},
+        "normalization": {**card["normalization"], "range_used": list(grey)},
+    }
+    if opts["channel"] is not None:
+        settings["channel"] = int(opts["channel"])
+    return {
         "crackseg_version": __version__, "model": ident["name"], "model_sha256": ident["sha256"],
         "input": img.source, "shape": list(img.shape), "dtype": str(img.dtype),
         "voxel_size_um": list(img.voxel_size_um) if img.voxel_size_um else None,
         "settings": settings,
     }
-    fingerprint = _settings_fingerprint({"provenance": provenance,
-                                         "input": _input_identity(volume)})
-    chunks = chunk_grid(img.shape, plan["chunk_size"], plan["halo"])
-    sinks = _Sinks(img.shape, img.voxel_size_um, plan["chunk_size"], n_samples=n,
-                   uncertainty=uncertainty != "none", workdir=out, fingerprint=fingerprint,
-                   resume=resume, meta={"provenance": provenance})
-    todo = [c for c in chunks if c.index not in sinks.done]
-    if progress and len(chunks) > 1:
-        print(f"{img.source}: {len(chunks)} chunks of {plan['chunk_size']}, window "
-              f"{plan['roi_size']}, estimated peak memory {plan['memory_estimate_gb']:.1f} GB "
-              f"(limit {plan['max_memory_gb']:g} GB)", file=sys.stderr)
-    job = {
-        "plan": plan, "batch_size": sw_batch, "device": device, "precision": precision,
-        "uncertainty": uncertainty, "n_samples": n, "seed": int(seed), "transforms": transforms,
-        "values_lut": schema.values_lut(),
-        "sample_classes": {name: int(schema.index_lut()[schema.value(name)])
-                           for name in SAMPLE_CLASSES if schema.has(name)},
-    }
-    single = len(chunks) == 1 and progress
-    reader = block_reader(img.data)
-    read = lambda c: normalized_block(reader, c.ext, lo, hi, nan_policy, img.source)  # noqa: E731
-    if uncertainty == "mc":
-        enable_mc_dropout(net)
+
+
+def _run_chunks(net, ident: dict, img: Image, grey, chunks, todo, job: dict, store: ChunkStore,
+                opts: dict) -> int:
+    """Predict the chunks ``todo`` into ``store``, here or on the Dask ``client``; chunks run."""
     from tqdm.auto import tqdm
 
+    progress = opts["progress"]
     bar = tqdm(total=len(chunks), initial=len(chunks) - len(todo), unit="chunk",
                desc=Path(img.source).name[:30], disable=not progress or len(chunks) == 1,
                file=sys.stderr, leave=False)
-    n_run = 0
-    if client is not None:
-        from crackseg.scaleout import run_chunks
+    try:
+        if opts["client"] is not None:
+            from crackseg.chunk_tasks import run_chunks
 
-        task = {"model": ident["path"] or net, "model_sha256": ident["sha256"],
-                "source": source, "device": requested_device, "lo": lo, "hi": hi,
-                "nan_policy": nan_policy, "workdir": str(Path(out).resolve()), "job": job}
-        try:
-            n_run = run_chunks(client, todo, task, on_done=lambda c: sinks.mark_done(c.index),
-                               bar=bar, stop_after_chunks=stop_after_chunks)
-        finally:
-            bar.close()
-    else:
-        with torch.inference_mode(), ThreadPoolExecutor(max_workers=1) as pool:
-            nxt = pool.submit(read, todo[0]) if todo else None
-            for i, chunk in enumerate(todo):
-                block = nxt.result()
-                nxt = pool.submit(read, todo[i + 1]) if i + 1 < len(todo) else None
-                sinks.write(chunk, predict_chunk(net, block, chunk, job, progress=single))
-                bar.update(1)
-                n_run += 1
-                if stop_after_chunks is not None and n_run >= stop_after_chunks and nxt is not None:
-                    nxt.cancel()
-                    bar.close()
-                    raise KeyboardInterrupt(f"stopped after {n_run} chunks")
-    bar.close()
-    net.eval()
-    a = sinks.arrays
-    return Prediction(
-        labels=a["labels"], entropy=a.get("entropy"),
-        sample_bits={c: a[f"{c}_bits"] for c in SAMPLE_CLASSES} if uncertainty != "none" else None,
-        n_samples=n, voxel_size_um=img.voxel_size_um, schema=schema, card=card,
-        provenance=provenance, workdir=Path(out) if out is not None else None,
-        stats={"chunks": len(chunks), "chunks_run": n_run},
-    )
+            task = {"model": ident["path"] or net, "model_sha256": ident["sha256"],
+                    "source": opts["source"], "device": opts["worker_device"],
+                    "lo": grey[0], "hi": grey[1], "nan_policy": opts["nan_policy"],
+                    "workdir": str(Path(opts["out"]).resolve()), "job": job}
+            return run_chunks(opts["client"], todo, task,
+                              on_done=lambda c: store.mark_done(c.index), bar=bar,
+                              stop_after_chunks=opts["stop_after_chunks"])
+        reader = block_reader(img.data)
+
+        def read(c):
+            return normalized_block(reader, c.ext, *grey, opts["nan_policy"], img.source)
+
+        if job["uncertainty"] == "mc":
+            enable_mc_dropout(net)
+        return _run_chunks_here(net, todo, read, job, store, bar=bar,
+                                stop_after_chunks=opts["stop_after_chunks"],
+                                progress=len(chunks) == 1 and progress)
+    finally:
+        bar.close()
+        net.eval()
+
+
+def _run_chunks_here(net, todo, read, job: dict, store: ChunkStore, *, bar,
+                     stop_after_chunks: int | None, progress: bool) -> int:
+    """Predict the chunks ``todo`` in this process, reading the next while one computes."""
+    import torch
+
+    n_run = 0
+    with torch.inference_mode(), ThreadPoolExecutor(max_workers=1) as pool:
+        nxt = pool.submit(read, todo[0]) if todo else None
+        for i, chunk in enumerate(todo):
+            block = nxt.result()
+            nxt = pool.submit(read, todo[i + 1]) if i + 1 < len(todo) else None
+            store.write(chunk, predict_chunk(net, block, chunk, job, progress=progress))
+            bar.update(1)
+            n_run += 1
+            if stop_after_chunks is not None and n_run >= stop_after_chunks and nxt is not None:
+                nxt.cancel()
+                raise KeyboardInterrupt(f"stopped after {n_run} chunks")
+    return n_run

@@ -2,7 +2,11 @@
 
 :func:`analyse_input` is what ``crackseg run`` (and ``crackseg demo``) does for
 each input; :func:`measure_folder` is the statistics step on a folder written
-by :func:`crackseg.batch.predict_to_folder`.
+by :func:`crackseg.batch.predict_to_folder`.  The steps on their own, as the
+commands run them: :func:`segmentation_particles` (``crackseg particles``),
+:func:`segmentation_statistics` (``crackseg stats``), :func:`write_comparison`
+(``crackseg compare``) and :func:`compare_manifest` (``crackseg run`` on a
+manifest with metadata).
 
 Each step is skipped when its outputs exist (resume) unless ``overwrite``;
 every file is written atomically.
@@ -146,6 +150,42 @@ def write_statistics(out, seg, instances, *, schema, voxel_size_um, posterior=No
     ----------
     out : path-like
         Output folder.
+    seg, instances, schema, voxel_size_um, posterior, provenance, say, source, sections, domain
+        As for :func:`particle_statistics`.
+    overwrite : bool
+        Replace existing outputs.
+    **options
+        Statistics settings (:data:`STATS_DEFAULTS`).
+
+    Returns
+    -------
+    (pandas.DataFrame, dict)
+        The particle table and the summary.
+    """
+    out = Path(out)
+    if not overwrite:
+        _refuse_existing(out, ["particles.csv", "summary.json"])
+    table, summary = particle_statistics(
+        seg, instances, schema=schema, voxel_size_um=voxel_size_um, posterior=posterior,
+        provenance=provenance, say=say, source=source, sections=sections, domain=domain,
+        **options)
+    write_table_and_summary(out, table, summary, overwrite=overwrite)
+    return table, summary
+
+
+def _refuse_existing(out: Path, names) -> None:
+    for name in names:
+        if (out / name).exists():
+            raise InputError(f"{out / name}: already exists; pass --overwrite to replace it")
+
+
+def particle_statistics(seg, instances, *, schema, voxel_size_um, posterior=None,
+                        provenance: dict | None = None, say=None, source: str = "segmentation",
+                        sections: bool = False, domain: dict | None = None, **options):
+    """Per-particle table and distribution statistics (nothing written).
+
+    Parameters
+    ----------
     seg, instances : array_like, shape (Z, Y, X) or (Y, X)
         Semantic labels and particle instances.
     schema : LabelSchema
@@ -154,9 +194,11 @@ def write_statistics(out, seg, instances, *, schema, voxel_size_um, posterior=No
         ``(labels, crack_fraction samples)`` from
         :func:`crackseg.stats.read_particle_samples`.
     provenance : dict, optional
-        Recorded in ``summary.json`` (input, model, ...).
-    overwrite : bool
-        Replace existing outputs.
+        Recorded in the summary (input, model, ...).
+    say : callable, optional
+        Receives progress messages.
+    source : str
+        Name of ``seg`` in messages.
     sections : bool
         ``seg`` is a stack of 2-D sections along axis 0 (instances labelled
         per section): one row per particle profile with its ``section``
@@ -170,19 +212,13 @@ def write_statistics(out, seg, instances, *, schema, voxel_size_um, posterior=No
     Returns
     -------
     (pandas.DataFrame, dict)
-        The particle table and the summary.
+        The particle table and the summary (as ``summary.json`` holds it).
     """
     from crackseg.stats.summary import summarize
     from crackseg.stats.table import particle_table, section_stack_table
 
-    out = Path(out)
     say = say or (lambda msg: None)
     opts = {**STATS_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
-    targets = [out / "particles.csv", out / "summary.json"]
-    if not overwrite:
-        for t in targets:
-            if t.exists():
-                raise InputError(f"{t}: already exists; pass --overwrite to replace it")
     if sections and np.ndim(seg) != 3:
         raise InputError(f"{source}: a stack of sections is 3-D (Z, Y, X); got shape "
                          f"{np.shape(seg)}")
@@ -201,11 +237,244 @@ def write_statistics(out, seg, instances, *, schema, voxel_size_um, posterior=No
     summary["provenance"]["voxel_size_um"] = list(voxel_size_um) if voxel_size_um else None
     if domain is not None:
         summary["domain"] = domain
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(targets[0], overwrite=overwrite) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-    write_json(targets[1], summary, overwrite=overwrite)
     return table, summary
+
+
+def write_table_and_summary(out, table, summary: dict, *, overwrite: bool = False) -> None:
+    """Write ``particles.csv``, then ``summary.json`` (the mark of a finished folder), atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "particles.csv", overwrite=overwrite) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    write_json(out / "summary.json", summary, overwrite=overwrite)
+
+
+def check_statistics_settings(confidence: float, n_resamples: int) -> None:
+    """Raise :class:`~crackseg.errors.InputError` for an interval level or resample count
+    that cannot give an interval."""
+    if not 0 < confidence < 1:
+        raise InputError(f"--confidence {confidence} must be between 0 and 1")
+    if n_resamples < 100:
+        raise InputError(f"--n-resamples {n_resamples} is too few; use at least 100")
+
+
+def segmentation_statistics(segmentation, out, *, instances=None, schema=None,
+                            voxel_size_um=None, sections: bool = False, posterior=None,
+                            min_volume_um3: float | None = None, overwrite: bool = False,
+                            progress: bool = True, say=None, command: str | None = None,
+                            **options) -> tuple[dict, list[Path]]:
+    """Particle table and statistics of one segmentation file (``crackseg stats``).
+
+    Writes ``particles.csv`` and ``summary.json`` into ``out``, and, when the
+    instances are computed here, ``particles.tif`` before them:
+    ``summary.json`` is written last, so its presence means ``out`` is complete.
+
+    Parameters
+    ----------
+    segmentation : path-like
+        Semantic label volume (Z, Y, X).
+    out : path-like
+        Output folder.
+    instances : path-like, optional
+        Particle instance volume; default: labelled here (envelope fill and
+        watershed, or section by section for a stack).
+    schema : str or path, optional
+        Label schema (default ``nmc4``).
+    voxel_size_um : sequence of float, optional
+        (z, y, x) in µm, overriding the file's.
+    sections : bool
+        ``segmentation`` is a stack of 2-D sections (also when the
+        ``prediction.json`` beside it says so).
+    posterior : path-like, optional
+        ``particle_samples.npz`` (default: the one beside ``segmentation``, if any).
+    min_volume_um3 : float, optional
+        Smallest particle kept when labelling instances here (µm³; µm² for
+        sections; needs a voxel size).
+    overwrite : bool
+        Replace existing outputs.
+    progress : bool
+        Progress bars on stderr.
+    say : callable, optional
+        Receives progress messages.
+    command : str, optional
+        The command line, recorded in the provenance.
+    **options
+        Statistics settings (:data:`STATS_DEFAULTS`).
+
+    Returns
+    -------
+    summary : dict
+        As written to ``summary.json``.
+    written : list of Path
+        The files written.
+    """
+    from crackseg.io import describe_voxel_size, write_volume
+    from crackseg.labels import load_schema
+    from crackseg.sections import stack_beside
+    from crackseg.stats.table import read_particle_samples
+
+    say = say or (lambda msg: None)
+    out = Path(out)
+    names = ["particles.csv", "summary.json"] + ([] if instances else ["particles.tif"])
+    if not overwrite:
+        _refuse_existing(out, names)
+    check_statistics_settings(options.get("confidence", 0.95), options.get("n_resamples", 2000))
+    schema = load_schema(schema)
+    img = read_volume(segmentation)
+    if img.data.ndim != 3:
+        raise InputError(f"{img.source}: need a 3-D (Z, Y, X) segmentation, got shape "
+                         f"{img.data.shape}")
+    sections = sections or stack_beside(segmentation)
+    if sections:
+        say(f"a stack of {img.data.shape[0]} sections: particles measured section by section")
+    vs = tuple(voxel_size_um) if voxel_size_um else img.voxel_size_um
+    say("voxel size unknown: working in voxel units (give --voxel-size Z Y X for µm)"
+        if vs is None else f"voxel size {describe_voxel_size(vs)}")
+    inst, inst_source = _instances_of(img, instances, schema=schema, voxel_size_um=vs,
+                                      sections=sections, min_volume_um3=min_volume_um3,
+                                      progress=progress, say=say)
+    post_path = Path(posterior) if posterior else Path(img.source).parent / "particle_samples.npz"
+    post = read_particle_samples(post_path) if posterior or post_path.exists() else None
+    if post is not None:
+        say(f"posterior samples: {post[1].shape[0]} from {post_path}")
+    prov = {"input": str(Path(segmentation)), **segmentation_provenance(segmentation),
+            "segmentation": str(Path(segmentation)),
+            "instances": inst_source or str(out / "particles.tif"), "schema": schema.name,
+            "posterior_samples": str(post_path) if post is not None else None,
+            "command": command}
+    table, summary = particle_statistics(img.data, inst, schema=schema, voxel_size_um=vs,
+                                         posterior=post, provenance=prov, say=say,
+                                         source=img.source, sections=sections, **options)
+    if not instances:
+        write_volume(out / "particles.tif", np.asarray(inst, dtype=np.uint32), vs,
+                     overwrite=overwrite, metadata={"provenance": {"segmentation": img.source}})
+    write_table_and_summary(out, table, summary, overwrite=overwrite)
+    return summary, [out / n for n in names]
+
+
+def _instances_of(img, instances, *, schema, voxel_size_um, sections: bool, min_volume_um3,
+                  progress: bool, say):
+    """Particle instances of a segmentation: read (checked against it) or labelled here.
+
+    Returns
+    -------
+    (array, str or None)
+        The instances and the file they were read from (``None``: labelled here).
+    """
+    seg = img.data
+    if instances:
+        iimg = read_volume(instances)
+        if iimg.data.shape != seg.shape:
+            raise InputError(f"{iimg.source}: instance shape {iimg.data.shape} differs from "
+                             f"segmentation {img.source} shape {seg.shape}")
+        return iimg.data, iimg.source
+    from crackseg.labels import validate_labels
+    from crackseg.particles import particle_instances
+    from crackseg.sections import section_instances
+
+    validate_labels(seg, schema, source=img.source)
+    say("separating particles (envelope fill + watershed)")
+    label = section_instances if sections else particle_instances
+    kw = {} if min_volume_um3 is None else {"min_volume_um3": min_volume_um3}
+    return label(seg, schema=schema, voxel_size_um=voxel_size_um, progress=progress, **kw), None
+
+
+def segmentation_particles(segmentation, out, *, schema=None, voxel_size_um=None,
+                           min_volume_um3: float | None = None, h: float | None = None,
+                           chunk: int | None = None, fmt: str = "auto", sections: bool = False,
+                           overwrite: bool = False, progress: bool = True):
+    """Label the particles of a segmentation file into ``out`` (``crackseg particles``).
+
+    Parameters
+    ----------
+    segmentation : path-like
+        Semantic label volume (Z, Y, X) or image (Y, X), read lazily.
+    out : path-like
+        Output folder: ``particles.tif``, or ``particles.zarr`` (``fmt``).
+    schema : str or path, optional
+        Label schema (default ``nmc4``).
+    voxel_size_um : sequence of float, optional
+        One value or one per axis (µm), overriding the file's.
+    min_volume_um3, h : float, optional
+        As for :func:`crackseg.particles.particle_instances`.
+    chunk : int, optional
+        Chunk edge (voxels); default: the whole volume up to 256^3.
+    fmt : {"auto", "tif", "zarr"}
+    sections : bool
+        A stack of 2-D sections, labelled section by section (also when the
+        ``prediction.json`` beside ``segmentation`` says so).
+    overwrite, progress : bool
+
+    Returns
+    -------
+    dict
+        ``source`` (the segmentation read), ``path`` (the file written),
+        ``n_particles`` and ``n_border`` (those touching the border).
+    """
+    from crackseg.errors import CracksegError
+    from crackseg.labels import load_schema, validate_labels
+    from crackseg.outputs import max_label, output_format, write_instances
+    from crackseg.particles import DEFAULT_H, border_labels, particle_instances
+    from crackseg.sections import section_instances, stack_beside, stack_border_labels
+
+    schema = load_schema(schema)
+    img = read_volume(segmentation, lazy=True)
+    sections = sections or stack_beside(segmentation)
+    if sections and img.ndim != 3:
+        raise CracksegError(f"{img.source}: a stack of sections is 3-D (Z, Y, X); got shape "
+                            f"{img.shape}")
+    vs = img.voxel_size_um
+    if voxel_size_um:
+        if len(voxel_size_um) not in (1, img.ndim):
+            raise CracksegError(f"--voxel-size takes one value or {img.ndim}")
+        vs = tuple(float(v) for v in np.broadcast_to(voxel_size_um, (img.ndim,)))
+    n_vox = int(np.prod(img.shape))
+    fmt = output_format(fmt, img.shape)
+    path = Path(out) / f"particles.{'tif' if fmt == 'tif' else 'zarr'}"
+    if path.exists() and not overwrite:
+        raise CracksegError(f"{path}: already exists; pass --overwrite to replace it")
+    chunk = chunk or (256 if n_vox > 256**3 else None)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    data = img.data if chunk else np.asarray(img.data[...])
+    if chunk is None:
+        validate_labels(data, schema, source=img.source)
+    inst = write_instances(
+        path, data, section_instances if sections else particle_instances, fmt,
+        voxel_size_um=vs, overwrite=overwrite,
+        meta={"crackseg": "particles", "source": img.source}, schema=schema,
+        min_volume_um3=min_volume_um3, h=DEFAULT_H if h is None else h, chunk_size=chunk,
+        progress=progress, scratch=Path(out))
+    border = stack_border_labels if sections else border_labels
+    return {"source": img.source, "path": path, "n_particles": max_label(inst),
+            "n_border": int(border(inst).size)}
+
+
+def segmentation_provenance(path) -> dict:
+    """Model name, weights sha256 and input recorded in a segmentation file, if any."""
+    from crackseg.io import format_of, split_dataset_path
+
+    p, _ = split_dataset_path(path)
+    meta = {}
+    try:
+        fmt = format_of(p)
+        if fmt in ("tiff", "ome-tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(p) as tif:
+                info = (tif.imagej_metadata or {}).get("Info")
+                if info:
+                    meta = json.loads(info)
+                elif tif.shaped_metadata:
+                    meta = dict(tif.shaped_metadata[0])
+        elif fmt == "zarr":
+            import zarr
+
+            node = zarr.open(str(p), mode="r")
+            meta = dict(node.attrs).get("crackseg", {})
+    except (OSError, ValueError, TypeError, KeyError):
+        meta = {}
+    prov = meta.get("provenance", meta) if isinstance(meta, dict) else {}
+    return {k: prov.get(k) for k in ("model", "model_sha256", "input") if prov.get(k) is not None}
 
 
 def analyse_input(source, folder, *, model, overwrite: bool = False, resume: bool = True,
@@ -369,3 +638,54 @@ def write_comparison(manifest, out, *, group_by: str = "sample", reference=None,
     write_json(targets[0], result, overwrite=overwrite)
     write_comparison_report(out / "report.html", result, rows, png, overwrite=overwrite)
     return result
+
+
+def compare_manifest(manifest, folders: dict, out: Path, *, group_by: str, seed: int,
+                     n_resamples: int, border: str, say) -> Path | None:
+    """Compare the analysed inputs of a metadata manifest into ``out/comparison`` (``crackseg run``).
+
+    Parameters
+    ----------
+    manifest : path-like
+        The input manifest (CSV with ``path`` and metadata columns).
+    folders : dict
+        Input -> its analysed folder (:func:`crackseg.batch.output_folders`).
+    out : Path
+        Output folder of the run.
+    group_by, seed, n_resamples, border
+        As for :func:`write_comparison`.
+    say : callable
+        Receives progress messages.
+
+    Returns
+    -------
+    Path or None
+        ``out/comparison``, or ``None`` when fewer than two samples were analysed
+        or the manifest has no ``group_by`` column.
+    """
+    import pandas as pd
+
+    from crackseg.batch import expand_inputs
+
+    m = pd.read_csv(manifest, dtype={"path": str, "sample": str}, skipinitialspace=True)
+    cols = [c for c in m.columns if c.strip().lower() != "path"]
+    if not cols or group_by not in m.columns:
+        say(f"{manifest}: no {group_by!r} column; skipping the comparison")
+        return None
+    paths = expand_inputs([manifest])
+    rows = []
+    for src, (_, row) in zip(paths, m.iterrows()):
+        folder = folders.get(src)
+        if folder is None or not (Path(folder) / "particles.csv").exists():
+            continue
+        rows.append({"path": str(Path(folder).resolve()), **{c: row[c] for c in cols}})
+    if len(rows) < 2:
+        return None
+    target = out / "comparison"
+    target.mkdir(parents=True, exist_ok=True)
+    comp_manifest = target / "manifest.csv"
+    pd.DataFrame(rows).to_csv(comp_manifest, index=False)
+    say(f"comparing {len(rows)} samples by {group_by!r}")
+    write_comparison(comp_manifest, target, group_by=group_by, seed=seed, border=border,
+                     n_resamples=n_resamples, overwrite=True, say=say)
+    return target

@@ -3,9 +3,9 @@
 A 3-D array (Z, Y, X) given to a 2-D model is a *stack of sections* along
 axis 0: serial FIB/SEM sections, or the slices of a tomogram analysed in
 2-D.  Each section is segmented exactly as it would be alone
-(:func:`crackseg.inference.predict_volume` on that section: its own
-normalisation, windows and posterior samples), with one resampling factor
-for the whole stack; the results are stacked.  Particles are 2-D and
+(:func:`crackseg.inference.predict_sections`: :func:`~crackseg.inference.predict_volume`
+on that section, with its own normalisation, windows and posterior samples),
+with one resampling factor for the whole stack; the results are stacked.  Particles are 2-D and
 labelled section by section (:func:`section_instances`), with labels unique
 across the stack so that ``particles.tif`` holds them all; the particle table
 has one row per particle *profile* and a ``section`` column
@@ -46,98 +46,6 @@ def stack_record(n_sections: int, voxel_size_um) -> dict:
             "spacing_um": float(voxel_size_um[0]) if voxel_size_um else None,
             "how": "each section segmented on its own by the 2-D model; particles labelled "
                    "per section"}
-
-
-def predict_sections(model, ident: dict, img, kwargs: dict):
-    """Segment every section of a 3-D stack with a 2-D model and stack the results.
-
-    Called by :func:`crackseg.inference.predict_volume` for a 3-D input and a
-    2-D model; ``kwargs`` are its remaining keyword arguments.  Sections run
-    one after the other in this process and are held in memory (``out``,
-    ``resume`` and a Dask ``client`` do not apply to them).
-
-    Returns
-    -------
-    crackseg.inference.Prediction
-        Labels (and entropy, posterior bits) of shape (Z, Y, X);
-        ``provenance["sections"]`` says it is a stack.
-    """
-    from tqdm.auto import tqdm
-
-    from crackseg.inference import MAX_RESCALED_VOXELS, Prediction, predict_volume
-    from crackseg.io import Image
-    from crackseg.scale import particle_diameter_vox, scale_factor
-
-    net, card = model
-    z, *plane = img.shape
-    if min(plane) < MIN_SECTION_SIDE:
-        raise InputError(
-            f"{img.source}: 3-D array of shape {img.shape} read as a stack of {z} sections of "
-            f"{plane[0]} x {plane[1]} pixels; if it is a multi-channel image (Y, X, C), choose "
-            "one channel with --channel N")
-    vs = img.voxel_size_um
-    vs2 = None if vs is None else tuple(vs[1:])
-    scale = kwargs.pop("scale", "auto")
-    channel = kwargs.pop("channel", None)
-    progress = bool(kwargs.get("progress", True))
-    for key in ("out", "resume", "client", "stop_after_chunks", "voxel_size_um"):
-        kwargs.pop(key, None)
-    # One resampling factor for the whole stack, from its particle size.
-    diameter = particle_diameter_vox(img.data) if scale == "auto" else float("nan")
-    factor = scale_factor(scale, diameter, card)
-    per_section = "none" if abs(factor - 1.0) < 0.05 else factor
-    if scale == "auto" and per_section != "none" and \
-            np.prod(plane) * factor ** 2 > MAX_RESCALED_VOXELS:
-        print(f"{img.source}: resampling each section by {factor:.2f} would exceed what "
-              "crackseg resamples in memory; predicting at the input's own scale",
-              file=sys.stderr)
-        per_section = "none"
-    if progress:
-        print(f"{img.source}: a {img.ndim}-D input and a 2-D model: segmenting {z} sections "
-              "one by one", file=sys.stderr)
-    labels = entropy = bits = None
-    first = None
-    n_chunks = 0
-    for i in tqdm(range(z), desc="sections", unit="section", disable=not progress or z < 2,
-                  file=sys.stderr, leave=False):
-        section = Image(np.asarray(img.data[i]), vs2, f"{img.source} (section {i})", "YX")
-        p = predict_volume((net, card), section, scale=per_section,
-                           **{**kwargs, "progress": False})
-        if first is None:
-            first = p
-            labels = np.zeros(img.shape, np.uint8)
-            if p.entropy is not None:
-                entropy = np.zeros(img.shape, np.float16)
-            if p.sample_bits is not None:
-                bits = {k: np.zeros(img.shape, np.asarray(v).dtype)
-                        for k, v in p.sample_bits.items()}
-        labels[i] = np.asarray(p.labels)
-        if entropy is not None:
-            entropy[i] = np.asarray(p.entropy)
-        if bits is not None:
-            for k in bits:
-                bits[k][i] = np.asarray(p.sample_bits[k])
-        n_chunks += int(p.stats.get("chunks", 1))
-    prov = dict(first.provenance)
-    settings = dict(prov.get("settings") or {})
-    norm = dict(settings.get("normalization") or {})
-    if "range_used" in norm:
-        norm["range_used"] = "per section (each section normalised on its own)"
-    settings["normalization"] = norm
-    settings["scale"] = {**(settings.get("scale") or {}), "requested": scale,
-                         "factor": round(float(factor) if per_section != "none" else 1.0, 4),
-                         "particle_diameter_vox": None if diameter != diameter
-                         else round(float(diameter), 2)}
-    if channel is not None:
-        settings["channel"] = int(channel)
-    prov.update(model=ident["name"], model_sha256=ident["sha256"], input=img.source,
-                shape=list(img.shape), dtype=str(img.dtype),
-                voxel_size_um=list(vs) if vs else None, settings=settings,
-                sections=stack_record(z, vs))
-    return Prediction(labels=labels, entropy=entropy, sample_bits=bits,
-                      n_samples=first.n_samples, voxel_size_um=vs, schema=first.schema,
-                      card=first.card, provenance=prov, workdir=None,
-                      stats={"chunks": n_chunks, "chunks_run": n_chunks, "sections": z})
 
 
 def section_instances(seg, *, out=None, voxel_size_um=None, progress: bool = False,

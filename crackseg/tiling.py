@@ -1,4 +1,8 @@
-"""Chunk grids and memory budgets for out-of-core inference.
+"""Windows, chunk grids and memory budgets for out-of-core inference.
+
+:func:`plan_inference` chooses the window (``roi_size``), halo, overlap and
+chunk sizes of one prediction; :func:`valid_tiling` fits windows with valid
+centres to one block.
 
 A volume (ZYX, or YX for images) is cut into *core* chunks that tile it
 exactly; each chunk is read with a *halo* of context voxels on every side
@@ -21,6 +25,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from crackseg.errors import CracksegError
 
 GIB = 1024**3
 
@@ -55,13 +61,22 @@ class Chunk:
         return tuple(s.stop - s.start for s in self.ext)
 
 
-def _per_axis(value, ndim: int) -> tuple[int, ...]:
-    if np.isscalar(value):
-        return (int(value),) * ndim
-    value = tuple(int(v) for v in value)
-    if len(value) != ndim:
-        raise ValueError(f"expected {ndim} values, got {value}")
-    return value
+def _per_axis(value, ndim: int) -> tuple[int, ...] | None:
+    """``value`` as ``ndim`` integers: one value repeated, or one per axis (``None`` stays).
+
+    Examples
+    --------
+    >>> _per_axis(64, 3), _per_axis([32, 64], 2), _per_axis(None, 3)
+    ((64, 64, 64), (32, 64), None)
+    """
+    if value is None:
+        return None
+    values = [int(v) for v in np.atleast_1d(np.asarray(value))]
+    if len(values) == 1:
+        return (values[0],) * ndim
+    if len(values) != ndim:
+        raise ValueError(f"expected {ndim} values, got {tuple(values)}")
+    return tuple(values)
 
 
 def chunk_grid(shape, chunk, halo=0) -> list[Chunk]:
@@ -160,3 +175,139 @@ def chunk_for_memory(max_memory_bytes: int, halo, roi, *, n_classes: int, first_
     if best is None:
         raise ValueError("memory limit too small for one window")
     return best
+
+
+BLEND_MODES = ("valid", "gaussian")
+DEFAULT_VALID_ROI = 128
+"""Window edge (voxels) of ``blend="valid"`` when not given: the CPU sweet spot."""
+DEFAULT_MAX_MEMORY_GB = 3.0
+"""Memory budget (GB) that sets the chunk size when none is given."""
+
+
+def plan_inference(card: dict, shape, *, roi_size=None, overlap=None, blend="valid", halo=None,
+                   chunk_size=None, max_memory_gb=None, sw_batch_size=1,
+                   uncertainty: str = "none") -> dict:
+    """Window, halo, overlap and chunk sizes for a volume of ``shape``.
+
+    Parameters
+    ----------
+    card : dict
+        Model card (architecture, inference defaults, patch size).
+    shape : sequence of int
+        Volume shape (ZYX or YX), voxels.
+    roi_size, halo, chunk_size : int or sequence of int, optional
+        Window, context and core chunk sizes (voxels); defaults as for
+        :func:`crackseg.inference.predict_volume`.
+    overlap : float, optional
+        Window overlap with ``blend="gaussian"``.
+    blend : {"valid", "gaussian"}
+    max_memory_gb : float, optional
+        Budget that sets the chunk size when ``chunk_size`` is not given.
+
+    Returns
+    -------
+    dict
+        ``blend``, ``roi_size``, ``halo``, ``overlap``, ``chunk_size``,
+        ``divisor``, ``memory_estimate_gb`` and ``max_memory_gb`` (per axis
+        where it applies, voxels).
+
+    Examples
+    --------
+    >>> from crackseg.model_io import new_card
+    >>> from crackseg.nets import unet_architecture
+    >>> card = new_card("tiny", unet_architecture(3, out_channels=4, channels=(4, 8)),
+    ...                 patch_size=(32, 32, 32))
+    >>> plan = plan_inference(card, (40, 40, 40), roi_size=32, chunk_size=24)
+    >>> plan["roi_size"], plan["chunk_size"]
+    ([32, 32, 32], [24, 24, 24])
+    """
+    ndim = len(shape)
+    if blend not in BLEND_MODES:
+        raise CracksegError(f"blend {blend!r}: use one of {', '.join(BLEND_MODES)}")
+    args = card["architecture"]["args"]
+    divisor = int(np.prod(args.get("strides", [2] * (len(args["channels"]) - 1))))
+    roi, h, ov = _windows(card, ndim, divisor, roi_size=roi_size, overlap=overlap, blend=blend,
+                          halo=halo)
+    step = (min(r - 2 * hh for r, hh in zip(roi, h)) if blend == "valid"
+            else max(1, int(min(roi) * (1 - ov))))
+    max_mem = float(max_memory_gb if max_memory_gb is not None else DEFAULT_MAX_MEMORY_GB)
+    kw = dict(n_classes=int(args["out_channels"]), first_channels=int(args["channels"][0]),
+              sw_batch_size=sw_batch_size, uncertainty=uncertainty != "none")
+    if chunk_size is None:
+        largest = 256 if ndim == 3 else 4096
+        try:
+            c = chunk_for_memory(int(max_mem * GIB), h, roi, step=step, largest=max(largest, step),
+                                 ndim=ndim, **kw)
+        except ValueError:
+            raise CracksegError(
+                f"--max-memory {max_mem:g} GB is too small for one {roi} window; raise it "
+                "or use a smaller --roi"
+            ) from None
+        chunk = tuple(min(c, s) for s in shape)
+    else:
+        chunk = tuple(min(c, s) for c, s in zip(_per_axis(chunk_size, ndim), shape))
+    est = inference_memory_bytes(chunk, h, roi, **kw) / GIB
+    return {"blend": blend, "roi_size": list(roi), "halo": list(h), "overlap": ov,
+            "chunk_size": list(chunk), "divisor": divisor,
+            "memory_estimate_gb": round(est, 2), "max_memory_gb": max_mem}
+
+
+def _windows(card: dict, ndim: int, divisor: int, *, roi_size, overlap, blend, halo):
+    """Window size, halo (voxels per axis) and Gaussian overlap (``None`` for valid centres)."""
+    from crackseg.nets import receptive_halo
+
+    inf = card.get("inference", {})
+    if blend == "gaussian":
+        roi = _per_axis(roi_size, ndim) or _per_axis(inf.get("roi_size", card.get("patch_size")),
+                                                     ndim)
+        ov = float(inf.get("overlap", 0.25) if overlap is None else overlap)
+        h = _per_axis(halo, ndim) or tuple(max(divisor, r // 4) for r in roi)
+    else:
+        default = DEFAULT_VALID_ROI if ndim == 3 else 512
+        roi = _per_axis(roi_size, ndim) or (default,) * ndim
+        h = _per_axis(halo, ndim) or tuple(
+            min(receptive_halo(card["architecture"]), max(divisor, r // 16)) for r in roi)
+        ov = None
+    roi = tuple(round_up(r, divisor) for r in roi)
+    if any(2 * hh >= r for hh, r in zip(h, roi)):
+        raise CracksegError(f"halo {h} leaves no window centre in window {roi}")
+    if not 0 <= (ov or 0) < 1:
+        raise CracksegError(f"overlap {ov} must be in [0, 1)")
+    return roi, h, ov
+
+
+def valid_tiling(spatial, roi, halo, divisor: int):
+    """Window size, halo and MONAI overlap that tile a block with valid centres exactly.
+
+    Along each axis the block of ``E`` voxels needs ``n = ceil((E - 2h) /
+    (W - 2h))`` windows of at most ``W``; the window is shrunk to the
+    smallest multiple of ``divisor`` whose centres (``W' - 2h`` voxels) still
+    cover the block in ``n`` steps, so no window computes more than the
+    halo twice.  A block no larger than one window gets one window (padded
+    to a multiple of ``divisor``).
+
+    Returns
+    -------
+    roi, halo : tuple of int
+    overlap : list of float
+        For MONAI, chosen so that its scan interval is exactly ``W' - 2h``.
+
+    Examples
+    --------
+    >>> roi, halo, ov = valid_tiling((192, 192, 50), (128, 128, 128), (8, 8, 8), 8)
+    >>> roi, [int(r * (1 - o)) for r, o in zip(roi, ov)]  # windows and MONAI's scan steps
+    ((104, 104, 56), [88, 88, 56])
+    """
+    out_roi, out_halo, out_ov = [], [], []
+    for e, w, h in zip(spatial, roi, halo):
+        if e <= w:
+            out_roi.append(min(w, round_up(e, divisor)))
+            out_halo.append(min(h, max(0, (out_roi[-1] - divisor) // 2)))
+            out_ov.append(0.0)
+            continue
+        n = math.ceil((e - 2 * h) / (w - 2 * h))
+        wn = min(w, round_up(math.ceil((e - 2 * h) / n) + 2 * h, divisor))
+        out_roi.append(wn)
+        out_halo.append(h)
+        out_ov.append((2 * h - 0.25) / wn)
+    return tuple(out_roi), tuple(out_halo), out_ov

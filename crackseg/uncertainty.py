@@ -36,6 +36,28 @@ from crackseg.errors import CracksegError
 UNCERTAINTY_METHODS = ("none", "tta", "mc")
 
 MAX_SAMPLES = 64
+SAMPLE_CLASSES = ("crack", "pore")
+"""Classes whose per-sample masks are kept for per-particle posteriors."""
+
+
+def posterior_sample_count(uncertainty: str, n_samples: int) -> int:
+    """Forward passes per voxel: ``n_samples`` with posterior samples, else 1; checks both.
+
+    Examples
+    --------
+    >>> posterior_sample_count("tta", 8), posterior_sample_count("none", 8)
+    (8, 1)
+    """
+    if uncertainty not in UNCERTAINTY_METHODS:
+        raise CracksegError(f"uncertainty {uncertainty!r}: use one of "
+                            f"{', '.join(UNCERTAINTY_METHODS)}")
+    if uncertainty == "none":
+        return 1
+    n = int(n_samples)
+    if n < 2:
+        raise CracksegError("uncertainty needs at least 2 samples")
+    bits_dtype(n)
+    return n
 
 
 def bits_dtype(n_samples: int) -> np.dtype:

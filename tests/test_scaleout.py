@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from crackseg.devices import worker_device
 from crackseg.errors import CracksegError
 from crackseg.inference import predict_volume
 from crackseg.io import read_volume, write_volume
 from crackseg.model_io import new_card, save_model
 from crackseg.nets import build_network, unet_architecture
-from crackseg.scaleout import chunked_inputs, run_distributed, worker_device
+from crackseg.scaleout import chunked_inputs, run_distributed
 from crackseg.synthetic import generate_electrode
 
 pytest.importorskip("dask.distributed")
@@ -71,7 +72,7 @@ def _arrays(pred):
 
 
 def test_chunks_on_two_workers_match_serial_and_resume(setup, big_scan, client, tmp_path):
-    from crackseg import scaleout
+    from crackseg import chunk_tasks
 
     _, model, _ = setup
     kw = dict(chunk_size=24, uncertainty="tta", n_samples=2, progress=False)
@@ -93,7 +94,7 @@ def test_chunks_on_two_workers_match_serial_and_resume(setup, big_scan, client, 
     fp = [json.loads((tmp_path / w / "progress.json").read_text())["fingerprint"]
           for w in ("serial", "dask")]
     assert fp[0] == fp[1]
-    nets = client.run(lambda: len(scaleout._NET_CACHE))
+    nets = client.run(lambda: len(chunk_tasks._NET_CACHE))
     assert sorted(nets.values()) == [1, 1]
 
 

@@ -68,3 +68,41 @@ def test_stats_bad_inputs_write_nothing(volumes, tmp_path, capsys):
     assert main(["stats", str(tmp_path / "bad.tif"), "--instances", str(tmp_path / "small.tif"),
                  "-o", str(tmp_path / "o3"), "--quiet"]) == 2
     assert "not in schema" in capsys.readouterr().err
+
+
+def test_stats_writes_summary_last_when_it_labels_the_particles(volumes, tmp_path, monkeypatch):
+    """summary.json marks a finished folder, so it comes after particles.tif and the table."""
+    import os
+
+    d, _ = volumes
+    renamed = []
+    replace = os.replace
+
+    def recording_replace(src, dst):
+        renamed.append(os.path.basename(os.fspath(dst)))
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    out = tmp_path / "out"
+    assert main(["stats", str(d / "seg.tif"), "-o", str(out), "--n-resamples", "200",
+                 "--quiet"]) == 0
+    written = [n for n in renamed if n in ("particles.tif", "particles.csv", "summary.json")]
+    assert written == ["particles.tif", "particles.csv", "summary.json"]
+
+
+def test_stats_honours_min_volume_when_it_labels_the_particles(volumes, tmp_path):
+    from crackseg.io import read_volume
+
+    d, ph = volumes
+    sizes = np.bincount(ph.instances.ravel())[1:]
+    min_volume = float(np.median(sizes[sizes > 0]))  # µm³ at 1 µm voxels
+    counts = {}
+    for name, extra in (("all", []), ("big", ["--min-volume", str(min_volume)])):
+        out = tmp_path / name
+        assert main(["stats", str(d / "seg.tif"), "-o", str(out), "--n-resamples", "200",
+                     "--quiet", *extra]) == 0
+        inst = np.asarray(read_volume(out / "particles.tif").data)
+        labels, voxels = np.unique(inst[inst > 0], return_counts=True)
+        counts[name] = (len(pd.read_csv(out / "particles.csv")), len(labels), voxels.min())
+    assert counts["big"][0] < counts["all"][0] and counts["big"][1] < counts["all"][1]
+    assert counts["big"][2] >= min_volume

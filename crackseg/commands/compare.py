@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from crackseg.commands._options import add_output_options, messages
 
 HELP = "compare the damage of analysed samples (manifest CSV)"
 DESCRIPTION = """\
@@ -39,18 +40,14 @@ def register(subparsers) -> None:
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--n-resamples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--quiet", action="store_true")
+    add_output_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from crackseg.pipeline import write_comparison
 
-    def say(msg):
-        if not args.quiet:
-            print(f"crackseg compare: {msg}", file=sys.stderr)
-
+    say = messages("compare", args.quiet)
     result = write_comparison(args.manifest, args.output, group_by=args.group_by,
                               reference=args.reference, quantity=args.quantity,
                               border=args.border, confidence=args.confidence,

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from crackseg.commands._options import add_model_option, add_output_options
+
 DESCRIPTION = """\
 Generate a synthetic electrode (clustered, depth-graded cracking with known
 truth), then run the main job on it with the shipped model: segmentation,
@@ -22,7 +24,7 @@ def register(subparsers) -> None:
                               description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--out", default="crackseg_demo", help="output folder (default: crackseg_demo)")
-    p.add_argument("--model", default=None, help="model directory (default: the shipped default model)")
+    add_model_option(p, "model directory (default: the shipped default model)")
     p.add_argument("--shape", type=int, nargs=3, default=[160, 256, 256], metavar=("Z", "Y", "X"),
                    help="phantom size in voxels (default 160 256 256: about 350 particles)")
     p.add_argument("--seed", type=int, default=1, help="phantom and statistics seed (default 1)")
@@ -30,8 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--uncertainty", choices=("none", "tta", "mc"), default="none",
                    help="posterior samples for segmentation uncertainty (default none)")
     p.add_argument("--samples", type=int, default=4, help="posterior samples (default 4)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
-    p.add_argument("--quiet", action="store_true", help="print only the result")
+    add_output_options(p, overwrite="replace an existing demo folder", quiet="print only the result")
     p.set_defaults(func=run)
 
 

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import sys
 
-DESCRIPTION = (
-    "Segment tomograms (or 2-D sections, or stacks of them section by section, with a 2-D "
-    "model) with a crackseg model: sliding-window "
-    "inference in chunks of bounded memory, optional posterior samples (TTA or MC dropout), "
-    "then particle instances. Each input gets a folder OUT/<name>/ with segmentation.tif "
-    "(or .zarr for big volumes), particles.tif, uncertainty.tif and particle_samples.npz "
-    "(with --uncertainty) and prediction.json (provenance). Finished inputs are skipped and "
-    "interrupted ones resume from their last finished chunk; --overwrite redoes them. A broken "
-    "input is reported and skipped; the exit status is non-zero if any input failed. "
-    "With --workers N (a local Dask cluster) or --dask ADDRESS, several inputs run one per "
-    "worker; an input given alone, or one of at least 512^3 voxels, is cut into chunks that "
-    "run as tasks on all workers (each reads its chunk from the input and writes it into the "
-    "shared .work Zarr stores; results are identical to a serial run, and an interrupted run "
-    "resumes from its finished chunks). With --device auto or cuda, worker i uses GPU i."
+from crackseg.commands._options import (
+    add_format_option,
+    add_min_volume_option,
+    add_model_option,
+    add_output_options,
 )
+
+DESCRIPTION = """\
+Segment tomograms (or 2-D sections, or stacks of them section by section, with a 2-D
+model) with a crackseg model: sliding-window inference in chunks of bounded memory,
+optional posterior samples (TTA or MC dropout), then particle instances. Each input gets
+a folder OUT/<name>/ with segmentation.tif (or .zarr for big volumes), particles.tif,
+uncertainty.tif and particle_samples.npz (with --uncertainty) and prediction.json
+(provenance). Finished inputs are skipped and interrupted ones resume from their last
+finished chunk; --overwrite redoes them. A broken input is reported and skipped; the
+exit status is non-zero if any input failed. With --workers N (a local Dask cluster) or
+--dask ADDRESS, several inputs run one per worker; an input given alone, or one of at
+least 512^3 voxels, is cut into chunks that run as tasks on all workers (each reads its
+chunk from the input and writes it into the shared .work Zarr stores; results are
+identical to a serial run, and an interrupted run resumes from its finished chunks).
+With --device auto or cuda, worker i uses GPU i.
+"""
 
 
 def register(subparsers) -> None:
@@ -40,8 +47,7 @@ def add_predict_arguments(p) -> None:
                    "worker must see the input and output paths")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="volume files, folders, glob patterns or manifests (.txt/.csv list)")
-    p.add_argument("--model", default=None,
-                   help="model directory or shipped model name (default: the default model)")
+    add_model_option(p)
     p.add_argument("-o", "--out", required=True, help="output folder (one subfolder per input)")
     p.add_argument("--roi", type=int, nargs="+", metavar="N",
                    help="window size in voxels, one value or one per axis (default: 128 with "
@@ -78,8 +84,7 @@ def add_predict_arguments(p) -> None:
                    "--workers/--dask (default: 3)")
     p.add_argument("--chunk", type=int, default=None, metavar="N",
                    help="core chunk edge in voxels (default: from --max-memory)")
-    p.add_argument("--format", choices=("auto", "tif", "zarr"), default="auto",
-                   help="output image format (default: tif, zarr above ~645^3 voxels)")
+    add_format_option(p, "output image format (default: tif, zarr above ~645^3 voxels)")
     p.add_argument("--nan-policy", choices=("error", "replace"), default="error",
                    help="NaN/Inf voxels are an error, or replaced by the low grey value")
     p.add_argument("--scale", default="auto", metavar="auto|none|F",
@@ -87,12 +92,10 @@ def add_predict_arguments(p) -> None:
                         "trained on: auto (estimate the particle size, resample only when "
                         "outside the model's range), none, or a factor F (default: auto)")
     p.add_argument("--no-particles", action="store_true", help="skip particle instances")
-    p.add_argument("--min-volume", type=float, default=None, metavar="UM3",
-                   help="drop particles smaller than this (µm³; default: 27 voxels)")
-    p.add_argument("--overwrite", action="store_true", help="redo finished outputs")
+    add_min_volume_option(p)
     p.add_argument("--no-resume", action="store_true",
                    help="start interrupted inputs from scratch")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_output_options(p, overwrite="redo finished outputs", quiet="no progress bars")
 
 
 def options_from_args(args) -> dict:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sys
 
-DESCRIPTION = (
-    "Write OUT_DIR/report.html, a self-contained page (figures embedded, no network needed) "
-    "with orthogonal slices and the segmentation, particles coloured by damage, the damage "
-    "histogram with its CI, damage vs depth, the representativeness of small-sample "
-    "protocols, uncertainty (when computed), headline numbers and provenance. Figures are "
-    "also saved as PNG in OUT_DIR/figures/. OUT_DIR is a folder written by `crackseg run`, "
-    "or by `crackseg predict` followed by `crackseg stats`."
-)
+from crackseg.commands._options import add_output_options
+
+DESCRIPTION = """\
+Write OUT_DIR/report.html, a self-contained page (figures embedded, no network needed)
+with orthogonal slices and the segmentation, particles coloured by damage, the damage
+histogram with its CI, damage vs depth, the representativeness of small-sample
+protocols, uncertainty (when computed), headline numbers and provenance. Figures are
+also saved as PNG in OUT_DIR/figures/. OUT_DIR is a folder written by `crackseg run`, or
+by `crackseg predict` followed by `crackseg stats`.
+"""
 
 
 def register(subparsers) -> None:
@@ -21,7 +23,7 @@ def register(subparsers) -> None:
     p.add_argument("--image", default=None,
                    help="input image for the slice figures (default: the input recorded in "
                    "summary.json)")
-    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    add_output_options(p, overwrite=None, quiet="print nothing on success")
     p.set_defaults(func=run)
 
 

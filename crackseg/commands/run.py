@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from crackseg.commands._options import messages
+
 DESCRIPTION = """\
 The main job. For each input: segment it with the model (as `crackseg predict`,
 on Dask workers with --workers/--dask),
@@ -77,10 +79,7 @@ def run(args) -> int:
     from crackseg.model_io import load_model
     from crackseg.pipeline import analyse_one_safely
 
-    def say(msg):
-        if not args.quiet:
-            print(f"crackseg run: {msg}", file=sys.stderr)
-
+    say = messages("run", args.quiet)
     inputs = expand_inputs(args.inputs)
     if not inputs:
         raise CracksegError("no inputs found")
@@ -122,6 +121,8 @@ def run(args) -> int:
     done = [r for r in results if r["status"] == "done"]
     if manifests and len(done) >= 2:
         try:
+            from crackseg.pipeline import compare_manifest
+
             compare_manifest(manifests[0], folders, Path(args.out), group_by=args.group_by,
                              seed=args.seed, n_resamples=args.n_resamples,
                              border="include" if args.border == "include" else "exclude",
@@ -136,35 +137,3 @@ def run(args) -> int:
         print(f"crackseg run: {len(done)} analysed, {len(failed)} failed"
               + (" (errors above)" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
-
-
-def compare_manifest(manifest, folders: dict, out: Path, *, group_by: str, seed: int,
-                     n_resamples: int, border: str, say) -> Path | None:
-    """Compare the analysed inputs of a metadata manifest into ``out/comparison``."""
-    import pandas as pd
-
-    from crackseg.batch import expand_inputs
-    from crackseg.pipeline import write_comparison
-
-    m = pd.read_csv(manifest, dtype={"path": str, "sample": str}, skipinitialspace=True)
-    cols = [c for c in m.columns if c.strip().lower() != "path"]
-    if not cols or group_by not in m.columns:
-        say(f"{manifest}: no {group_by!r} column; skipping the comparison")
-        return None
-    paths = expand_inputs([manifest])
-    rows = []
-    for src, (_, row) in zip(paths, m.iterrows()):
-        folder = folders.get(src)
-        if folder is None or not (Path(folder) / "particles.csv").exists():
-            continue
-        rows.append({"path": str(Path(folder).resolve()), **{c: row[c] for c in cols}})
-    if len(rows) < 2:
-        return None
-    target = out / "comparison"
-    target.mkdir(parents=True, exist_ok=True)
-    comp_manifest = target / "manifest.csv"
-    pd.DataFrame(rows).to_csv(comp_manifest, index=False)
-    say(f"comparing {len(rows)} samples by {group_by!r}")
-    write_comparison(comp_manifest, target, group_by=group_by, seed=seed, border=border,
-                     n_resamples=n_resamples, overwrite=True, say=say)
-    return target

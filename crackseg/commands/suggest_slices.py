@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import sys
 
-DESCRIPTION = (
-    "Rank the slices of a volume or stack of sections along an axis by the model's "
-    "uncertainty (test-time augmentation entropy) and spread along the axis, and write the "
-    "best N to a folder: a PNG per suggestion, suggestions.csv/json, and labels_template.tif "
-    "(the model's prediction on the suggested slices, 255 elsewhere) to correct in napari or "
-    "Fiji and pass to `crackseg finetune --labels` as it is."
-)
+from crackseg.commands._options import add_model_option, add_output_options
+
+DESCRIPTION = """\
+Rank the slices of a volume or stack of sections along an axis by the model's
+uncertainty (test-time augmentation entropy) and spread along the axis, and write the
+best N to a folder: a PNG per suggestion, suggestions.csv/json, and labels_template.tif
+(the model's prediction on the suggested slices, 255 elsewhere) to correct in napari or
+Fiji and pass to `crackseg finetune --labels` as it is.
+"""
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("suggest-slices", help="suggest slices to annotate next",
                               description=DESCRIPTION)
     p.add_argument("image", help="volume or stack of 2-D sections (Z, Y, X)")
-    p.add_argument("--model", default=None, help="model directory or shipped name")
+    add_model_option(p, "model directory or shipped name")
     p.add_argument("-n", type=int, default=5, help="number of suggestions (default 5)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--axis", type=int, default=0, help="slicing axis (default 0 = z)")
@@ -40,7 +42,7 @@ def register(subparsers) -> None:
                    help="spread along the axis, in slices (default: axis length / 2(n + "
                         "annotated)); 0 = uncertainty only")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_output_options(p, overwrite="replace an existing output folder", quiet=None)
     p.set_defaults(func=run)
 
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from crackseg.commands._options import add_output_options
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -36,8 +38,8 @@ def register(subparsers) -> None:
                    "labels in ../shared/data (default: spheres)")
     p.add_argument("--no-image", action="store_true",
                    help="skip the imaging model (labels, instances and truth only; fast)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress or summary output")
+    add_output_options(p, overwrite="replace an existing output folder",
+                       quiet="no progress or summary output")
     p.set_defaults(func=run)
 
 
