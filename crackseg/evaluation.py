@@ -56,8 +56,9 @@ def predict_logits(net, card: dict, image, *, sw_batch_size: int = 1):
     """
     import torch
 
-    from crackseg.inference import plan_inference, stitched_logits
+    from crackseg.chunk_inference import stitched_logits
     from crackseg.normalize import normalize_image
+    from crackseg.tiling import plan_inference
 
     x = normalize_image(image, card.get("normalization"))
     sd = int(card["spatial_dims"])

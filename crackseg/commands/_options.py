@@ -42,11 +42,11 @@ def add_sections_option(p) -> None:
                    "says so)")
 
 
-def add_min_volume_option(p) -> None:
-    """``--min-volume``: the smallest particle kept (µm³)."""
+def add_min_volume_option(p, note: str = "") -> None:
+    """``--min-volume``: the smallest particle kept (µm³), with an optional note for its help."""
     p.add_argument("--min-volume", type=float, default=None, metavar="UM3",
                    help="drop particles smaller than this (µm³; needs a voxel size; "
-                   "default: 27 voxels)")
+                   f"default: 27 voxels){note}")
 
 
 def add_format_option(p, help: str) -> None:

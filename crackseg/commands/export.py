@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-DESCRIPTION = (
-    "Write a model directory (weights.safetensors, model_card.json, README.md) from a "
-    "training run folder (its newest last.ckpt) or a .ckpt file. Optionally evaluate it on "
-    "held-out phantoms and record per-class Dice (all voxels) in the card."
-)
+from crackseg.commands._options import add_output_options
+
+DESCRIPTION = """\
+Write a model directory (weights.safetensors, model_card.json, README.md) from a training
+run folder (its newest last.ckpt) or a .ckpt file. Optionally evaluate it on held-out
+phantoms and record per-class Dice (all voxels) in the card.
+"""
 
 
 def register(subparsers) -> None:
@@ -30,8 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--validation", nargs="+", default=[], metavar="JSON",
                    help="benchmark results to record in the card's validation and README "
                         "(benchmarks/results/model_domain_*.json, zero_shot_real*.json)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing directory")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_output_options(p, overwrite="replace an existing directory", quiet="no progress output")
     p.set_defaults(func=run)
 
 

@@ -5,22 +5,23 @@ from __future__ import annotations
 import sys
 import time
 
-DESCRIPTION = (
-    "Fine-tune a model directory on a few annotated images (label 255 = not annotated) "
-    "within a time budget, and write a new model directory whose card records its parent, "
-    "the training time and, with two or more annotated slices or images, cross-validated "
-    "Dice per class with its spread. Give images, labels and minutes; every other setting "
-    "has a measured default. With --schema the output layer is re-initialised for the new "
-    "label set. Inputs are checked before training starts; an interrupted run resumes when "
-    "the same command is run again."
-)
+from crackseg.commands._options import add_model_option
+
+DESCRIPTION = """\
+Fine-tune a model directory on a few annotated images (label 255 = not annotated) within a
+time budget, and write a new model directory whose card records its parent, the training
+time and, with two or more annotated slices or images, cross-validated Dice per class with
+its spread. Give images, labels and minutes; every other setting has a measured default.
+With --schema the output layer is re-initialised for the new label set. Inputs are checked
+before training starts; an interrupted run resumes when the same command is run again.
+"""
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("finetune", help="fine-tune a model on annotated images",
                               description=DESCRIPTION)
-    p.add_argument("--model", default=None,
-                   help="parent model directory or shipped name (default: the default model)")
+    add_model_option(p, help="parent model directory or shipped name (default: the default "
+                     "model)")
     p.add_argument("--image", action="append", required=True, help="image (repeat for more)")
     p.add_argument("--labels", action="append", required=True,
                    help="label image for the preceding --image (255 = not annotated); a "

@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
                    help="voxel size in µm (overrides the file's)")
     add_schema_option(p)
-    add_min_volume_option(p)
+    add_min_volume_option(p, note="; used when particles are labelled here, not with "
+                          "--instances")
     p.add_argument("--depth-axis", type=int, default=0, choices=[0, 1, 2],
                    help="array axis through the electrode thickness (default 0)")
     add_sections_option(p)
