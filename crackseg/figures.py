@@ -144,16 +144,19 @@ def particle_damage_figure(instances, labels, damage, *, vmax: float | None = No
         Voxel size per axis: depths are given in µm and panels drawn with
         true proportions; without it, in voxels.
     """
-    inst = np.asarray(instances)
-    if inst.ndim == 3 and depth_axis != 0:
-        inst = np.moveaxis(inst, depth_axis, 0)
-        if voxel_size_um is not None:
+    ndim = len(instances.shape) if hasattr(instances, "shape") else np.ndim(instances)
+    if ndim == 3:
+        views = depth_views(instances, depth_axis, n_slices)
+        if depth_axis != 0 and voxel_size_um is not None:
             vs = list(voxel_size_um)
             voxel_size_um = [vs[depth_axis]] + [v for i, v in enumerate(vs) if i != depth_axis]
+    else:
+        inst = np.asarray(instances)
+        views = {"max": int(inst.max())}
     damage = np.asarray(damage, dtype=np.float32)
     vmax = float(np.nanpercentile(damage, 95)) if vmax is None and damage.size else (vmax or 1.0)
     vmax = vmax if np.isfinite(vmax) and vmax > 0 else 1.0
-    lut = damage_lut(int(inst.max()), labels, damage)
+    lut = damage_lut(views["max"], labels, damage)
     cmap = plt.get_cmap(DAMAGE_CMAP).with_extremes(bad=(0.82, 0.82, 0.82))
 
     def colour(ids):
@@ -163,7 +166,7 @@ def particle_damage_figure(instances, labels, damage, *, vmax: float | None = No
         return rgba
 
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, vmax))
-    if inst.ndim == 2:
+    if ndim == 2:
         fig, ax = plt.subplots(figsize=(7, 7 * inst.shape[0] / max(inst.shape[1], 1) + 0.8))
         aspect = (voxel_size_um[0] / voxel_size_um[1]) if voxel_size_um else 1.0
         ax.imshow(colour(inst), interpolation="nearest", aspect=aspect)
@@ -176,20 +179,15 @@ def particle_damage_figure(instances, labels, damage, *, vmax: float | None = No
         return fig
     vz, vy = (voxel_size_um[0], voxel_size_um[1]) if voxel_size_um else (1.0, 1.0)
     unit = "µm" if voxel_size_um else "voxels"
-    depths = np.linspace(0, inst.shape[0] - 1, n_slices + 2)[1:-1].astype(int)
     fig, axes = plt.subplots(1, n_slices + 1, figsize=(3.6 * (n_slices + 1), 3.9))
-    for ax, z in zip(axes[:-1], depths):
-        ax.imshow(colour(inst[z]), interpolation="nearest")
+    for ax, (z, sl) in zip(axes[:-1], views["slices"]):
+        ax.imshow(colour(sl), interpolation="nearest")
         ax.set_title(f"slice at depth {z * vz:.3g} {unit}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    hit = inst != 0
-    first = np.argmax(hit, axis=2)
-    any_hit = hit.any(axis=2)
-    zz, yy = np.indices(first.shape)
-    front = inst[zz, yy, first]
-    rgba = colour(np.where(any_hit, front, 0))
-    shade = 1.0 - 0.5 * first / max(1, inst.shape[2] - 1)
+    first, any_hit = views["first"], views["any_hit"]
+    rgba = colour(np.where(any_hit, views["front"], 0))
+    shade = 1.0 - 0.5 * first / max(1, views["width"] - 1)
     rgba[..., :3] = np.where(any_hit[..., None], rgba[..., :3] * shade[..., None], rgba[..., :3])
     # True proportions: one voxel is vz tall and vy wide.
     axes[-1].imshow(rgba, interpolation="nearest", aspect=vz / vy)
@@ -203,6 +201,59 @@ def particle_damage_figure(instances, labels, damage, *, vmax: float | None = No
     if title:
         fig.suptitle(title)
     return fig
+
+
+def depth_views(instances, depth_axis: int = 0, n_slices: int = 3,
+                slab_voxels: int = 1 << 24) -> dict:
+    """What :func:`particle_damage_figure` shows of a volume, read a slab at a time.
+
+    Parameters
+    ----------
+    instances : array-like of int, shape (Z, Y, X)
+        Particle instances (NumPy or lazy).
+    depth_axis : int
+        Axis of the depth; the others keep their order after it.
+    n_slices : int
+        Slices at evenly spaced depths.
+    slab_voxels : int
+        Voxels read at a time.
+
+    Returns
+    -------
+    dict
+        ``max`` (largest label), ``slices`` ((depth index, 2-D labels) pairs),
+        ``first`` (index of the first particle voxel along the last axis,
+        shape (depth, rows)), ``any_hit`` (whether a row meets a particle),
+        ``front`` (the label met first) and ``width`` (length of the last axis).
+
+    Examples
+    --------
+    >>> a = np.zeros((4, 2, 3), np.uint32); a[1, 0, 2] = 5
+    >>> v = depth_views(a, n_slices=1)
+    >>> v["max"], v["first"][1].tolist(), v["front"][1].tolist()
+    (5, [2, 0], [5, 0])
+    """
+    shape = tuple(instances.shape)
+    depth = shape[depth_axis]
+    depths = np.linspace(0, depth - 1, n_slices + 2)[1:-1].astype(int)
+    step = max(1, slab_voxels // max(1, int(np.prod(shape)) // max(depth, 1)))
+    out = {"max": 0, "slices": [], "first": [], "any_hit": [], "front": []}
+    for z0 in range(0, depth, step):
+        idx = [slice(None)] * 3
+        idx[depth_axis] = slice(z0, min(depth, z0 + step))
+        inst = np.moveaxis(np.asarray(instances[tuple(idx)]), depth_axis, 0)
+        out["max"] = max(out["max"], int(inst.max(initial=0)))
+        out["slices"] += [(int(z), inst[z - z0]) for z in depths if z0 <= z < z0 + step]
+        hit = inst != 0
+        first = np.argmax(hit, axis=2)
+        zz, yy = np.indices(first.shape)
+        out["first"].append(first)
+        out["any_hit"].append(hit.any(axis=2))
+        out["front"].append(inst[zz, yy, first])
+    for key in ("first", "any_hit", "front"):
+        out[key] = np.concatenate(out[key])
+    out["width"] = inst.shape[2]
+    return out
 
 
 def uncertainty_figure(entropy, *, title: str | None = None):

@@ -78,9 +78,9 @@ def measure_folder(folder: str | Path, *, overwrite: bool = False, say=None, **o
     seg_path, inst_path = _find(folder, "segmentation"), _find(folder, "particles")
     if seg_path is None or inst_path is None:
         raise InputError(f"{folder}: no segmentation and particles; run `crackseg predict` first")
-    seg_img = read_volume(seg_path)
+    seg_img = read_volume(seg_path, lazy=True)  # read block by block from here on
     seg = seg_img.data
-    inst = np.asarray(read_volume(inst_path).data)
+    inst = read_volume(inst_path, lazy=True).data
     vs = seg_img.voxel_size_um
     if "voxel_size_um" in prediction:
         # What the prediction knew: an unknown voxel size stays unknown even where an
@@ -320,7 +320,7 @@ def segmentation_statistics(segmentation, out, *, instances=None, schema=None,
         _refuse_existing(out, names)
     check_statistics_settings(options.get("confidence", 0.95), options.get("n_resamples", 2000))
     schema = load_schema(schema)
-    img = read_volume(segmentation)
+    img = read_volume(segmentation, lazy=True)
     if img.data.ndim != 3:
         raise InputError(f"{img.source}: need a 3-D (Z, Y, X) segmentation, got shape "
                          f"{img.data.shape}")
@@ -363,7 +363,7 @@ def _instances_of(img, instances, *, schema, voxel_size_um, sections: bool, min_
     """
     seg = img.data
     if instances:
-        iimg = read_volume(instances)
+        iimg = read_volume(instances, lazy=True)
         if iimg.data.shape != seg.shape:
             raise InputError(f"{iimg.source}: instance shape {iimg.data.shape} differs from "
                              f"segmentation {img.source} shape {seg.shape}")
@@ -372,6 +372,7 @@ def _instances_of(img, instances, *, schema, voxel_size_um, sections: bool, min_
     from crackseg.particles import particle_instances
     from crackseg.sections import section_instances
 
+    seg = np.asarray(seg[...])
     validate_labels(seg, schema, source=img.source)
     say("separating particles (envelope fill + watershed)")
     label = section_instances if sections else particle_instances

@@ -509,7 +509,7 @@ def write_report(out_dir: str | Path, *, image: str | Path | None = None,
 
     inst_path = out / "particles.tif"
     if inst_path.exists() and len(table) and "crack_fraction" in table:
-        inst = read_volume(inst_path).data
+        inst = read_volume(inst_path, lazy=True).data  # the figure reads slabs
         stack = bool(summary.get("stack"))
         fig = particle_damage_figure(inst, table["label"], table["crack_fraction"],
                                      voxel_size_um=vs,

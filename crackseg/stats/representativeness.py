@@ -49,6 +49,7 @@ from scipy.spatial import cKDTree
 
 from crackseg.errors import InputError
 from crackseg.labels import NMC4, LabelSchema
+from crackseg.stats.slices import section_crack_fractions, section_particle_means
 
 DEFAULT_KS = (1, 5, 10, 20, 50, 100, 200, 500)
 
@@ -164,103 +165,6 @@ def representativeness(crack_fraction, coords, *, ks=DEFAULT_KS, n_draws: int = 
                              f"depth <= {surface_depth:.3g}")
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-def section_crack_fractions(seg, instances, *, schema: LabelSchema = NMC4, axis: int = 0) -> np.ndarray:
-    """Crack area / particle-envelope area of every slice along ``axis``.
-
-    Parameters
-    ----------
-    seg : array_like of uint8, shape (Z, Y, X)
-        Semantic labels.
-    instances : array_like of int, shape (Z, Y, X)
-        Particle instances (envelopes); 0 = none.
-    axis : int
-        Axis the slices are perpendicular to.
-
-    Returns
-    -------
-    numpy.ndarray of float, shape (seg.shape[axis],)
-        NaN for slices without particles.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> seg = np.ones((2, 2, 2), np.uint8); seg[0, 0, 0] = 2
-    >>> section_crack_fractions(seg, np.ones((2, 2, 2), np.uint32)).tolist()
-    [0.25, 0.0]
-    """
-    s = np.asarray(seg)
-    inside = np.asarray(instances) > 0
-    other = tuple(a for a in range(3) if a != axis)
-    env = inside.sum(axis=other)
-    crack = ((s == schema.value("crack")) & inside).sum(axis=other)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(env > 0, crack / env, np.nan)
-
-
-def section_particle_means(seg, instances, *, schema: LabelSchema = NMC4, axis: int = 0,
-                           exclude_border: bool = True, min_area: int | None = None) -> np.ndarray:
-    """Mean damage of the particles of every slice along ``axis``, as one section reports it.
-
-    In each slice, a particle's profile is its instance cut by the slice; its
-    damage is crack area / envelope area of that profile.  Profiles smaller
-    than ``min_area`` pixels (what :func:`crackseg.particles.particle_instances`
-    drops in a section) and, with ``exclude_border``, profiles touching the
-    slice's edge (the default ``--border exclude`` of a section run) are left
-    out; the slice's value is the mean over the rest.
-
-    Parameters
-    ----------
-    seg : array_like of uint8, shape (Z, Y, X)
-        Semantic labels.
-    instances : array_like of int, shape (Z, Y, X)
-        Particle instances (envelopes), 3-D or labelled per section.
-    axis : int
-        Axis the slices are perpendicular to.
-    exclude_border : bool
-    min_area : int, optional
-        Default :data:`crackseg.particles.DEFAULT_MIN_VOLUME_VOX`.
-
-    Returns
-    -------
-    numpy.ndarray of float, shape (seg.shape[axis],)
-        NaN for slices without a kept profile.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> seg = np.zeros((2, 12, 12), np.uint8); seg[:, 2:8, 2:8] = 1; seg[:, 2:8, 9:12] = 1
-    >>> seg[0, 4, 2:8] = 2
-    >>> inst = np.zeros(seg.shape, np.uint32); inst[:, 2:8, 2:8] = 1; inst[:, 2:8, 9:12] = 2
-    >>> section_particle_means(seg, inst).round(4).tolist()   # particle 2 touches the edge
-    [0.1667, 0.0]
-    """
-    from crackseg.particles import DEFAULT_MIN_VOLUME_VOX
-
-    s = np.asarray(seg)
-    inst = np.asarray(instances)
-    min_area = DEFAULT_MIN_VOLUME_VOX if min_area is None else int(min_area)
-    crack_value = schema.value("crack") if schema.has("crack") else None
-    n = int(inst.max(initial=0)) + 1
-    out = np.full(s.shape[axis], np.nan)
-    for i in range(s.shape[axis]):
-        lab = np.take(inst, i, axis=axis)
-        env = np.bincount(lab.ravel(), minlength=n)
-        keep = env >= max(min_area, 1)
-        keep[0] = False
-        if exclude_border:
-            edge = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
-            keep[edge] = False
-        if not keep.any():
-            continue
-        if crack_value is None:
-            out[i] = 0.0
-            continue
-        sec = np.take(s, i, axis=axis)
-        crack = np.bincount(lab[sec == crack_value], minlength=n)
-        out[i] = float(np.mean(crack[keep] / env[keep]))
-    return out
 
 
 def particles_needed(crack_fraction, *, relative_precision: float = 0.1, confidence: float = 0.95,

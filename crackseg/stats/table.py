@@ -43,7 +43,8 @@ import pandas as pd
 
 from crackseg.errors import InputError
 from crackseg.io import atomic_path
-from crackseg.labels import NMC4, LabelSchema, validate_labels
+from crackseg.labels import NMC4, LabelSchema
+from crackseg.stats.table_blocks import block_shape, particle_sums
 
 #: Area correction of face counting: the mean of |n_z|+|n_y|+|n_x| over
 #: isotropic surface orientations is 3/2, so counted faces overestimate the
@@ -118,66 +119,42 @@ def _class_value(schema: LabelSchema, name: str) -> int | None:
 
 
 def _check_inputs(seg, instances, schema, source):
-    seg = np.asarray(seg)
-    if seg.ndim not in (2, 3):
+    """Dimensionality, schema and instance shape and dtype, without reading lazy arrays."""
+    seg = seg if hasattr(seg, "shape") and hasattr(seg, "dtype") else np.asarray(seg)
+    if len(seg.shape) not in (2, 3):
         raise InputError(f"{source}: segmentation must be a 3-D (Z, Y, X) volume or a 2-D (Y, X) "
-                         f"section, got shape {seg.shape}")
-    validate_labels(seg, schema, source=source)
+                         f"section, got shape {tuple(seg.shape)}")
     if not schema.has("particle"):
         raise InputError(
             f"{source}: schema {schema.name!r} has no 'particle' class; per-particle statistics "
             "need classes named particle (and crack, pore)"
         )
     if instances is not None:
-        instances = np.asarray(instances)
-        if instances.shape != seg.shape:
+        if not (hasattr(instances, "shape") and hasattr(instances, "dtype")):
+            instances = np.asarray(instances)
+        if tuple(instances.shape) != tuple(seg.shape):
             raise InputError(
-                f"instances shape {instances.shape} differs from segmentation {source} shape "
-                f"{seg.shape}; give the instance volume computed from this segmentation"
+                f"instances shape {tuple(instances.shape)} differs from segmentation {source} "
+                f"shape {tuple(seg.shape)}; give the instance volume computed from this "
+                "segmentation"
             )
-        if not np.issubdtype(instances.dtype, np.integer):
+        if not np.issubdtype(np.dtype(instances.dtype), np.integer):
             raise InputError(f"instances have non-integer dtype {instances.dtype}; save them as uint32")
-        if instances.size and instances.min() < 0:
-            raise InputError("instances hold negative labels; use 0 for background and 1.. for particles")
     return seg, instances
-
-
-def _dense_labels(instances: np.ndarray):
-    """Return (flat compact label array, original label ids) with 0 kept as background."""
-    flat = instances.ravel()
-    maxid = int(flat.max()) if flat.size else 0
-    if maxid <= max(flat.size, 1 << 24):
-        present = np.flatnonzero(np.bincount(flat, minlength=maxid + 1))
-        present = present[present > 0]
-        lut = np.zeros(maxid + 1, dtype=np.int32 if present.size < 2**31 - 1 else np.int64)
-        lut[present] = np.arange(1, present.size + 1)
-        return lut[flat].reshape(instances.shape), present
-    ids, inv = np.unique(flat, return_inverse=True)
-    if ids[0] != 0:
-        inv = inv + 1
-        ids = np.concatenate([[0], ids])
-    return inv.reshape(instances.shape), ids[1:]
-
-
-def _boundary_faces(dense: np.ndarray, n: int, voxel_size) -> np.ndarray:
-    """Size of the faces (3-D, µm²) or edges (2-D, µm) between each label and anything else."""
-    nd = dense.ndim
-    area = np.zeros(n + 1)
-    for axis in range(nd):
-        a = np.moveaxis(dense, axis, 0)
-        lo, hi = a[:-1], a[1:]
-        diff = lo != hi
-        face = float(np.prod([voxel_size[i] for i in range(nd) if i != axis]))
-        area += face * (np.bincount(lo[diff], minlength=n + 1) + np.bincount(hi[diff], minlength=n + 1))
-    area[0] = 0.0
-    return area
 
 
 def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_size_um=None,
                    depth_axis: int = 0, shell_um: float | None = None, shell_vox: float = 2.0,
                    posterior=None, min_volume_um3: float | None = None,
-                   source: str = "segmentation") -> pd.DataFrame:
+                   source: str = "segmentation", chunk_size=None,
+                   max_memory_gb: float | None = None, progress: bool = False) -> pd.DataFrame:
     """One row per particle with its damage, size, shape and position.
+
+    Arrays larger than ``max_memory_gb`` allows, and lazy arrays (Zarr,
+    memory-mapped or compressed TIFF, HDF5 from ``read_volume(...,
+    lazy=True)``), are measured block by block
+    (:func:`crackseg.stats.table_blocks.particle_sums`) with the same result
+    as the whole array at once.
 
     Parameters
     ----------
@@ -209,6 +186,13 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
         instances are computed here.
     source : str
         Name of the segmentation in error messages.
+    chunk_size : int or sequence of int, optional
+        Block edge (voxels, one or per axis) of block-by-block measurement;
+        default from ``max_memory_gb``.
+    max_memory_gb : float, optional
+        Working memory of the measurement (default 1 GB).
+    progress : bool
+        Progress bar on stderr over the blocks.
 
     Returns
     -------
@@ -238,23 +222,34 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
     [[16.0, 4.0, 0.25]]
     """
     seg, instances = _check_inputs(seg, instances, schema, source)
-    nd = seg.ndim
+    nd = len(seg.shape)
     vs_known = voxel_size_um is not None
     vs = _voxel_size(voxel_size_um, nd, ", ".join(_names(nd)["axes"]))
     if depth_axis not in range(nd):
         raise InputError(f"depth axis {depth_axis} must be one of {', '.join(map(str, range(nd)))} "
                          f"for a {nd}-D {'section' if nd == 2 else 'volume'}")
     if instances is None:
-        from crackseg.particles import particle_instances
-
-        kw = {} if min_volume_um3 is None else {"min_volume_um3": min_volume_um3}
-        instances = particle_instances(seg, schema=schema, voxel_size_um=voxel_size_um, **kw)
-    dense, ids = _dense_labels(np.asarray(instances))
-    if ids.size == 0:
-        raise InputError(f"{source}: no particles found (no particle instances); nothing to measure")
+        seg = np.asarray(seg[...])
+        instances = _label_instances(seg, schema, voxel_size_um, min_volume_um3)
     thickness = shell_um if (shell_um is not None and vs_known) else \
         shell_vox * (min(vs) if vs_known else 1.0)
-    cols = _measured_columns(seg, dense, ids, schema, vs, vs_known, depth_axis, thickness)
+    lazy = not (isinstance(seg, np.ndarray) and isinstance(instances, np.ndarray))
+    block = block_shape(seg.shape, chunk_size=chunk_size, max_memory_gb=max_memory_gb, lazy=lazy)
+    sums = particle_sums(seg, instances, schema=schema, thickness=thickness,
+                         anisotropy=vs if vs_known else None, block=block, source=source,
+                         progress=progress)
+    if sums["label"].size == 0:
+        raise InputError(f"{source}: no particles found (no particle instances); nothing to measure")
+    return _table_of_sums(sums, tuple(seg.shape), vs if vs_known else None, depth_axis,
+                          thickness, schema, posterior)
+
+
+def _table_of_sums(sums: dict, shape: tuple, voxel_size_um, depth_axis: int, thickness: float,
+                   schema: LabelSchema, posterior) -> pd.DataFrame:
+    """The table of :func:`particle_table` from its per-particle sums, with its ``attrs``."""
+    nd, vs_known = len(shape), voxel_size_um is not None
+    vs = tuple(voxel_size_um) if vs_known else (1.0,) * nd
+    cols = _measured_columns(sums, shape, vs, vs_known, depth_axis)
     table = pd.DataFrame({name: cols[name] for name in _column_names(nd)})
     n_samples = _add_posterior_columns(table, posterior)
     if n_samples is not None:
@@ -262,12 +257,20 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
     table.attrs.update({
         "voxel_size_um": list(vs) if vs_known else None,
         "depth_axis": int(depth_axis),
-        "shape": list(seg.shape),
+        "shape": list(shape),
         "shell_thickness": float(thickness),
         "shell_unit": "um" if vs_known else _names(nd)["pix"],
         "schema": schema.name,
     })
     return table
+
+
+def _label_instances(seg: np.ndarray, schema, voxel_size_um, min_volume_um3) -> np.ndarray:
+    """Particle instances of ``seg`` (:func:`crackseg.particles.particle_instances`)."""
+    from crackseg.particles import particle_instances
+
+    kw = {} if min_volume_um3 is None else {"min_volume_um3": min_volume_um3}
+    return particle_instances(seg, schema=schema, voxel_size_um=voxel_size_um, **kw)
 
 
 def _voxel_size(voxel_size_um, nd: int, axes: str) -> tuple[float, ...]:
@@ -288,96 +291,50 @@ def _add_posterior_columns(table: pd.DataFrame, posterior) -> int | None:
     return int(samples.shape[0])
 
 
-def _measured_columns(seg: np.ndarray, dense: np.ndarray, ids: np.ndarray, schema: LabelSchema,
-                      vs: tuple, vs_known: bool, depth_axis: int, thickness: float) -> dict:
-    """Every column of :func:`particle_table` by name (arrays of shape (n_particles,))."""
-    n, nd, pix = ids.size, seg.ndim, _names(seg.ndim)["pix"]
-    flat, segf = dense.ravel(), seg.ravel()
-    counts = _class_counts(flat, segf, n, schema)
-    bbox, touches = _bounding_boxes(dense)
-    size = counts["envelope"][1:] * float(np.prod(vs))
-    env = counts["envelope"][1:].astype(np.float64)
+def _measured_columns(sums: dict, shape: tuple, vs: tuple, vs_known: bool,
+                      depth_axis: int) -> dict:
+    """Every column of :func:`particle_table` by name (arrays of shape (n_particles,)) from
+    the per-particle sums of :func:`crackseg.stats.table_blocks.particle_sums`."""
+    nd, pix = len(shape), _names(len(shape))["pix"]
+    n = sums["label"].size
+    env_n = sums["envelope"]
+    bbox = sums["bbox"]
+    touches = ((bbox[:, :nd] == 0) | (bbox[:, nd:] == np.asarray(shape))).any(axis=1)
+    size = env_n * float(np.prod(vs))
+    env = env_n.astype(np.float64)
     diameter = _equivalent_diameter(nd)
     nan = np.full(n, np.nan)
     return {
-        "label": ids.astype(np.uint32),
-        f"{_names(nd)['size']}_{pix}": counts["envelope"][1:],
+        "label": sums["label"].astype(np.uint32),
+        f"{_names(nd)['size']}_{pix}": env_n,
         f"{_names(nd)['size']}_{_names(nd)['size_um']}": size if vs_known else nan,
         "equivalent_diameter_um": diameter(size) if vs_known else nan,
         f"equivalent_diameter_{pix}": diameter(env),
-        **{f"{c}_{pix}": counts[c][1:] for c in ("envelope", "solid", "crack", "pore")},
-        "crack_fraction": counts["crack"][1:] / env,
-        "pore_fraction": counts["pore"][1:] / env,
-        "void_fraction": (env - counts["solid"][1:]) / env,
-        **_shell_columns(dense, segf, counts, schema, thickness,
-                         vs if vs_known else (1,) * nd, pix),
-        **_boundary_columns(dense, vs, size, touches, vs_known),
-        **_position_columns(_centroids(flat, seg.shape, n, counts["envelope"]), bbox, touches,
+        **{f"{c}_{pix}": sums[c] for c in ("envelope", "solid", "crack", "pore")},
+        "crack_fraction": sums["crack"] / env,
+        "pore_fraction": sums["pore"] / env,
+        "void_fraction": (env - sums["solid"]) / env,
+        **_shell_columns(sums, pix),
+        **_boundary_columns(sums["faces"], vs, size, touches, vs_known),
+        **_position_columns([c / env_n for c in sums["coord_sum"]], bbox, touches,
                             vs, vs_known, depth_axis, pix),
     }
 
 
-def _class_counts(flat: np.ndarray, segf: np.ndarray, n: int, schema: LabelSchema) -> dict:
-    """Voxels of each particle's envelope and of its solid, crack and pore, shape (n + 1,)."""
-
-    def count(mask_value):
-        if mask_value is None:
-            return np.zeros(n + 1, dtype=np.int64)
-        return np.bincount(flat[segf == mask_value], minlength=n + 1)
-
-    return {"envelope": np.bincount(flat, minlength=n + 1),
-            **{c: count(_class_value(schema, name))
-               for c, name in (("solid", "particle"), ("crack", "crack"), ("pore", "pore"))}}
-
-
-def _centroids(flat: np.ndarray, shape: tuple, n: int, envelope: np.ndarray) -> list:
-    """Centroid of each particle along every axis (voxels), from per-axis sums of indices."""
-    nd = len(shape)
-    centroid = []
-    for axis in range(nd):
-        bshape = [1] * nd
-        bshape[axis] = shape[axis]
-        coord = np.broadcast_to(np.arange(shape[axis], dtype=np.float64).reshape(bshape), shape)
-        centroid.append(np.bincount(flat, weights=coord.ravel(), minlength=n + 1)[1:] / envelope[1:])
-    return centroid
-
-
-def _bounding_boxes(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Half-open bounding boxes (n, 2 ndim: starts then stops) and whether each touches the border."""
-    from scipy import ndimage
-
-    objs = ndimage.find_objects(dense)
-    bbox = np.array([[s.start for s in o] + [s.stop for s in o] for o in objs], dtype=np.int64)
-    nd = dense.ndim
-    touches = ((bbox[:, :nd] == 0) | (bbox[:, nd:] == np.asarray(dense.shape))).any(axis=1)
-    return bbox, touches
-
-
-def _shell_columns(dense: np.ndarray, segf: np.ndarray, counts: dict, schema: LabelSchema,
-                   thickness: float, anisotropy, pix: str) -> dict:
+def _shell_columns(sums: dict, pix: str) -> dict:
     """Crack fractions of each envelope's outer shell and of its core, and their sizes.
 
-    The shell comes from a label-aware distance transform of the envelopes.
+    The shell is the part of the envelope within the shell thickness of
+    another label (a label-aware distance transform).
     """
-    import edt
-
-    flat = dense.ravel()
-    n = counts["envelope"].size - 1
-    dist = edt.edt(np.ascontiguousarray(dense, dtype=np.uint32), anisotropy=anisotropy,
-                   black_border=False, parallel=1)
-    shell = (dist <= thickness).ravel() & (flat > 0)
-    del dist
-    crack_value = _class_value(schema, "crack")
-    is_crack = segf == crack_value if crack_value is not None else np.zeros_like(shell)
-    shell_n = np.bincount(flat[shell], minlength=n + 1)
-    shell_crack = np.bincount(flat[shell & is_crack], minlength=n + 1)
-    core_n = counts["envelope"] - shell_n
-    core_crack = counts["crack"] - shell_crack
+    shell_n, shell_crack = sums["shell"], sums["shell_crack"]
+    core_n = sums["envelope"] - shell_n
+    core_crack = sums["crack"] - shell_crack
     with np.errstate(divide="ignore", invalid="ignore"):
-        surface_cf = np.where(shell_n[1:] > 0, shell_crack[1:] / shell_n[1:], np.nan)
-        internal_cf = np.where(core_n[1:] > 0, core_crack[1:] / np.maximum(core_n[1:], 1), np.nan)
+        surface_cf = np.where(shell_n > 0, shell_crack / shell_n, np.nan)
+        internal_cf = np.where(core_n > 0, core_crack / np.maximum(core_n, 1), np.nan)
     return {"surface_crack_fraction": surface_cf, "internal_crack_fraction": internal_cf,
-            f"shell_{pix}_count": shell_n[1:], f"core_{pix}_count": core_n[1:]}
+            f"shell_{pix}_count": shell_n, f"core_{pix}_count": core_n}
 
 
 def _equivalent_diameter(nd: int):
@@ -387,21 +344,31 @@ def _equivalent_diameter(nd: int):
     return lambda a: np.sqrt(4 * a / np.pi)
 
 
-def _boundary_columns(dense: np.ndarray, vs: tuple, size: np.ndarray, touches: np.ndarray,
+def _boundary_faces(faces: np.ndarray, voxel_size) -> np.ndarray:
+    """Size of the faces (3-D, µm²) or edges (2-D, µm) between each label and anything else,
+    from the face counts per axis (ndim, n)."""
+    nd = faces.shape[0]
+    area = np.zeros(faces.shape[1])
+    for axis in range(nd):
+        area += float(np.prod([voxel_size[i] for i in range(nd) if i != axis])) * faces[axis]
+    return area
+
+
+def _boundary_columns(faces: np.ndarray, vs: tuple, size: np.ndarray, touches: np.ndarray,
                       vs_known: bool) -> dict:
     """Surface area and sphericity (3-D), or perimeter and circularity (2-D), of each particle.
 
     NaN for particles truncated by the field of view: their cut face is not
     their surface.  The boundary is NaN without a voxel size too.
     """
-    nm = _names(dense.ndim)
+    nm = _names(faces.shape[0])
     n = size.size
-    if dense.ndim == 3:
-        boundary = _boundary_faces(dense, n, vs)[1:] * FACE_COUNT_AREA_FACTOR
+    if faces.shape[0] == 3:
+        boundary = _boundary_faces(faces, vs) * FACE_COUNT_AREA_FACTOR
         with np.errstate(divide="ignore", invalid="ignore"):
             shape_measure = np.pi ** (1 / 3) * (6 * size) ** (2 / 3) / boundary
     else:
-        boundary = _boundary_faces(dense, n, vs)[1:] * EDGE_COUNT_PERIMETER_FACTOR
+        boundary = _boundary_faces(faces, vs) * EDGE_COUNT_PERIMETER_FACTOR
         with np.errstate(divide="ignore", invalid="ignore"):
             shape_measure = 4 * np.pi * size / boundary ** 2
     shape_measure = np.where(touches, np.nan, np.clip(shape_measure, 0.0, None))
@@ -472,9 +439,10 @@ def section_stack_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxe
     >>> t[["section", "centroid_z_um", "crack_fraction"]].values.tolist()
     [[0.0, 0.0, 0.0], [1.0, 2.0, 0.16666666666666666], [2.0, 4.0, 0.0]]
     """
-    seg = np.asarray(seg)
-    if seg.ndim != 3:
-        raise InputError(f"{source}: a stack of sections is 3-D (Z, Y, X); got shape {seg.shape}")
+    seg = seg if hasattr(seg, "shape") and hasattr(seg, "dtype") else np.asarray(seg)
+    if len(seg.shape) != 3:
+        raise InputError(f"{source}: a stack of sections is 3-D (Z, Y, X); got shape "
+                         f"{tuple(seg.shape)}")
     vs_known = voxel_size_um is not None
     vs = _voxel_size(voxel_size_um, 3, "section spacing, y, x")
     if depth_axis not in (0, 1, 2):
@@ -483,16 +451,20 @@ def section_stack_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxe
         from crackseg.sections import section_instances
 
         kw = {} if min_volume_um3 is None else {"min_volume_um3": min_volume_um3}
+        seg = np.asarray(seg[...])
         instances = section_instances(seg, schema=schema, voxel_size_um=voxel_size_um, **kw)
-    instances = np.asarray(instances)
-    if instances.shape != seg.shape:
-        raise InputError(f"instances shape {instances.shape} differs from segmentation {source} "
-                         f"shape {seg.shape}; give the instances computed from this segmentation")
+    if not hasattr(instances, "shape"):
+        instances = np.asarray(instances)
+    if tuple(instances.shape) != tuple(seg.shape):
+        raise InputError(f"instances shape {tuple(instances.shape)} differs from segmentation "
+                         f"{source} shape {tuple(seg.shape)}; give the instances computed from "
+                         "this segmentation")
     tables = []
     for z in range(seg.shape[0]):
-        if not instances[z].any():
+        inst_z = np.asarray(instances[z])
+        if not inst_z.any():
             continue
-        t = particle_table(seg[z], instances[z], schema=schema,
+        t = particle_table(np.asarray(seg[z]), inst_z, schema=schema,
                            voxel_size_um=vs[1:] if vs_known else None,
                            depth_axis=max(depth_axis - 1, 0), shell_um=shell_um,
                            shell_vox=shell_vox, source=f"{source} (section {z})")
