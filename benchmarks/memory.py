@@ -1,4 +1,4 @@
-"""Peak memory of ``crackseg predict`` and ``crackseg particles`` on a 1024^3 volume.
+"""Peak memory of ``crackseg predict``, ``crackseg particles`` and ``crackseg run`` on a 1024^3 volume.
 
 Creates a 1024 x 1024 x 1024 uint16 tomogram on disk (2 GiB TIFF, written
 slab by slab; it tiles a 128 x 256 x 256 phantom with mirror images so there
@@ -13,6 +13,14 @@ own child process,
 and records each child's peak resident memory (``getrusage`` of the child,
 i.e. its VmHWM) and wall time.  The goal is a peak below 4 GB.
 
+``--stage run`` runs the main job instead, ``crackseg run VOLUME --model M
+-o OUT --max-memory G``, and records the peak resident memory of its whole
+process tree (sampled every 0.2 s, with the child's own VmHWM beside it) and
+the seconds and peak of each stage: ``predict`` (until ``segmentation.*``
+appears), ``particles`` (until ``prediction.json``), ``statistics`` (until
+``summary.json``) and ``report`` (until ``report.html``).  Goals (issue 14):
+1024^3 at most 4 GB, 512^3 at most 2 GB.
+
 Model ``M``: ``--model`` if given, else the shipped model, else a lean
 random network (MONAI U-Net channels 8-16-32, one residual unit) whose
 labels are meaningless but whose memory behaviour is that of any model (the
@@ -22,8 +30,10 @@ Usage::
 
     nice -n 10 python benchmarks/memory.py            # 1024^3 (long on a 2-core CPU)
     nice -n 10 python benchmarks/memory.py --quick    # 256^3
+    nice -n 10 python benchmarks/memory.py --stage run --size 512 --max-memory 1.5
 
-Writes ``benchmarks/results/memory.json`` (``memory_quick.json``).
+Writes ``benchmarks/results/memory.json`` (``memory_quick.json``); ``--stage
+run`` writes ``memory_run_<size>.json`` (``memory_run_quick.json``).
 """
 
 from __future__ import annotations
@@ -90,6 +100,69 @@ def measured(cmd: list[str]) -> dict:
     return {"command": " ".join(cmd), **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
+RUN_STAGES = (("predict", "segmentation"), ("particles", "prediction.json"),
+              ("statistics", "summary.json"), ("report", "report.html"))
+"""Stages of ``crackseg run`` and the output whose appearance ends each."""
+
+
+def tree_rss(proc) -> int:
+    """Resident bytes of a process and all its descendants (0 once it is gone)."""
+    import psutil
+
+    total = 0
+    try:
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        return 0
+    return total
+
+
+def stage_of(folder: Path) -> int:
+    """Index in :data:`RUN_STAGES` of the stage an output folder is in (by the files present)."""
+    names = {p.name.split(".")[0] if p.name.startswith("segmentation") else p.name
+             for p in folder.iterdir()} if folder.exists() else set()
+    return next((i for i, (_, done) in enumerate(RUN_STAGES) if done not in names),
+                len(RUN_STAGES) - 1)
+
+
+def measured_run(cmd: list[str], folder: Path, interval: float = 0.2) -> dict:
+    """Run ``cmd`` (``crackseg run``), sampling its process tree's RSS; peak and time per stage."""
+    import psutil
+
+    wrapper = ("import resource, subprocess, sys\n"
+               "r = subprocess.run(sys.argv[1:])\n"
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20)\n"
+               "sys.exit(r.returncode)\n")
+    t0 = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-c", wrapper, *cmd], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    proc = psutil.Process(child.pid)
+    stages = [{"stage": name, "seconds": 0.0, "peak_rss_gb": 0.0} for name, _ in RUN_STAGES]
+    last = t0
+    while child.poll() is None:
+        time.sleep(interval)
+        now, rss, i = time.perf_counter(), tree_rss(proc), stage_of(folder)
+        stages[i]["seconds"] += now - last
+        stages[i]["peak_rss_gb"] = max(stages[i]["peak_rss_gb"], rss / 1e9)
+        last = now
+    out, err = child.communicate()
+    sys.stderr.write(err[-3000:])
+    lines = out.strip().splitlines()
+    for st in stages:
+        st["seconds"] = round(st["seconds"], 1)
+        st["peak_rss_gb"] = round(st["peak_rss_gb"], 3)
+    return {"command": " ".join(cmd), "rc": child.returncode,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "peak_rss_gb": round(max(s["peak_rss_gb"] for s in stages), 3),
+            "peak_rss_gb_largest_process": round(float(lines[-1]) * 2**20 / 1e9, 3)
+            if lines else None,
+            "per_stage": stages, "rss_sampled_every_s": interval}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="256^3 instead of 1024^3")
@@ -98,8 +171,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-memory", type=float, default=3.0)
     ap.add_argument("--workdir", default=None, help="where the volumes go (default /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the volumes and outputs")
-    ap.add_argument("--stage", choices=("all", "predict", "particles"), default="all",
-                    help="run one stage only (results are merged into the JSON)")
+    ap.add_argument("--stage", choices=("all", "predict", "particles", "run"), default="all",
+                    help="run one stage only (results are merged into the JSON); run: the "
+                         "main job, crackseg run, on its own (memory_run_*.json)")
     args = ap.parse_args(argv)
     n = args.size or (256 if args.quick else 1024)
     shape = (n, n, n)
@@ -130,6 +204,8 @@ def main(argv=None) -> int:
     out = work / ("out" if args.stage == "all" else f"out-{args.stage}")
     shutil.rmtree(out, ignore_errors=True)
     cli = [sys.executable, "-m", "crackseg"]
+    if args.stage == "run":
+        return run_stage(args, cli, vol, model, model_note, out, shape, argv)
     dest = ROOT / "benchmarks" / "results" / ("memory_quick.json" if args.quick else "memory.json")
     previous = json.loads(dest.read_text()) if dest.exists() and args.stage != "all" else {}
     # Stages of an earlier run merge in only if they completed (they carry an exit status).
@@ -157,6 +233,36 @@ def main(argv=None) -> int:
                                 if k in ("n_particles", "timing_s", "voxels_per_s", "settings")}
     dest.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(stages, indent=2))
+    if not args.keep:
+        shutil.rmtree(out, ignore_errors=True)
+    return 0 if record["passed"] else 1
+
+
+def run_stage(args, cli, vol: Path, model: str, model_note: str, out: Path, shape,
+              argv) -> int:
+    """``--stage run``: ``crackseg run`` on the volume; writes ``memory_run_*.json``."""
+    from benchmarks._common import machine_info
+
+    n = shape[0]
+    goal = 4.0 if n > 512 else 2.0
+    cmd = cli + ["run", str(vol), "--model", model, "-o", str(out), "--max-memory",
+                 str(args.max_memory)]
+    result = measured_run(cmd, out / "volume")
+    summary = out / "volume" / "summary.json"
+    record = {
+        "volume": {"shape": list(shape), "dtype": "uint16", "bytes_on_disk": vol.stat().st_size},
+        "model": model_note, "max_memory_gb": args.max_memory, "run": result,
+        "goal_peak_rss_gb": goal,
+        "passed": result["rc"] == 0 and result["peak_rss_gb"] <= goal,
+        "n_particles": json.loads(summary.read_text()).get("n_particles")
+        if summary.exists() else None,
+        "machine": machine_info(),
+        "command": "python benchmarks/memory.py " + " ".join(argv or sys.argv[1:]),
+    }
+    name = "memory_run_quick.json" if args.quick else f"memory_run_{n}.json"
+    dest = ROOT / "benchmarks" / "results" / name
+    dest.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
     return 0 if record["passed"] else 1

@@ -40,13 +40,22 @@ from crackseg._version import __version__
 from crackseg.errors import CracksegError
 from crackseg.inference import predict_volume
 from crackseg.io import HDF5_SUFFIXES, TIFF_SUFFIXES, atomic_path, split_dataset_path, write_json
-from crackseg.outputs import check_format, max_label, output_format, write_image, write_instances
+from crackseg.outputs import (
+    check_format,
+    max_label,
+    output_format,
+    write_image,
+    write_instances,
+    write_tiff_slabs,
+)
 from crackseg.particles import border_labels, particle_instances
 from crackseg.sections import section_instances, stack_border_labels
 from crackseg.uncertainty import particle_posterior_counts
 
 VOLUME_SUFFIXES = TIFF_SUFFIXES + HDF5_SUFFIXES + (".zarr", ".npy")
 WORKDIR = ".work"
+CHUNKED_PARTICLES_VOXELS = 1 << 24
+"""Volumes above this many voxels have their particles labelled chunk by chunk into a store."""
 DONE_FILE = "prediction.json"
 
 
@@ -252,16 +261,25 @@ def write_particle_outputs(folder: Path, pred, fmt: str, particle_options=None, 
         (output name -> file name).
     """
     shape = tuple(pred.labels.shape)
-    big = int(np.prod(shape)) > (1 << 24)
+    big = int(np.prod(shape)) > CHUNKED_PARTICLES_VOXELS
     opts = dict(particle_options or {})
     opts.setdefault("chunk_size", 256 if big else None)
     stack = bool(pred.provenance.get("sections"))
     label = section_instances if stack else particle_instances
     seg = np.asarray(pred.labels[...]) if fmt == "tif" and not big else pred.labels
     part_path = folder / f"particles{'.tif' if fmt == 'tif' else '.zarr'}"
-    inst = write_instances(part_path, seg, label, fmt, voxel_size_um=pred.voxel_size_um,
-                           overwrite=True, meta={"crackseg": "particles"}, schema=pred.schema,
-                           progress=progress, scratch=folder, **opts)
+    meta = {"crackseg": "particles"}
+    if fmt == "tif" and big:
+        # Labelled into a work store, then copied to TIFF a slab at a time: the instances
+        # are never held whole; the store goes with the work folder.
+        inst = write_instances(folder / WORKDIR / "particles.zarr", seg, label, "zarr",
+                               voxel_size_um=pred.voxel_size_um, overwrite=True, meta=meta,
+                               schema=pred.schema, progress=progress, scratch=folder, **opts)
+        write_tiff_slabs(part_path, inst, pred.voxel_size_um, overwrite=True, meta=meta)
+    else:
+        inst = write_instances(part_path, seg, label, fmt, voxel_size_um=pred.voxel_size_um,
+                               overwrite=True, meta=meta, schema=pred.schema,
+                               progress=progress, scratch=folder, **opts)
     border = stack_border_labels if stack else border_labels
     found = {"instances": inst, "n_particles": max_label(inst), "n_border": int(border(inst).size),
              "outputs": {"particles": part_path.name}}

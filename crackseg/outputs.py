@@ -106,6 +106,42 @@ def write_instances(path, seg, label, fmt: str, *, voxel_size_um, overwrite: boo
     return zarr.open_array(str(path / "0"), mode="r")
 
 
+def write_tiff_slabs(path, arr, vs, *, overwrite: bool, meta: dict, slab: int = 64) -> Path:
+    """Write a lazy (Zarr) non-ImageJ array, such as uint32 instances, as TIFF a slab at a time.
+
+    The file is the one :func:`crackseg.io.write_volume` writes from the
+    whole array (same pages, compression and metadata), without holding it.
+
+    Parameters
+    ----------
+    path : path-like
+        ``.tif`` file.
+    arr : array-like, shape (Z, Y, X), dtype other than uint8, uint16 and float32
+    vs : tuple of float or None
+        Voxel size (µm).
+    slab : int
+        Slices read at a time.
+    """
+    import tifffile
+
+    dtype = np.dtype(arr.dtype)
+    if dtype in (np.uint8, np.uint16, np.float32) or len(arr.shape) != 3:
+        raise CracksegError(f"{path}: slab-wise TIFF writing is for 3-D volumes of other dtypes "
+                            f"than {dtype}")
+
+    def pages():
+        for z in range(0, arr.shape[0], slab):
+            yield from np.asarray(arr[z:z + slab])
+
+    vs = tuple(float(v) for v in vs) if vs else None
+    md = {"axes": "ZYX", "voxel_size_um": list(vs) if vs else None, **(meta or {})}
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tifffile.imwrite(tmp, pages(), shape=tuple(arr.shape), dtype=dtype,
+                         resolution=(1.0 / vs[-1], 1.0 / vs[-2]) if vs else None, metadata=md,
+                         compression="zlib")
+    return Path(path)
+
+
 def max_label(instances, slab: int = 64) -> int:
     """Largest label of an instance array (read in slabs of ``slab`` slices along axis 0).
 
