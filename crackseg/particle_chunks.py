@@ -1,0 +1,432 @@
+"""Particle labelling of a big volume chunk by chunk, in parallel and resumable.
+
+The volume (ZYX, or YX) is cut into core chunks that tile it.  Three passes:
+
+1. **scan**: each chunk is read with a small margin; its largest particle
+   radius is estimated on a coarse grid (:func:`crackseg.particle_blocks.block_radius`)
+   and a checksum of its core is taken.  The chunk margin is then sized from
+   the largest radius *R* in the volume (:func:`margin_for_radius`), so
+   that every particle reaching into a core, its seed, and its neighbours'
+   seeds lie within the chunk plus its margin;
+2. **label**: each chunk is labelled with that margin
+   (:func:`crackseg.particle_blocks.block_instances`) and its core written
+   into an on-disk Zarr array of seed ids; each instance is named by the
+   global position of its seed, so chunks that share a particle give it the
+   same name, whatever the chunk size;
+3. **number**: voxel counts of every chunk are summed, instances under the
+   volume threshold are dropped, the others numbered 1..N in order of their
+   seed's position (Z, then Y, X), and each chunk is rewritten as uint32.
+
+Chunks go to ``workers`` processes (spawn-safe top-level functions); each
+holds one chunk with its margin, never a full-size array.  With a ``store``
+folder the passes record finished chunks (``counts/``, ``numbered/``) under a
+fingerprint of the settings and of the input's contents; a later call with
+the same settings and input resumes where the last one stopped.
+
+Store layout::
+
+    store/progress.json     fingerprint, radius, margin
+    store/ids.zarr          seed ids (uint64), chunked like the cores
+    store/counts/<i>.npz    ids and voxel counts of chunk i (chunk i labelled)
+    store/numbered/<i>      chunk i written into instances.zarr
+    store/instances.zarr    OME-Zarr of the instances (uint32), level 0 at ``/0``
+
+Examples
+--------
+>>> margin_for_radius(20.0, sigma=1.0, closing_radius=1, voxel_size_um=None, ndim=3)
+(40, 40, 40)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from crackseg.errors import InputError
+from crackseg.io import write_json
+from crackseg.particle_blocks import anisotropy, block_instances, block_radius, envelope_values
+from crackseg.tiling import chunk_grid
+
+MARGIN_PER_RADIUS = 1.5
+"""Chunk margin per voxel of the largest particle radius (plus smoothing and closing)."""
+SCAN_MARGIN = 16
+"""Margin (voxels) of the radius scan; chunks with larger radii are scanned again wider."""
+
+
+def margin_for_radius(radius: float, *, sigma: float, closing_radius: int, voxel_size_um,
+                      ndim: int) -> tuple[int, ...]:
+    """Chunk margin (voxels per axis) for particles of radius up to ``radius``.
+
+    ``radius`` is in units of the smallest voxel edge; the margin is
+    ``1.5 radius + 4 sigma + closing_radius + 2`` in those units, converted
+    to voxels of each axis and rounded up to an even number.
+    """
+    m = MARGIN_PER_RADIUS * float(radius) + 4 * float(sigma) + int(closing_radius) + 2
+    return tuple(2 * math.ceil(m / a / 2) for a in anisotropy(voxel_size_um, ndim))
+
+
+# ---------------------------------------------------------------- worker tasks
+
+
+def scan_task(block, crop, options: dict) -> tuple[float, int]:
+    """Largest radius in ``block[crop]`` and a CRC-32 of ``block[crop]`` (one worker task)."""
+    r = block_radius(block, options["schema"], voxel_size_um=options["voxel_size_um"],
+                     closing_radius=options["closing_radius"], crop=crop)
+    return r, zlib.crc32(np.ascontiguousarray(block[crop]).data)
+
+
+def label_task(block, ids, core, crop, origin, options: dict):
+    """Label one chunk, write its core into ``ids``; its instance ids and voxel counts."""
+    lab = block_instances(block, origin=origin, crop=crop, **options)
+    ids[core] = lab
+    return np.unique(lab, return_counts=True)
+
+
+def number_task(ids, out, core, kept) -> None:
+    """Rewrite one chunk of seed ids as 1..N (position in ``kept``; 0 when dropped)."""
+    block = np.asarray(ids[core])
+    out[core] = numbered(block, kept)
+
+
+def numbered(block: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Seed ids -> 1 + their position in sorted ``kept``; 0 for ids not kept.
+
+    Examples
+    --------
+    >>> numbered(np.array([0, 5, 9, 7], np.uint64), np.array([5, 9], np.uint64)).tolist()
+    [0, 1, 2, 0]
+    """
+    if kept.size == 0:
+        return np.zeros(block.shape, np.uint32)
+    pos = np.minimum(np.searchsorted(kept, block), kept.size - 1)
+    return np.where(kept[pos] == block, pos + 1, 0).astype(np.uint32)
+
+
+def kept_ids(counts: list, min_vox: float) -> np.ndarray:
+    """Sorted ids whose summed voxel counts reach ``min_vox`` (0 excluded).
+
+    Examples
+    --------
+    >>> kept_ids([(np.array([0, 3, 8]), np.array([9, 5, 1])), (np.array([8]), np.array([4]))], 5)
+    array([3, 8], dtype=uint64)
+    """
+    if not counts:
+        return np.zeros(0, np.uint64)
+    ids = np.concatenate([u for u, _ in counts]).astype(np.uint64)
+    n = np.concatenate([c for _, c in counts]).astype(np.int64)
+    uniq, inv = np.unique(ids, return_inverse=True)
+    total = np.bincount(inv.ravel(), weights=n)
+    kept = uniq[(uniq > 0) & (total >= min_vox)]
+    if kept.size >= np.iinfo(np.uint32).max:
+        raise InputError("more than 2^32 - 1 particles")
+    return kept
+
+
+# ---------------------------------------------------------------- running tasks
+
+
+def default_workers() -> int:
+    """One worker per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _executor(workers: int, n_tasks: int):
+    """A spawn process pool for ``workers`` > 1 and several tasks, else ``None`` (in-process)."""
+    if workers <= 1 or n_tasks <= 1:
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=min(workers, n_tasks),
+                               mp_context=multiprocessing.get_context("spawn"))
+
+
+def run_tasks(pool, fn, jobs, on_result, *, total: int, desc: str, progress: bool):
+    """Run ``fn(*args)`` for each ``(key, args)`` of ``jobs``; ``on_result(key, result)`` here.
+
+    With a pool, at most two tasks per worker are in flight, so the blocks
+    read here for them stay few; results are handled as they finish.
+    """
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=desc, unit="chunk", disable=not progress, file=sys.stderr,
+              leave=False) as bar:
+        if pool is None:
+            for key, args in jobs:
+                on_result(key, fn(*args))
+                bar.update(1)
+            return
+        limit = 2 * pool._max_workers
+        pending = {}
+        jobs = iter(jobs)
+        while True:
+            for key, args in jobs:
+                pending[pool.submit(fn, *args)] = key
+                if len(pending) >= limit:
+                    break
+            if not pending:
+                return
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                on_result(pending.pop(fut), fut.result())
+                bar.update(1)
+
+
+# ---------------------------------------------------------------- the store
+
+
+def _progress_state(store: Path) -> dict:
+    try:
+        return json.loads((store / "progress.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def open_store(store: Path, fingerprint: str, shape, chunk, resume: bool):
+    """The seed-id array of ``store``, emptied unless it holds a run with ``fingerprint``."""
+    import zarr
+
+    state = _progress_state(store)
+    if resume and state.get("fingerprint") == fingerprint and (store / "ids.zarr").exists():
+        return zarr.open_array(str(store / "ids.zarr"), mode="r+")
+    for name in ("ids.zarr", "counts", "numbered", "instances.zarr", "progress.json"):
+        p = store / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "counts").mkdir()
+    (store / "numbered").mkdir()
+    ids = zarr.create_array(store=str(store / "ids.zarr"), shape=tuple(shape), dtype=np.uint64,
+                            chunks=tuple(chunk), fill_value=0)
+    write_json(store / "progress.json", {"fingerprint": fingerprint})
+    return ids
+
+
+def save_counts(store: Path, index: int, counts) -> None:
+    """Record chunk ``index`` as labelled, with its ids and voxel counts (atomic)."""
+    tmp = store / "counts" / f".{index}.tmp.npz"
+    np.savez(tmp, ids=counts[0], counts=counts[1])
+    os.replace(tmp, store / "counts" / f"{index}.npz")
+
+
+def load_counts(store: Path) -> dict:
+    """Chunk index -> (ids, counts) of the labelled chunks recorded in ``store``."""
+    out = {}
+    for p in (store / "counts").glob("[0-9]*.npz"):
+        with np.load(p) as f:
+            out[int(p.stem)] = (f["ids"], f["counts"])
+    return out
+
+
+def mark_numbered(store: Path, index: int) -> None:
+    """Record chunk ``index`` as written into ``instances.zarr``."""
+    (store / "numbered" / str(index)).touch()
+
+
+def numbered_chunks(store: Path) -> set[int]:
+    """Indices of the chunks already written into ``instances.zarr``."""
+    return {int(p.name) for p in (store / "numbered").iterdir() if p.name.isdigit()}
+
+
+# ---------------------------------------------------------------- the passes
+
+
+def _fingerprint(shape, dtype, chunk, options: dict, min_vox, checksums) -> str:
+    import hashlib
+
+    schema = options["schema"]
+    record = {"shape": list(shape), "dtype": str(dtype), "chunk": list(chunk),
+              "schema": [schema.name, envelope_values(schema)],
+              "options": {k: v for k, v in options.items() if k != "schema"},
+              "min_vox": float(min_vox), "checksums": [int(c) for c in checksums]}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def scan_radius(seg, chunk, options: dict, pool, *, progress: bool):
+    """Largest particle radius of ``seg`` and per-chunk checksums (the scan pass).
+
+    Returns
+    -------
+    (float, list of int)
+        Radius (units of the smallest voxel edge) and one CRC-32 per core chunk.
+    """
+    ndim = len(seg.shape)
+    anis = anisotropy(options["voxel_size_um"], ndim)
+    opts = {k: options[k] for k in ("schema", "voxel_size_um", "closing_radius")}
+
+    def jobs(grid):
+        for c in grid:
+            yield c.index, (np.asarray(seg[c.ext]), c.crop, opts)
+
+    def scan(grid, desc):
+        res = {}
+        run_tasks(pool, scan_task, jobs(grid), res.__setitem__, total=len(grid), desc=desc,
+                  progress=progress)
+        return res
+
+    halo = tuple(math.ceil(SCAN_MARGIN / a) for a in anis)
+    res = scan(chunk_grid(seg.shape, chunk, halo), "particles: scan")
+    # A particle cut by the scan margin reads too wide: scan those chunks again, wider.
+    wide = {i: r for i, (r, _) in res.items() if r > SCAN_MARGIN}
+    for i, r in sorted(wide.items()):
+        halo = tuple(min(math.ceil((r + 4) / a), 2 * c) for a, c in zip(anis, chunk))
+        c = chunk_grid(seg.shape, chunk, halo)[i]
+        res.update(scan([c], "particles: rescan"))
+    radius = max((r for r, _ in res.values()), default=0.0)
+    return radius, [res[i][1] for i in sorted(res)]
+
+
+def chunk_margin(radius: float, chunk, options: dict, ndim: int) -> tuple[int, ...]:
+    """Margin for ``radius`` (:func:`margin_for_radius`); warns when it exceeds the chunk."""
+    margin = margin_for_radius(radius, sigma=options["sigma"],
+                               closing_radius=options["closing_radius"],
+                               voxel_size_um=options["voxel_size_um"], ndim=ndim)
+    if any(m > c for m, c in zip(margin, chunk)):
+        warnings.warn(f"particles up to {2 * radius:.0f} voxels wide need a chunk margin of "
+                      f"{max(margin)} voxels, more than the chunk ({max(chunk)}): each chunk "
+                      f"reads and labels far more than its own voxels; a chunk size of at "
+                      f"least {2 * max(margin)} is faster", stacklevel=3)
+    return margin
+
+
+def label_chunks(seg, ids, grid, options: dict, store: Path, pool, *, progress: bool) -> dict:
+    """Label every chunk not yet recorded in ``store``; chunk index -> (ids, counts)."""
+    counts = load_counts(store)
+    todo = [c for c in grid if c.index not in counts]
+
+    def jobs():
+        for c in todo:
+            origin = tuple(s.start for s in c.ext)
+            yield c.index, (np.asarray(seg[c.ext]), ids, c.core, c.crop, origin, options)
+
+    def record(index, result):
+        save_counts(store, index, result)
+        counts[index] = result
+
+    run_tasks(pool, label_task, jobs(), record, total=len(todo), desc="particles",
+              progress=progress)
+    return counts
+
+
+def number_chunks(ids, target, grid, kept, store: Path | None, pool, *, progress: bool):
+    """Write chunks of ``ids`` into ``target`` numbered 1..N (skips chunks recorded in ``store``)."""
+    done = numbered_chunks(store) if store is not None else set()
+    todo = [c for c in grid if c.index not in done]
+    aligned = isinstance(target, np.ndarray) or all(
+        c % t == 0 for c, t in zip(grid[0].core_shape, target.chunks)) or len(grid) == 1
+    if isinstance(target, np.ndarray) or not aligned:
+        pool = None  # written here: an in-memory array, or Zarr chunks that straddle cores
+    jobs = ((c.index, (ids, target, c.core, kept)) for c in todo)
+
+    def record(index, _):
+        if store is not None:
+            mark_numbered(store, index)
+
+    run_tasks(pool, number_task, jobs, record, total=len(todo), desc="particles: numbering",
+              progress=progress)
+    return target
+
+
+def _target(store: Path, keep: bool, out, shape, chunk, voxel_size_um):
+    """Where the numbered labels go: ``out``, ``store/instances.zarr`` or a new NumPy array."""
+    if out is not None:
+        return out, False
+    if not keep:
+        return np.zeros(shape, np.uint32), False
+    import zarr
+
+    from crackseg.io import create_zarr_volume
+
+    path = store / "instances.zarr"
+    if (path / "0").exists():
+        return zarr.open_array(str(path / "0"), mode="r+"), True
+    return create_zarr_volume(path, shape, np.uint32, voxel_size_um, chunks=tuple(chunk),
+                              metadata={"crackseg": "particles"}), True
+
+
+def chunked_instances(seg, *, chunk, margin, options: dict, min_vox: float, workers=None,
+                      store=None, resume: bool = True, out=None, scratch=None,
+                      progress: bool = False):
+    """Particle instances of ``seg`` computed chunk by chunk (see the module notes).
+
+    Parameters
+    ----------
+    seg : array-like of int, shape (Z, Y, X) or (Y, X)
+        Semantic labels; read one chunk (with its margin) at a time.
+    chunk : tuple of int
+        Core chunk size per axis (voxels).
+    margin : tuple of int or None
+        Chunk margin per axis (voxels); ``None`` sizes it from the largest
+        particle radius (:func:`margin_for_radius`).
+    options : dict
+        Keyword arguments of :func:`crackseg.particle_blocks.block_instances`
+        (``schema``, ``voxel_size_um``, ``h``, ``sigma``, ``closing_radius``,
+        ``shape``).
+    min_vox : float
+        Instances with fewer voxels are dropped.
+    workers : int, optional
+        Processes (default: one per core; 1 runs here).
+    store : path-like, optional
+        Folder of the work files and of ``instances.zarr``; without it a
+        temporary folder in ``scratch`` is used and nothing is resumable.
+    resume : bool
+        Continue the run recorded in ``store`` when its settings and input match.
+    out : array-like, optional
+        Where to write the labels (uint32).
+    scratch : path-like, optional
+        Folder of the temporary work files when no ``store`` is given.
+    progress : bool
+
+    Returns
+    -------
+    ndarray or zarr.Array of uint32
+        ``out`` if given, else ``store/instances.zarr`` (level 0) with a
+        store, else a NumPy array.
+    """
+    shape = tuple(seg.shape)
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise InputError(f"workers={workers}: need at least 1")
+    n_chunks = len(chunk_grid(shape, chunk))
+    with tempfile.TemporaryDirectory(prefix="crackseg-particles-", dir=scratch) as tmp:
+        root = Path(store) if store is not None else Path(tmp)
+        pool = _executor(workers, n_chunks)
+        try:
+            radius, sums = scan_radius(seg, chunk, options, pool, progress=progress)
+            if margin is None:
+                margin = chunk_margin(radius, chunk, options, len(shape))
+            fp = _fingerprint(shape, seg.dtype, chunk, options, min_vox, sums)
+            ids = open_store(root, fp, shape, chunk, resume and store is not None)
+            write_json(root / "progress.json", {"fingerprint": fp, "radius": radius,
+                                                "margin": list(margin)})
+            grid = chunk_grid(shape, chunk, margin)
+            counts = label_chunks(seg, ids, grid, options, root, pool, progress=progress)
+            kept = kept_ids([counts[c.index] for c in grid], min_vox)
+            target, own = _target(root, store is not None, out, shape, chunk,
+                                  options["voxel_size_um"])
+            number_chunks(ids, target, grid, kept, root if own else None, pool,
+                          progress=progress)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+    if own:
+        import zarr
+
+        return zarr.open_array(str(root / "instances.zarr" / "0"), mode="r")
+    return target

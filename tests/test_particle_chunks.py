@@ -1,0 +1,97 @@
+"""Chunked particle labelling: equal to the whole-volume labels, parallel, resumable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import crackseg.particle_chunks as pc
+from crackseg.particles import instance_matching, particle_instances
+from crackseg.synthetic import generate_electrode
+
+pytestmark = pytest.mark.filterwarnings("ignore:particles up to")
+CHUNK = 24
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    """Particles up to ~70 voxels wide (0.3 µm voxels) in a 48x64x64 volume, and their labels."""
+    ph = generate_electrode((48, 64, 64), seed=5, voxel_size_um=0.3, imaging=False)
+    whole = particle_instances(ph.labels, voxel_size_um=ph.voxel_size_um)
+    return ph, whole
+
+
+def _widest(inst) -> int:
+    from scipy import ndimage as ndi
+
+    boxes = ndi.find_objects(inst)
+    return max(max(s.stop - s.start for s in b) for b in boxes if b is not None)
+
+
+def test_chunked_equals_whole_volume(phantom):
+    ph, whole = phantom
+    assert _widest(whole) > CHUNK  # particles span several chunks and faces
+    chunked = particle_instances(ph.labels, voxel_size_um=ph.voxel_size_um, chunk_size=CHUNK,
+                                 workers=1)
+    assert instance_matching(chunked, whole, iou_threshold=0.9)["f1"] >= 0.99
+    np.testing.assert_array_equal(chunked, whole)
+
+
+def test_margin_grows_with_particles():
+    small = pc.margin_for_radius(5, sigma=1, closing_radius=1, voxel_size_um=None, ndim=3)
+    big = pc.margin_for_radius(40, sigma=1, closing_radius=1, voxel_size_um=None, ndim=3)
+    assert big[0] > 60 > small[0]
+    aniso = pc.margin_for_radius(40, sigma=1, closing_radius=1, voxel_size_um=(1.0, 0.5, 0.5),
+                                 ndim=3)
+    assert aniso[0] * 2 == pytest.approx(aniso[1], abs=2)
+
+
+def test_interrupted_run_resumes(phantom, tmp_path, monkeypatch):
+    ph, whole = phantom
+    saved = pc.save_counts
+    calls = []
+
+    def stop_after_three(store, index, counts):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(index)
+        saved(store, index, counts)
+
+    kw = dict(voxel_size_um=ph.voxel_size_um, chunk_size=CHUNK, workers=1, store=tmp_path / "w")
+    monkeypatch.setattr(pc, "save_counts", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        particle_instances(ph.labels, **kw)
+    assert len(list((tmp_path / "w" / "counts").glob("*.npz"))) == 3
+    monkeypatch.setattr(pc, "save_counts", saved)
+    labelled = []
+    task = pc.label_task
+    monkeypatch.setattr(pc, "label_task", lambda *a: labelled.append(a[2]) or task(*a))
+    inst = particle_instances(ph.labels, **kw)
+    n_chunks = len(pc.chunk_grid(ph.labels.shape, CHUNK))
+    assert len(labelled) == n_chunks - 3  # the finished chunks were kept
+    assert str(inst.store_path).endswith("w/instances.zarr/0")
+    np.testing.assert_array_equal(np.asarray(inst[...]), whole)
+    # A finished run is not redone; a changed input is.
+    labelled.clear()
+    np.testing.assert_array_equal(np.asarray(particle_instances(ph.labels, **kw)[...]), whole)
+    assert labelled == []
+    seg = ph.labels.copy()
+    seg[:, :, :8] = 0
+    again = particle_instances(seg, **kw)
+    assert len(labelled) == n_chunks
+    np.testing.assert_array_equal(np.asarray(again[...]),
+                                  particle_instances(seg, voxel_size_um=ph.voxel_size_um))
+
+
+def test_two_workers_equal_one(phantom, tmp_path):
+    import zarr
+
+    ph, whole = phantom
+    seg = ph.labels[:, :48, :48]
+    one = particle_instances(seg, voxel_size_um=ph.voxel_size_um, chunk_size=CHUNK, workers=1)
+    out = zarr.create_array(store=str(tmp_path / "o.zarr"), shape=seg.shape, dtype=np.uint32,
+                            chunks=(CHUNK,) * 3, fill_value=0)
+    two = particle_instances(seg, voxel_size_um=ph.voxel_size_um, chunk_size=CHUNK, workers=2,
+                             out=out)
+    assert two is out
+    np.testing.assert_array_equal(np.asarray(two[...]), one)
