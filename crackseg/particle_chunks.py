@@ -34,7 +34,7 @@ Store layout::
 Examples
 --------
 >>> margin_for_radius(20.0, sigma=1.0, closing_radius=1, voxel_size_um=None, ndim=3)
-(40, 40, 40)
+(38, 38, 38)
 """
 
 from __future__ import annotations
