@@ -158,7 +158,7 @@ def measured_run(cmd: list[str], folder: Path, interval: float = 0.2) -> dict:
     return {"command": " ".join(cmd), "rc": child.returncode,
             "seconds": round(time.perf_counter() - t0, 1),
             "peak_rss_gb": round(max(s["peak_rss_gb"] for s in stages), 3),
-            "peak_rss_gb_largest_process": round(float(lines[-1]) * 2**20 / 1e9, 3)
+            "peak_rss_gb_largest_process": round(float(lines[-1]) * 2**30 / 1e9, 3)
             if lines else None,
             "per_stage": stages, "rss_sampled_every_s": interval}
 

@@ -269,12 +269,18 @@ def write_particle_outputs(folder: Path, pred, fmt: str, particle_options=None, 
     seg = np.asarray(pred.labels[...]) if fmt == "tif" and not big else pred.labels
     part_path = folder / f"particles{'.tif' if fmt == 'tif' else '.zarr'}"
     meta = {"crackseg": "particles"}
+    if big and not stack:
+        # Chunks labelled in parallel into a resumable store in the work folder (removed
+        # with it once the folder is complete); statistics read the result block by block.
+        opts.setdefault("store", folder / WORKDIR / "particles")
     if fmt == "tif" and big:
         # Labelled into a work store, then copied to TIFF a slab at a time: the instances
-        # are never held whole; the store goes with the work folder.
-        inst = write_instances(folder / WORKDIR / "particles.zarr", seg, label, "zarr",
-                               voxel_size_um=pred.voxel_size_um, overwrite=True, meta=meta,
-                               schema=pred.schema, progress=progress, scratch=folder, **opts)
+        # are never held whole.
+        inst = (label(seg, voxel_size_um=pred.voxel_size_um, schema=pred.schema,
+                      progress=progress, scratch=folder, **opts) if not stack else
+                write_instances(folder / WORKDIR / "particles.zarr", seg, label, "zarr",
+                                voxel_size_um=pred.voxel_size_um, overwrite=True, meta=meta,
+                                schema=pred.schema, progress=progress, scratch=folder, **opts))
         write_tiff_slabs(part_path, inst, pred.voxel_size_um, overwrite=True, meta=meta)
     else:
         inst = write_instances(part_path, seg, label, fmt, voxel_size_um=pred.voxel_size_um,
