@@ -27,10 +27,19 @@ from crackseg.uncertainty import SAMPLE_CLASSES, apply_transform, bits_dtype, pr
 
 
 def _valid_weight_map(roi, halo, eps: float = 1e-4):
+    """Window weights: the product over axes of 1 in the centre and ``eps`` in the halo.
+
+    A voxel in the halo of one window along an axis, and in the halo of
+    another along two axes, takes the first window's scores: only a window
+    whose centre holds the voxel along more axes outweighs another.
+    """
     import torch
 
-    w = torch.full(tuple(roi), eps, dtype=torch.float32)
-    w[tuple(slice(h, r - h) for r, h in zip(roi, halo))] = 1.0
+    w = torch.ones(tuple(roi), dtype=torch.float32)
+    for axis, (r, h) in enumerate(zip(roi, halo)):
+        line = torch.full((r,), eps, dtype=torch.float32)
+        line[h:r - h] = 1.0
+        w *= line.view([r if a == axis else 1 for a in range(len(roi))])
     return w
 
 
@@ -69,16 +78,21 @@ def stitched_logits(net, x, plan: dict, *, sw_batch_size: int = 1, sw_device="cp
             y = net(w)
         return y.float().contiguous()
 
-    if plan["blend"] == "valid":
-        roi, halo, ov = valid_tiling(spatial, plan["roi_size"], plan["halo"], div)
-        weight = _valid_weight_map(roi, halo).to(sw_device)
-        kw = dict(overlap=ov, mode="constant", roi_weight_map=weight)
-    else:
-        kw = dict(overlap=plan["overlap"], mode="gaussian")
-    return sliding_window_inference(
+    if plan["blend"] == "gaussian":
+        return sliding_window_inference(
+            x, roi, sw_batch_size, predictor, sw_device=sw_device, device=out_device,
+            progress=progress, overlap=plan["overlap"], mode="gaussian")
+    # valid centres: windows on the network's downsampling grid (block padded at its far end)
+    grid = tuple(round_up(s, div) for s in spatial)
+    if grid != spatial:
+        pad = [p for s, g in zip(reversed(spatial), reversed(grid)) for p in (0, g - s)]
+        x = torch.nn.functional.pad(x, pad)
+    roi, halo, ov = valid_tiling(grid, plan["roi_size"], plan["halo"], div)
+    y = sliding_window_inference(
         x, roi, sw_batch_size, predictor, sw_device=sw_device, device=out_device,
-        progress=progress, **kw,
-    )
+        progress=progress, overlap=ov, mode="constant",
+        roi_weight_map=_valid_weight_map(roi, halo).to(sw_device))
+    return y[(slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)]
 
 
 def _chunk_seed(seed: int, chunk_index: int, sample: int) -> int:

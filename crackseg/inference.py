@@ -13,8 +13,11 @@ Two ways of stitching windows (``blend``):
 ``"valid"`` (default)
     Windows of ``roi_size`` voxels overlap by twice a halo; each voxel takes
     the scores of the window in whose centre it lies (MONAI with a weight
-    map that is 1 in the window's centre and 1e-4 in its halo).  No compute is
-    spent on down-weighted window borders.
+    map that is 1 in the window's centre and 1e-4 per axis in its halo).  No
+    compute is spent on down-weighted window borders.  The default halo is
+    the network's receptive field and windows sit on its downsampling grid,
+    so the result is the whole-volume forward pass's
+    (:func:`crackseg.tiling.default_halo`).
 ``"gaussian"``
     MONAI's Gaussian blending with the window and overlap of the model card.
 
@@ -406,9 +409,12 @@ def predict_volume(model, volume, *, voxel_size_um=None, roi_size=None, overlap=
         Overrides the voxel size read from the file (µm, per axis).
     roi_size, overlap, blend, halo, chunk_size, max_memory_gb
         Windows and chunks (voxels), see :func:`crackseg.tiling.plan_inference`
-        and the module docs: window 128 for ``blend="valid"`` (the card's for
-        ``"gaussian"``, with its overlap), halo ``roi_size // 16``, chunks the
-        largest that fit ``max_memory_gb`` (default 3 GB).
+        and the module docs: for ``blend="valid"`` the halo is the network's
+        receptive field (:func:`crackseg.tiling.default_halo`) and the window
+        the largest up to 256 (512 in 2-D) that fits the memory budget (the
+        card's window and overlap for ``"gaussian"``); chunks the largest that
+        fit ``max_memory_gb`` (default 3 GB).  A halo given is rounded up to a
+        multiple of the network's downsampling factor.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.  On a GPU windows are batched
         there and stitched on the host, so volumes larger than GPU memory work.
@@ -616,6 +622,7 @@ def _provenance(img: Image, ident: dict, card: dict, job: dict, opts: dict, diam
     plan = job["plan"]
     settings = {
         "blend": plan["blend"], "roi_size": plan["roi_size"], "halo": plan["halo"],
+        "halo_rule": plan["halo_rule"], "receptive_field": plan["receptive_field"],
         "overlap": plan["overlap"], "chunk_size": plan["chunk_size"], "device": job["device"],
         "precision": job["precision"], "batch_size": job["batch_size"],
         "uncertainty": job["uncertainty"], "n_samples": job["n_samples"], "seed": job["seed"],

@@ -96,18 +96,67 @@ def build_network(architecture: dict):
 
 
 def receptive_halo(architecture: dict) -> int:
-    """Voxels of context each side that a window's centre depends on (upper bound).
+    """Voxels of context on each side that one output voxel depends on (exact).
 
-    Used to size halos for tiled inference.
+    The reach of the network's convolutions along one axis, counted layer by
+    layer through the MONAI U-Net (strided and transposed convolutions,
+    residual units, skip connections) and maximised over the output
+    positions within one downsampling period.  Outside this many voxels the
+    input does not change the output, so a window whose centre keeps this
+    much context on every side gives the whole-volume forward pass's scores
+    there, provided the window sits on the downsampling grid (its origin a
+    multiple of the product of the strides).  Instance normalisation is not
+    local: its statistics are those of the window (see :mod:`crackseg.tiling`).
+
+    Parameters
+    ----------
+    architecture : dict
+        Architecture record (:func:`unet_architecture`).
+
+    Returns
+    -------
+    int
+        Voxels (pixels for 2-D models) per side; the same on every axis.
+
+    Examples
+    --------
+    >>> receptive_halo(unet_architecture(3, channels=(8, 16, 32, 64), num_res_units=1))
+    29
+    >>> receptive_halo(unet_architecture(3, channels=(4, 8), num_res_units=0))
+    4
     """
     args = architecture["args"]
-    levels = len(args["channels"])
-    strides = list(args.get("strides") or [2] * (levels - 1)) + [1]
-    res = max(1, int(args.get("num_res_units", 0)))
-    # Each level applies ~ (res units x 2 convs) of 3x3x3 at its own scale, down and up;
-    # a level's scale is the product of the strides before it.
-    halo, scale = 0, 1
+    strides = [int(s) for s in (args.get("strides") or [2] * (len(args["channels"]) - 1))]
+    n_res = int(args.get("num_res_units", 0))
+    k, uk = int(args.get("kernel_size", 3)), int(args.get("up_kernel_size", 3))
+    period = 1
     for s in strides:
-        scale *= int(s)
-        halo += 2 * (2 * res) * scale
-    return halo
+        period *= s
+    reach = 0
+    for o in range(period):
+        lo, hi = _unet_input_span(o, o, strides, n_res, k, uk)
+        reach = max(reach, o - lo, hi - o)
+    return reach
+
+
+def _unet_input_span(lo: int, hi: int, strides, n_res: int, k: int, uk: int) -> tuple[int, int]:
+    """Input positions ``[lo', hi']`` that outputs ``[lo, hi]`` of one U-Net level depend on.
+
+    One axis, in voxels of the level's input; ``strides`` are this level's
+    and the deeper levels' (empty: the bottom layer).  A level is a down
+    layer (residual unit whose first convolution has the stride), the deeper
+    levels on a skip connection, and an up layer (transposed convolution,
+    then one residual unit).
+    """
+    r, ur = (k - 1) // 2, (uk - 1) // 2
+    if not strides:
+        n = max(1, n_res)
+        return lo - n * r, hi + n * r
+    s = strides[0]
+    if n_res > 0:
+        lo, hi = lo - r, hi + r
+    # transposed convolution: output o takes input i where i * s - ur + j = o, 0 <= j < uk
+    lo, hi = -((-(lo + ur - (uk - 1))) // s), (hi + ur) // s
+    lo, hi = _unet_input_span(lo, hi, strides[1:], n_res, k, uk)
+    extra = max(0, n_res - 1) * r
+    return (lo - extra) * s - r, (hi + extra) * s + r

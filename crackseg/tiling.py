@@ -10,6 +10,13 @@ exactly; each chunk is read with a *halo* of context voxels on every side
 Results therefore do not depend on which chunks were processed in which run,
 which is what makes interrupted runs resumable bit for bit.
 
+Exact tiling: by default the halo is the network's receptive field
+(:func:`default_halo`), and chunks and windows start on multiples of the
+network's downsampling factor, so a network with batch normalisation gives
+the scores of one forward pass over the whole volume, up to float rounding
+(instance normalisation takes its statistics per window, so there the two
+differ; ``benchmarks/tiling_exactness.py`` measures both).
+
 Examples
 --------
 >>> from crackseg.tiling import chunk_grid
@@ -29,6 +36,8 @@ import numpy as np
 from crackseg.errors import CracksegError
 
 GIB = 1024**3
+FIXED_BYTES = int(0.6 * GIB)
+"""Memory of Python, PyTorch and the model, counted once in every estimate (bytes)."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,31 @@ def round_up(n: int, multiple: int) -> int:
     return int(math.ceil(n / multiple) * multiple)
 
 
-def inference_memory_bytes(chunk, halo, roi, *, n_classes: int, first_channels: int,
+def window_bytes_per_voxel(architecture: dict) -> int:
+    """Network activations per window voxel in one forward pass, estimated (bytes, float32).
+
+    ``8 * sum(channels[l] / scale[l] ** ndim)`` over the U-Net's levels, with
+    ``scale[l]`` the product of the strides before level ``l``; measured peaks
+    of MONAI's U-Net on CPU: 90 bytes for channels 8-64 with strides 2, 2, 2
+    and 270-340 for channels 12-96 with strides 1, 2, 2 (estimates 85, 348).
+
+    Examples
+    --------
+    >>> from crackseg.nets import unet_architecture
+    >>> window_bytes_per_voxel(unet_architecture(3, channels=(8, 16, 32, 64)))
+    85
+    """
+    args = architecture["args"]
+    nd = int(args.get("spatial_dims", 3))
+    strides = [1] + [int(v) for v in (args.get("strides") or [2] * (len(args["channels"]) - 1))]
+    total, scale = 0.0, 1
+    for c, s in zip(args["channels"], strides):
+        scale *= s
+        total += int(c) / scale ** nd
+    return int(round(8 * total))
+
+
+def inference_memory_bytes(chunk, halo, roi, *, n_classes: int, window_bytes: int,
                            sw_batch_size: int = 1, uncertainty: bool = False,
                            input_itemsize: int = 2) -> int:
     """Peak host memory of chunked inference, estimated (bytes).
@@ -127,9 +160,8 @@ def inference_memory_bytes(chunk, halo, roi, *, n_classes: int, first_channels: 
     Counts the chunk's input (raw and float32), the stitched logits and
     weights MONAI keeps for the chunk (float32 per class), probability
     buffers when posterior samples are drawn, and the network activations of
-    one batch of windows (about ``8 * first_channels`` bytes per window voxel
-    in float32, measured for MONAI's U-Net).  Fixed costs (Python, PyTorch,
-    the model) add roughly 0.6 GiB.
+    one batch of windows (:func:`window_bytes_per_voxel`).  Fixed costs
+    (Python, PyTorch, the model) add roughly 0.6 GiB.
 
     Parameters
     ----------
@@ -137,22 +169,28 @@ def inference_memory_bytes(chunk, halo, roi, *, n_classes: int, first_channels: 
         Core chunk size, halo and window size per axis, voxels.
     n_classes : int
         Output channels.
-    first_channels : int
-        Width of the network's first level.
+    window_bytes : int
+        Activations per window voxel (:func:`window_bytes_per_voxel`).
     """
     ndim = len(roi) if not np.isscalar(roi) else 3
     chunk = _per_axis(chunk, ndim)
     halo = _per_axis(halo, ndim)
     roi = _per_axis(roi, ndim)
     ext = int(np.prod([c + 2 * h for c, h in zip(chunk, halo)]))
-    per_voxel = input_itemsize + 4 + 4 * n_classes + 4 + 4 * n_classes  # raw, input, logits, weights, probs
+    window = int(np.prod(roi)) * sw_batch_size * window_bytes
+    return int(ext * _chunk_bytes_per_voxel(n_classes, uncertainty, input_itemsize) + window
+               + FIXED_BYTES)
+
+
+def _chunk_bytes_per_voxel(n_classes: int, uncertainty: bool, input_itemsize: int = 2) -> int:
+    """Buffers per voxel of a chunk and its halo: raw, input, logits, weights, probabilities."""
+    per_voxel = input_itemsize + 4 + 4 * n_classes + 4 + 4 * n_classes
     if uncertainty:
         per_voxel += 4 * n_classes + 8  # running mean, per-sample bit masks, entropy
-    window = int(np.prod(roi)) * sw_batch_size * 8 * first_channels
-    return int(ext * per_voxel + window + 0.6 * GIB)
+    return per_voxel
 
 
-def chunk_for_memory(max_memory_bytes: int, halo, roi, *, n_classes: int, first_channels: int,
+def chunk_for_memory(max_memory_bytes: int, halo, roi, *, n_classes: int, window_bytes: int,
                      sw_batch_size: int = 1, uncertainty: bool = False, step: int = 1,
                      largest: int = 512, ndim: int = 3) -> int:
     """Largest cubic core chunk (a multiple of ``step``) whose estimate fits.
@@ -166,7 +204,7 @@ def chunk_for_memory(max_memory_bytes: int, halo, roi, *, n_classes: int, first_
     c = step
     while c <= largest:
         need = inference_memory_bytes((c,) * ndim, halo, roi, n_classes=n_classes,
-                                      first_channels=first_channels, sw_batch_size=sw_batch_size,
+                                      window_bytes=window_bytes, sw_batch_size=sw_batch_size,
                                       uncertainty=uncertainty)
         if need > max_memory_bytes:
             break
@@ -178,8 +216,8 @@ def chunk_for_memory(max_memory_bytes: int, halo, roi, *, n_classes: int, first_
 
 
 BLEND_MODES = ("valid", "gaussian")
-DEFAULT_VALID_ROI = 128
-"""Window edge (voxels) of ``blend="valid"`` when not given: the CPU sweet spot."""
+DEFAULT_VALID_ROI = {3: 256, 2: 512}
+"""Largest window edge (voxels) of ``blend="valid"`` when none is given (3-D, 2-D)."""
 DEFAULT_MAX_MEMORY_GB = 3.0
 """Memory budget (GB) that sets the chunk size when none is given."""
 
@@ -208,8 +246,13 @@ def plan_inference(card: dict, shape, *, roi_size=None, overlap=None, blend="val
     -------
     dict
         ``blend``, ``roi_size``, ``halo``, ``overlap``, ``chunk_size``,
-        ``divisor``, ``memory_estimate_gb`` and ``max_memory_gb`` (per axis
-        where it applies, voxels).
+        ``divisor`` (:func:`downsampling_factor`), ``halo_rule`` (how the
+        halo was chosen), ``receptive_field`` (:func:`crackseg.nets.receptive_halo`),
+        ``memory_estimate_gb`` and ``max_memory_gb`` (per axis where it
+        applies, voxels).  The chunk size (and with ``blend="valid"`` the halo)
+        is rounded up to a multiple of ``divisor``; without ``halo`` the halo is
+        :func:`default_halo` and without ``roi_size`` the window is the largest
+        that fits the budget (see :func:`_windows`).
 
     Examples
     --------
@@ -225,14 +268,17 @@ def plan_inference(card: dict, shape, *, roi_size=None, overlap=None, blend="val
     if blend not in BLEND_MODES:
         raise CracksegError(f"blend {blend!r}: use one of {', '.join(BLEND_MODES)}")
     args = card["architecture"]["args"]
-    divisor = int(np.prod(args.get("strides", [2] * (len(args["channels"]) - 1))))
+    divisor = downsampling_factor(card["architecture"])
+    max_mem = float(max_memory_gb if max_memory_gb is not None else DEFAULT_MAX_MEMORY_GB)
+    kw = dict(n_classes=int(args["out_channels"]),
+              window_bytes=window_bytes_per_voxel(card["architecture"]),
+              sw_batch_size=sw_batch_size, uncertainty=uncertainty != "none")
     roi, h, ov = _windows(card, ndim, divisor, roi_size=roi_size, overlap=overlap, blend=blend,
-                          halo=halo)
+                          halo=halo, window_budget=max(0.0, max_mem * GIB - FIXED_BYTES) / (
+                              kw["window_bytes"] * sw_batch_size
+                              + _chunk_bytes_per_voxel(kw["n_classes"], kw["uncertainty"])))
     step = (min(r - 2 * hh for r, hh in zip(roi, h)) if blend == "valid"
             else max(1, int(min(roi) * (1 - ov))))
-    max_mem = float(max_memory_gb if max_memory_gb is not None else DEFAULT_MAX_MEMORY_GB)
-    kw = dict(n_classes=int(args["out_channels"]), first_channels=int(args["channels"][0]),
-              sw_batch_size=sw_batch_size, uncertainty=uncertainty != "none")
     if chunk_size is None:
         largest = 256 if ndim == 3 else 4096
         try:
@@ -245,17 +291,27 @@ def plan_inference(card: dict, shape, *, roi_size=None, overlap=None, blend="val
             ) from None
         chunk = tuple(min(c, s) for s in shape)
     else:
-        chunk = tuple(min(c, s) for c, s in zip(_per_axis(chunk_size, ndim), shape))
+        chunk = tuple(min(round_up(c, divisor), s) for c, s in zip(_per_axis(chunk_size, ndim), shape))
     est = inference_memory_bytes(chunk, h, roi, **kw) / GIB
+    from crackseg.nets import receptive_halo
+
+    rule = "given" if halo is not None else (
+        "receptive field on the downsampling grid" if blend == "valid" else "window / 4")
     return {"blend": blend, "roi_size": list(roi), "halo": list(h), "overlap": ov,
-            "chunk_size": list(chunk), "divisor": divisor,
+            "chunk_size": list(chunk), "divisor": divisor, "halo_rule": rule,
+            "receptive_field": receptive_halo(card["architecture"]),
             "memory_estimate_gb": round(est, 2), "max_memory_gb": max_mem}
 
 
-def _windows(card: dict, ndim: int, divisor: int, *, roi_size, overlap, blend, halo):
-    """Window size, halo (voxels per axis) and Gaussian overlap (``None`` for valid centres)."""
-    from crackseg.nets import receptive_halo
+def _windows(card: dict, ndim: int, divisor: int, *, roi_size, overlap, blend, halo,
+             window_budget: float):
+    """Window size, halo (voxels per axis) and Gaussian overlap (``None`` for valid centres).
 
+    Without ``roi_size``, a valid-centre window is the largest (up to
+    :data:`DEFAULT_VALID_ROI`) with at most ``window_budget`` voxels (so that a
+    chunk of one window fits the memory budget), and at least twice the halo
+    plus one downsampling step.
+    """
     inf = card.get("inference", {})
     if blend == "gaussian":
         roi = _per_axis(roi_size, ndim) or _per_axis(inf.get("roi_size", card.get("patch_size")),
@@ -263,10 +319,10 @@ def _windows(card: dict, ndim: int, divisor: int, *, roi_size, overlap, blend, h
         ov = float(inf.get("overlap", 0.25) if overlap is None else overlap)
         h = _per_axis(halo, ndim) or tuple(max(divisor, r // 4) for r in roi)
     else:
-        default = DEFAULT_VALID_ROI if ndim == 3 else 512
-        roi = _per_axis(roi_size, ndim) or (default,) * ndim
-        h = _per_axis(halo, ndim) or tuple(
-            min(receptive_halo(card["architecture"]), max(divisor, r // 16)) for r in roi)
+        h = tuple(round_up(v, divisor) for v in (_per_axis(halo, ndim)
+                                                 or (default_halo(card["architecture"]),) * ndim))
+        edge = min(DEFAULT_VALID_ROI[ndim], int(window_budget ** (1 / ndim)) // divisor * divisor)
+        roi = _per_axis(roi_size, ndim) or tuple(max(edge, 2 * v + divisor) for v in h)
         ov = None
     roi = tuple(round_up(r, divisor) for r in roi)
     if any(2 * hh >= r for hh, r in zip(h, roi)):
@@ -274,6 +330,33 @@ def _windows(card: dict, ndim: int, divisor: int, *, roi_size, overlap, blend, h
     if not 0 <= (ov or 0) < 1:
         raise CracksegError(f"overlap {ov} must be in [0, 1)")
     return roi, h, ov
+
+
+def downsampling_factor(architecture: dict) -> int:
+    """Product of the network's strides: windows and chunks start on multiples of it (voxels)."""
+    args = architecture["args"]
+    return int(np.prod(args.get("strides") or [2] * (len(args["channels"]) - 1)))
+
+
+def default_halo(architecture: dict) -> int:
+    """Halo of ``blend="valid"`` when none is given: the network's receptive field (voxels).
+
+    :func:`crackseg.nets.receptive_halo` rounded up to a multiple of
+    :func:`downsampling_factor`, so that window centres and chunk cores see
+    all the context their scores depend on and windows sit on the network's
+    downsampling grid: the stitched scores are those of the whole-volume
+    forward pass (up to float rounding) for networks with batch
+    normalisation.
+
+    Examples
+    --------
+    >>> from crackseg.nets import unet_architecture
+    >>> default_halo(unet_architecture(3, channels=(8, 16, 32, 64), num_res_units=1))
+    32
+    """
+    from crackseg.nets import receptive_halo
+
+    return round_up(receptive_halo(architecture), downsampling_factor(architecture))
 
 
 def valid_tiling(spatial, roi, halo, divisor: int):

@@ -343,3 +343,74 @@ def test_killed_cli_run_resumes_identical(model_dir, tmp_path):
         a = read_volume(tmp_path / "ref" / "scan" / name).data
         b = read_volume(tmp_path / "cut" / "scan" / name).data
         np.testing.assert_array_equal(a, b)
+
+
+def _gradient_reach(arch: dict, n: int = 288) -> int:
+    """Context (voxels per side) an output depends on, from the gradient of a 1-D copy of ``arch``."""
+    args = {**arch["args"], "spatial_dims": 1, "out_channels": 1, "dropout": 0.0,
+            "channels": [2] * len(arch["args"]["channels"])}
+    torch.manual_seed(0)
+    net = build_network({**arch, "args": args}).eval().double()
+    x = torch.randn(1, 1, n, dtype=torch.double, requires_grad=True)
+    y = net(x)
+    reach = 0
+    for c in range(n // 2 - 8, n // 2 + 8):
+        (g,) = torch.autograd.grad(y[0, 0, c], x, retain_graph=True)
+        nz = g[0, 0].nonzero().ravel()
+        reach = max(reach, c - int(nz.min()), int(nz.max()) - c)
+    return reach
+
+
+@pytest.mark.parametrize("kw", [dict(channels=(4, 8)), dict(channels=(4, 8, 16), num_res_units=0),
+                                dict(channels=(4, 8, 16, 32), strides=(1, 2, 2), num_res_units=1),
+                                dict(channels=(4, 8, 16), strides=(2, 3), num_res_units=3)])
+def test_receptive_halo_is_the_gradient_support(kw):
+    from crackseg.nets import receptive_halo
+
+    arch = unet_architecture(3, **kw)
+    assert receptive_halo(arch) == _gradient_reach(arch)
+
+
+def test_default_halo_is_the_receptive_field_on_the_grid():
+    from crackseg.nets import receptive_halo
+    from crackseg.tiling import default_halo, downsampling_factor
+
+    arch = unet_architecture(3, channels=(8, 16, 32, 64), num_res_units=1)   # nmc4-synthetic-v1
+    assert (receptive_halo(arch), downsampling_factor(arch), default_halo(arch)) == (29, 8, 32)
+    arch = unet_architecture(3, channels=(12, 24, 48, 96), strides=(1, 2, 2), num_res_units=1)
+    assert (receptive_halo(arch), downsampling_factor(arch), default_halo(arch)) == (16, 4, 16)
+    card = new_card("m", arch, patch_size=(48, 48, 48))
+    plan = plan_inference(card, (300, 300, 300))
+    assert plan["halo"] == [16, 16, 16]
+    assert all(r % 4 == 0 and c % 4 == 0 for r, c in zip(plan["roi_size"], plan["chunk_size"]))
+    given = plan_inference(card, (300, 300, 300), halo=10, chunk_size=50, roi_size=64)
+    assert given["halo"] == [12] * 3 and given["chunk_size"] == [52] * 3   # onto the grid
+
+
+def test_default_tiling_equals_the_whole_volume_pass():
+    """Several chunks and windows, default halo: the labels of one forward pass on the whole volume.
+
+    (With instance normalisation the statistics are each window's, so the two
+    differ; ``benchmarks/tiling_exactness.py`` measures by how much.)
+    """
+    from crackseg.inference import intensity_range
+    from crackseg.tiling import default_halo
+
+    torch.manual_seed(1)
+    arch = unet_architecture(3, out_channels=4, channels=(4, 8, 16), num_res_units=1)
+    net = build_network(arch).eval()
+    card = new_card("exact", arch, patch_size=(32, 32, 32))
+    vol = generate_electrode((44, 50, 60), seed=5).image      # y not a multiple of the grid (4)
+    lo, hi = intensity_range(vol, card["normalization"])
+    x = torch.from_numpy((vol.astype(np.float32) - np.float32(lo)) * np.float32(1 / (hi - lo)))
+    with torch.no_grad():   # the whole volume, zero-padded at its far end onto the grid
+        y = net(torch.nn.functional.pad(x, (0, 0, 0, 2))[None, None])[0, :, :, :50]
+    whole = torch.argmax(y, 0).numpy()
+    h = default_halo(arch)
+    pred = predict_volume((net, card), vol, roi_size=2 * h + 8, chunk_size=16, progress=False,
+                          scale="none")
+    assert pred.provenance["settings"]["halo"] == [h] * 3
+    assert (pred.labels == whole).mean() > 0.9999   # equal up to float rounding
+    for c in np.unique(whole):
+        a, b = pred.labels == c, whole == c
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.999
