@@ -50,15 +50,18 @@ def add_predict_arguments(p) -> None:
     add_model_option(p)
     p.add_argument("-o", "--out", required=True, help="output folder (one subfolder per input)")
     p.add_argument("--roi", type=int, nargs="+", metavar="N",
-                   help="window size in voxels, one value or one per axis (default: 128 with "
-                   "--blend valid, the model card's with --blend gaussian)")
+                   help="window size in voxels, one value or one per axis (default with "
+                   "--blend valid: the largest up to 256 whose network memory fits --max-memory; "
+                   "the model card's with --blend gaussian)")
     p.add_argument("--overlap", type=float, default=None,
                    help="window overlap for --blend gaussian (default: the model card's)")
     p.add_argument("--blend", choices=("valid", "gaussian"), default="valid",
                    help="stitch window centres only (valid, fast) or blend with Gaussian "
                    "weights (default: valid)")
     p.add_argument("--halo", type=int, default=None,
-                   help="context voxels around window centres and chunks (default: window/16)")
+                   help="context voxels around window centres and chunks (default: the network's "
+                   "receptive field rounded up to its downsampling grid, which makes tiling "
+                   "exact; a smaller halo is faster and less exact, see docs/tiling.md)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="windows per forward pass (default: 1 on CPU, 4 on GPU)")
