@@ -50,6 +50,7 @@ from crackseg.outputs import (
 )
 from crackseg.particles import border_labels, particle_instances
 from crackseg.sections import section_instances, stack_border_labels
+from crackseg.tiling import DEFAULT_MAX_MEMORY_GB
 from crackseg.uncertainty import particle_posterior_counts
 
 VOLUME_SUFFIXES = TIFF_SUFFIXES + HDF5_SUFFIXES + (".zarr", ".npy")
@@ -220,7 +221,8 @@ def predict_to_folder(source, folder, *, model, overwrite: bool = False, resume:
     found = None
     if particles:
         t1 = time.perf_counter()
-        found = write_particle_outputs(folder, pred, use, particle_options, progress=progress)
+        found = write_particle_outputs(folder, pred, use, particle_options, progress=progress,
+                                       max_memory_gb=predict_options.get("max_memory_gb"))
         outputs.update(found["outputs"])
         timing["particles"] = time.perf_counter() - t1
     write_json(folder / DONE_FILE, prediction_record(pred, outputs, found, particle_options,
@@ -248,17 +250,20 @@ def write_prediction_images(folder: Path, pred, fmt: str) -> dict:
 
 
 def write_particle_outputs(folder: Path, pred, fmt: str, particle_options=None, *,
-                           progress: bool = True) -> dict:
+                           progress: bool = True, max_memory_gb: float | None = None) -> dict:
     """Label the particles of a prediction and write ``particles`` (and ``particle_samples.npz``).
 
     A stack of 2-D sections (``provenance["sections"]``) is labelled section
-    by section (:func:`crackseg.sections.section_instances`).
+    by section (:func:`crackseg.sections.section_instances`).  A big volume
+    is labelled in chunks sized, with the workers, to fit ``max_memory_gb``
+    (GiB, this process included; default that of prediction).
 
     Returns
     -------
     dict
-        ``instances`` (array), ``n_particles``, ``n_border`` and ``outputs``
-        (output name -> file name).
+        ``instances`` (array), ``n_particles``, ``n_border``, ``outputs``
+        (output name -> file name) and, for a chunked run, ``plan`` (chunk,
+        workers and memory budget of the labelling).
     """
     shape = tuple(pred.labels.shape)
     big = int(np.prod(shape)) > CHUNKED_PARTICLES_VOXELS
@@ -273,6 +278,8 @@ def write_particle_outputs(folder: Path, pred, fmt: str, particle_options=None, 
         # Chunks labelled in parallel into a resumable store in the work folder (removed
         # with it once the folder is complete); statistics read the result block by block.
         opts.setdefault("store", folder / WORKDIR / "particles")
+        opts.setdefault("max_memory_gb", DEFAULT_MAX_MEMORY_GB if max_memory_gb is None
+                        else max_memory_gb)
     if fmt == "tif" and big:
         # Labelled into a work store, then copied to TIFF a slab at a time: the instances
         # are never held whole.
@@ -289,6 +296,8 @@ def write_particle_outputs(folder: Path, pred, fmt: str, particle_options=None, 
     border = stack_border_labels if stack else border_labels
     found = {"instances": inst, "n_particles": max_label(inst), "n_border": int(border(inst).size),
              "outputs": {"particles": part_path.name}}
+    if opts.get("store") is not None:
+        found["plan"] = labelling_plan(Path(opts["store"]))
     if pred.sample_bits is not None:
         slab = max(1, (1 << 22) // int(np.prod(shape[1:])))
         counts = particle_posterior_counts(inst, pred.sample_bits, pred.n_samples, chunk=slab)
@@ -299,6 +308,18 @@ def write_particle_outputs(folder: Path, pred, fmt: str, particle_options=None, 
                                     uncertainty=pred.provenance["settings"]["uncertainty"])
         found["outputs"]["particle_samples"] = npz.name
     return found
+
+
+def labelling_plan(store: Path) -> dict | None:
+    """Chunk, workers, margin and memory budget a chunked particle run recorded in ``store``."""
+    import json
+
+    try:
+        prog = json.loads((store / "progress.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: prog[k] for k in ("chunk", "workers", "margin", "radius", "max_memory_gb",
+                                 "budget_left_gb", "estimate_gb") if k in prog}
 
 
 def prediction_record(pred, outputs: dict, found: dict | None, particle_options,
@@ -316,6 +337,7 @@ def prediction_record(pred, outputs: dict, found: dict | None, particle_options,
         "n_particles": found["n_particles"] if found else None,
         "n_border_particles": found["n_border"] if found else None,
         "particle_settings": {k: v for k, v in (particle_options or {}).items()},
+        "particle_plan": found.get("plan") if found else None,
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
         "voxels_per_s": round(n_vox / timing["predict"], 1)
         if pred.stats.get("chunks_run") else None,

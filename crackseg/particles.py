@@ -64,7 +64,8 @@ def particle_instances(seg, *, schema: LabelSchema = NMC4, voxel_size_um=None,
                        h: float = DEFAULT_H, sigma: float = 1.0, closing_radius: int = 1,
                        chunk_size: int | None = None, margin: int | None = None, out=None,
                        scratch=None, workers: int | None = None, store=None,
-                       resume: bool = True, progress: bool = False):
+                       resume: bool = True, progress: bool = False,
+                       max_memory_gb: float | None = None):
     """Label every particle: envelope fill, then watershed split of touching ones.
 
     Parameters
@@ -116,6 +117,9 @@ def particle_instances(seg, *, schema: LabelSchema = NMC4, voxel_size_um=None,
         settings and input finished (default).
     progress : bool
         Progress bar on stderr.
+    max_memory_gb : float, optional
+        Memory budget (GiB) of a chunked run, workers included: chunk (up to
+        ``chunk_size``) and workers fit what this process leaves of it.
 
     Returns
     -------
@@ -153,7 +157,7 @@ def particle_instances(seg, *, schema: LabelSchema = NMC4, voxel_size_um=None,
     return chunked_instances(
         seg, chunk=chunk, margin=None if margin is None else (int(margin),) * len(shape),
         options=options, min_vox=min_vox, workers=workers, store=store, resume=resume,
-        out=out, scratch=scratch, progress=progress)
+        out=out, scratch=scratch, progress=progress, max_memory_gb=max_memory_gb)
 
 
 def border_labels(instances) -> np.ndarray:

@@ -95,3 +95,34 @@ def test_two_workers_equal_one(phantom, tmp_path):
                              out=out)
     assert two is out
     np.testing.assert_array_equal(np.asarray(two[...]), one)
+
+
+def test_plan_for_memory_fits_the_budget():
+    shape, chunk, margin = (512,) * 3, (256,) * 3, (50,) * 3
+    plans = [pc.plan_for_memory(gb * 1e9, chunk, margin, shape, 2) for gb in (0.3, 0.9, 1.4, 4)]
+    for gb, plan in zip((0.3, 0.9, 1.4, 4), plans):
+        assert plan["fits"] and plan["bytes"] <= gb * 1e9
+        assert plan["bytes"] == pc.labelling_bytes(plan["chunk"], margin, shape, plan["workers"])
+        assert all(c % pc.CHUNK_STEP == 0 for c in plan["chunk"])
+    assert plans[-1]["chunk"] == chunk and plans[-1]["workers"] == 2  # enough for everything
+    assert plans[0]["workers"] == 1 and plans[0]["chunk"] < chunk
+    assert [p["chunk"][0] * p["workers"] for p in plans] == sorted(
+        p["chunk"][0] * p["workers"] for p in plans)
+    tiny = pc.plan_for_memory(1e6, chunk, margin, shape, 2)
+    assert not tiny["fits"] and tiny["workers"] == 1 and tiny["chunk"] == (pc.CHUNK_STEP,) * 3
+
+
+def test_memory_budget_sizes_the_chunks(phantom, tmp_path, monkeypatch):
+    import json
+
+    ph, _ = phantom
+    kw = dict(voxel_size_um=ph.voxel_size_um, margin=8, workers=1)
+    monkeypatch.setattr(pc, "resident_bytes", lambda: 0)
+    # 5 MiB: a 32^3 chunk with its margins fits (4 MB), the whole 48x64x64 volume (7 MB) not.
+    inst = particle_instances(ph.labels, chunk_size=64, store=tmp_path / "w",
+                              max_memory_gb=5 / 1024, **kw)
+    prog = json.loads((tmp_path / "w" / "progress.json").read_text())
+    assert prog["chunk"] == [32, 32, 32] and prog["workers"] == 1
+    assert prog["max_memory_gb"] == pytest.approx(5 / 1024)
+    np.testing.assert_array_equal(np.asarray(inst[...]),
+                                  particle_instances(ph.labels, chunk_size=32, **kw))
