@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -66,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(name: str, fn) -> int:
     """Run one subcommand; user errors and missing extras become one-line messages."""
     try:
-        return int(fn() or 0)
+        status = int(fn() or 0)
+        sys.stdout.flush()
+        return status
     except CracksegError as e:
         print(f"crackseg {name}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -79,6 +82,11 @@ def _run(name: str, fn) -> int:
     except KeyboardInterrupt:
         print(f"crackseg {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (``crackseg info M | head``): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,3 +59,17 @@ def test_lightning_is_a_core_dependency():
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     core = text.split("dependencies = [", 1)[1].split("]", 1)[0]
     assert '"pytorch-lightning' in core and '"jsonargparse' in core
+
+
+def test_closed_stdout_ends_quietly():
+    # ``crackseg info --json | head -1``: the reader leaves early; no traceback.
+    code = ("import sys; from crackseg.cli import main; sys.argv = ['crackseg', 'info', "
+            "'nmc4-synthetic-v1', '--json']; sys.exit(main())")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    assert "Traceback" not in err
+    assert p.returncode in (0, 141)
