@@ -88,3 +88,17 @@ def test_training_domain_records_particle_size(pool):
     lo, hi = dom["particle_diameter_vox"]
     assert 3 < lo <= hi < 200
     assert dom["voxel_size_um_range"][0] >= 0.3 and dom["appearance_ranges"]["snr"]
+
+
+def test_pool_particle_shape_ranges_are_drawn_and_leave_other_draws_unchanged():
+    base = label_pool(1, (24, 48, 48), seed=9, voxel_size_um=(0.4, 0.4))[0]
+    same = label_pool(1, (24, 48, 48), seed=9, voxel_size_um=(0.4, 0.4),
+                      asphericity=(0.15, 0.15), roughness=(0.08, 0.08))[0]
+    lobed = label_pool(1, (24, 48, 48), seed=9, voxel_size_um=(0.4, 0.4),
+                       asphericity=(0.3, 0.35), roughness=(0.25, 0.3))[0]
+    assert np.array_equal(base["labels"], same["labels"])
+    assert 0.3 <= lobed["settings"]["asphericity"] <= 0.35
+    assert 0.25 <= lobed["settings"]["roughness"] <= 0.3
+    # the damage law and binder of the member are drawn as before; only the shapes change
+    assert lobed["settings"]["damage_logit_mean"] == base["settings"]["damage_logit_mean"]
+    assert not np.array_equal(lobed["instances"] > 0, base["instances"] > 0)

@@ -68,7 +68,8 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
                        particle_sd: float = 0.5, max_crack_fraction: float = 0.3,
                        crack_modes=(0.55, 0.25, 0.20), hollow_probability: float = 0.15,
                        hollow_radius_range=(0.15, 0.35), pore_density_per_um3: float = 0.002,
-                       crack_width_vox=(1.0, 3.0),
+                       crack_width_vox=(1.0, 3.0), asphericity: float = 0.15,
+                       roughness: float = 0.08,
                        geometry: str = "spheres", matbox_path=None,
                        imaging: bool = True, progress: bool = False) -> Phantom:
     """Generate a labelled electrode phantom.
@@ -107,6 +108,10 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
         Expected number of small internal pores per µm³ of particle.
     crack_width_vox : (float, float)
         Range of crack-sheet widths in voxels (each sheet draws one).
+    asphericity, roughness : float
+        Particle shape (:func:`crackseg.synthetic.packing.sample_particles`):
+        ellipsoid axis deviations and relative amplitude of the surface lobes
+        (0.25 and more gives lobed particles with crevices between the lobes).
     geometry : {"spheres", "matbox"}
         ``"spheres"``: packed perturbed spheres (above); ``"matbox"``: particle
         shapes and packing from a random crop of the real NMC labels
@@ -131,7 +136,8 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
     shape, vs, modes_p = _checked_inputs(shape, voxel_size_um, dtype, crack_modes)
     rngs = _random_streams(seed)
     packing_law = dict(solid_fraction=solid_fraction, diameter_median_um=diameter_median_um,
-                       diameter_sigma=diameter_sigma, diameter_range_um=diameter_range_um)
+                       diameter_sigma=diameter_sigma, diameter_range_um=diameter_range_um,
+                       asphericity=asphericity, roughness=roughness)
     instances, packed = _packed_instances(shape, vs, rngs["packing"], geometry, matbox_path,
                                           packing_law)
     sites = _particle_sites(instances, packed, vs, rngs["field"], correlation_length_um)
@@ -212,7 +218,8 @@ def _packed_instances(shape, vs, rng, geometry, matbox_path, packing_law):
                 "diameter_law": "lognormal, clipped, placed largest first",
                 "diameter_median_um": packing_law["diameter_median_um"],
                 "diameter_sigma": packing_law["diameter_sigma"],
-                "diameter_range_um": list(packing_law["diameter_range_um"])}
+                "diameter_range_um": list(packing_law["diameter_range_um"]),
+                "asphericity": packing_law["asphericity"], "roughness": packing_law["roughness"]}
         return instances, _Packing(parts, parts["centre_um"], parts["radius_um"], info)
     if geometry == "matbox":
         from crackseg.synthetic.matbox import matbox_instances

@@ -78,6 +78,7 @@ def heal_particles(labels, instances, fraction: float, rng: np.random.Generator)
 def label_pool(n: int, shape, *, seed: int = 0, voxel_size_um=(0.16, 0.6),
                binder_fraction=(0.2, 0.8), intact_fraction=(0.0, 0.0),
                intact_volume_probability: float = 0.0,
+               asphericity=(0.15, 0.15), roughness=(0.08, 0.08),
                progress: bool = False) -> list[dict]:
     """Phantom label maps with random voxel size and damage morphology.
 
@@ -99,6 +100,12 @@ def label_pool(n: int, shape, *, seed: int = 0, voxel_size_um=(0.16, 0.6),
         (:func:`heal_particles`); (0, 0) damages every particle.
     intact_volume_probability : float
         Chance that a member is wholly crack- and void-free.
+    asphericity, roughness : (float, float)
+        Uniform ranges of the particle shape of a member
+        (:func:`crackseg.synthetic.packing.sample_particles`); a wide
+        ``roughness`` range adds lobed particles whose crevices are matrix.
+        Drawn from a stream of their own, so the defaults leave every other
+        draw of a member unchanged.
     progress : bool
         Progress bar on stderr.
 
@@ -121,6 +128,9 @@ def label_pool(n: int, shape, *, seed: int = 0, voxel_size_um=(0.16, 0.6),
         rng = np.random.default_rng([int(seed), i])
         vs = float(np.exp(rng.uniform(lo, hi)))
         kw = _damage_settings(rng, vs)
+        shape_rng = np.random.default_rng([int(seed), i, 1])
+        kw["asphericity"] = float(shape_rng.uniform(*asphericity))
+        kw["roughness"] = float(shape_rng.uniform(*roughness))
         ph = generate_electrode(tuple(int(s) for s in shape), seed=int(seed) + i,
                                 voxel_size_um=vs, imaging=False, **kw)
         binder = binder_mask(ph.instances > 0, rng,
