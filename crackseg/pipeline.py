@@ -72,7 +72,9 @@ def measure_folder(folder: str | Path, *, overwrite: bool = False, say=None, **o
     say = say or (lambda msg: None)
     summary_path = folder / "summary.json"
     if summary_path.exists() and not overwrite:
-        return json.loads(summary_path.read_text())
+        summary = json.loads(summary_path.read_text())
+        if not options.get("annotations") or "annotation_error" in summary["damage"]["mean"]:
+            return summary
     pred_path = folder / "prediction.json"
     prediction = json.loads(pred_path.read_text()) if pred_path.exists() else {}
     seg_path, inst_path = _find(folder, "segmentation"), _find(folder, "particles")
@@ -222,6 +224,7 @@ def particle_statistics(seg, instances, *, schema, voxel_size_um, posterior=None
     if sections and np.ndim(seg) != 3:
         raise InputError(f"{source}: a stack of sections is 3-D (Z, Y, X); got shape "
                          f"{np.shape(seg)}")
+    annotated = _annotated_sections(seg, opts, schema)
     say("measuring particles" + (f" in {np.shape(seg)[0]} sections" if sections else ""))
     measure = section_stack_table if sections else particle_table
     table = measure(seg, instances, schema=schema, voxel_size_um=voxel_size_um,
@@ -235,9 +238,30 @@ def particle_statistics(seg, instances, *, schema, voxel_size_um, posterior=None
         thresholds=sorted(opts["thresholds"]), posterior=posterior, seg=seg,
         instances=instances, schema=schema, provenance=provenance or {})
     summary["provenance"]["voxel_size_um"] = list(voxel_size_um) if voxel_size_um else None
+    if annotated is not None:
+        from crackseg.stats.annotation_error import apply_annotation_error, corrected_line
+
+        say(f"segmentation error on {len(annotated[0])} annotated sections")
+        entry = apply_annotation_error(summary, seg, instances, annotated[1], annotated[0],
+                                       schema=schema, seed=opts["seed"],
+                                       n_resamples=opts["n_resamples"],
+                                       source=str(opts["annotations"]))
+        summary["provenance"]["annotations"] = {"path": str(opts["annotations"]),
+                                                "slices": annotated[0]}
+        say(corrected_line(entry))
     if domain is not None:
         summary["domain"] = domain
     return table, summary
+
+
+def _annotated_sections(seg, opts: dict, schema):
+    """``(slices, labels)`` of ``opts["annotations"]`` checked against ``seg``, or ``None``."""
+    if opts.get("annotations") is None:
+        return None
+    from crackseg.stats.annotation_error import annotated_sections
+
+    return annotated_sections(opts["annotations"], np.shape(seg), opts.get("annotated_slices"),
+                              schema=schema, source=str(opts["annotations"]))
 
 
 def write_table_and_summary(out, table, summary: dict, *, overwrite: bool = False) -> None:

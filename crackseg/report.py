@@ -136,6 +136,7 @@ def headline_rows(summary: dict) -> list[tuple[str, str]]:
                      else "border-truncated particles (included)",
                      _fmt(summary.get("n_particles_border"))))
     rows.append((f"mean damage [{conf} interval]", _ci_text(dmg.get("mean"))))
+    rows.extend(_annotation_rows((dmg.get("mean") or {}).get("annotation_error"), conf))
     rows.append((f"median damage [{conf} interval]", _ci_text(dmg.get("median"))))
     for key, entry in sorted(dmg.items()):
         if key.startswith("fraction_above") and isinstance(entry, dict):
@@ -159,6 +160,23 @@ def headline_rows(summary: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _annotation_rows(entry: dict | None, conf: str) -> list[tuple[str, str]]:
+    """Headline rows of the mean corrected on annotated sections (none without them)."""
+    if not entry:
+        return []
+    share = entry.get("segmentation_share")
+    rows = [(f"mean damage corrected on {entry.get('n_sections')} annotated sections "
+             f"[{conf} interval, segmentation error included]", _ci_text(entry)),
+            ("annotated / model crack (R) [interval]; particles crossing the sections",
+             _ci_text({"estimate": entry.get("ratio"), "ci": entry.get("ratio_ci")})
+             + f"; {_fmt(entry.get('n_particles'))}")]
+    if share is not None:
+        rows.append(("variance of the corrected mean from segmentation error", f"{share:.0%}"))
+    if entry.get("note"):
+        rows.append(("annotated sections", html.escape(str(entry["note"]))))
+    return rows
+
+
 def _where(summary: dict) -> str:
     """What was analysed, in words: ``volume``, ``section`` or ``stack of N sections``."""
     stack = summary.get("stack")
@@ -177,8 +195,10 @@ def _unit_text(summary: dict) -> str:
 
 def _segmentation_error_included(summary: dict) -> bool:
     """Whether the damage intervals propagate posterior samples of the segmentation."""
-    extra = ((summary.get("damage") or {}).get("mean") or {}).get("extra") or {}
-    return bool(extra.get("uncertainty")) or bool(
+    mean = (summary.get("damage") or {}).get("mean") or {}
+    extra = mean.get("extra") or {}
+    return bool((mean.get("annotation_error") or {}).get("sufficient")) or \
+        bool(extra.get("uncertainty")) or bool(
         (summary.get("provenance") or {}).get("posterior_samples"))
 
 

@@ -106,3 +106,27 @@ def test_stats_honours_min_volume_when_it_labels_the_particles(volumes, tmp_path
         counts[name] = (len(pd.read_csv(out / "particles.csv")), len(labels), voxels.min())
     assert counts["big"][0] < counts["all"][0] and counts["big"][1] < counts["all"][1]
     assert counts["big"][2] >= min_volume
+
+
+def test_stats_with_annotated_sections(volumes, tmp_path, capsys):
+    """--annotations: the corrected mean, R and the segmentation share in summary.json."""
+    d, ph = volumes
+    ann = np.full(ph.labels.shape, 255, np.uint8)
+    ann[[20, 48, 76]] = ph.labels[[20, 48, 76]]
+    write_volume(tmp_path / "ann.tif", ann, ph.voxel_size_um)
+    out = tmp_path / "out"
+    base = ["stats", str(d / "seg.tif"), "--instances", str(d / "inst.tif"), "--n-resamples",
+            "200", "--quiet"]
+    assert main(base + ["-o", str(out), "--annotations", str(tmp_path / "ann.tif")]) == 0
+    mean = json.loads((out / "summary.json").read_text())["damage"]["mean"]
+    e = mean["annotation_error"]
+    assert e["sections"] == [20, 48, 76] and e["ratio"] == 1.0 and e["sufficient"]
+    assert e["estimate"] == pytest.approx(mean["estimate"])
+    assert 0 <= e["segmentation_share"] < 1 and e["ci"][0] <= e["estimate"] <= e["ci"][1]
+    assert mean["segmentation_error"].startswith("included in annotation_error")
+    write_volume(tmp_path / "two.tif", ann[[20, 48]], ph.voxel_size_um)
+    assert main(base + ["-o", str(tmp_path / "o2"), "--annotations", str(tmp_path / "two.tif"),
+                        "--annotated-slices", "20,48,76"]) == 2
+    err = capsys.readouterr().err
+    assert "--annotated-slices" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o2" / "summary.json").exists()

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from crackseg.commands._options import messages
+from crackseg.commands._options import add_annotation_options, messages
 
 DESCRIPTION = """\
 The main job. For each input: segment it with the model (as `crackseg predict`,
@@ -56,12 +56,14 @@ def register(subparsers) -> None:
     s.add_argument("--group-by", default="sample",
                    help="manifest column that defines the compared groups (default: sample)")
     s.add_argument("--no-report", action="store_true", help="skip report.html")
+    add_annotation_options(s)
     p.set_defaults(func=run)
 
 
 def stats_options_from_args(args) -> dict:
     """Settings of the statistics step from parsed arguments."""
     from crackseg.errors import InputError
+    from crackseg.stats.annotation_error import parse_slices
 
     if not 0 < args.confidence < 1:
         raise InputError(f"--confidence {args.confidence} must be between 0 and 1")
@@ -69,7 +71,26 @@ def stats_options_from_args(args) -> dict:
         raise InputError(f"--n-resamples {args.n_resamples} is too few; use at least 100")
     return {"confidence": args.confidence, "n_resamples": args.n_resamples, "seed": args.seed,
             "method": args.method, "border": args.border, "thresholds": tuple(args.thresholds),
-            "depth_axis": args.depth_axis}
+            "depth_axis": args.depth_axis, "annotations": args.annotations,
+            "annotated_slices": parse_slices(args.annotated_slices)}
+
+
+def _check_annotations(args, inputs, stats_options: dict) -> None:
+    """One input, and annotations that fit it (shape, values, slices), before any prediction."""
+    from crackseg.errors import CracksegError
+    from crackseg.io import read_volume
+    from crackseg.labels import load_schema
+    from crackseg.model_io import read_card, resolve_model_path
+    from crackseg.stats.annotation_error import annotated_sections
+
+    if len(inputs) != 1:
+        raise CracksegError(f"--annotations annotate one volume; {len(inputs)} inputs given: "
+                            "run each annotated input on its own")
+    kw = {"channel": args.channel} if args.channel is not None else {}
+    shape = read_volume(inputs[0], lazy=True, **kw).data.shape
+    schema = load_schema(read_card(resolve_model_path(args.model)).get("schema"))
+    annotated_sections(args.annotations, shape, stats_options["annotated_slices"], schema=schema,
+                       source=str(args.annotations))
 
 
 def run(args) -> int:
@@ -85,6 +106,8 @@ def run(args) -> int:
         raise CracksegError("no inputs found")
     predict_options = options_from_args(args)
     stats_options = stats_options_from_args(args)
+    if args.annotations:
+        _check_annotations(args, inputs, stats_options)
     model = load_model(args.model)
     folders = output_folders(inputs, args.out)
     results = []
@@ -113,6 +136,10 @@ def run(args) -> int:
                 "particles")
         say(f"{src}: {r['summary']['n_particles']} {what}, mean crack_fraction "
             f"{m['estimate']:.4g} {ci_txt}; report {r['report'] or '-'}")
+        if m.get("annotation_error"):
+            from crackseg.stats.annotation_error import corrected_line
+
+            say(f"{src}: {corrected_line(m['annotation_error'])}")
         from crackseg.domain import flag_lines
 
         for line in flag_lines(r["summary"].get("domain")):  # printed even with --quiet

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from crackseg.commands._options import (
+    add_annotation_options,
     add_min_volume_option,
     add_output_options,
     add_schema_option,
@@ -61,12 +62,14 @@ def register(subparsers) -> None:
     p.add_argument("--posterior", metavar="NPZ",
                    help="particle_samples.npz with posterior samples (default: the one in "
                    "SEG's folder, when present)")
+    add_annotation_options(p)
     add_output_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from crackseg.pipeline import segmentation_statistics
+    from crackseg.stats.annotation_error import corrected_line, parse_slices
 
     say = messages("stats", args.quiet)
     command = ("crackseg stats " + " ".join(sys.argv[2:])
@@ -77,10 +80,13 @@ def run(args) -> int:
         min_volume_um3=args.min_volume, overwrite=args.overwrite, progress=not args.quiet,
         say=say, command=command, confidence=args.confidence, n_resamples=args.n_resamples,
         seed=args.seed, method=args.method, block_size=args.block_size, border=args.border,
-        thresholds=tuple(args.thresholds), depth_axis=args.depth_axis, shell_um=args.shell_um)
+        thresholds=tuple(args.thresholds), depth_axis=args.depth_axis, shell_um=args.shell_um,
+        annotations=args.annotations, annotated_slices=parse_slices(args.annotated_slices))
     m = summary["damage"]["mean"]
     ci = m.get("ci")
     ci_txt = f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci and ci[0] is not None else "(no interval)"
     say(f"mean crack_fraction {m['estimate']:.4g} {ci_txt} ({m['method']}, "
         f"{summary['n_particles']} particles); wrote {', '.join(map(str, written))}")
+    if m.get("annotation_error"):
+        say(corrected_line(m["annotation_error"]))
     return 0
