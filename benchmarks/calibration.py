@@ -61,8 +61,9 @@ imaging outside its training (``--annotated-snr`` 4 and ``--annotated-blur``
 evenly spaced z-sections of the true labels are the annotation.
 ``crackseg.stats.annotation_error.apply_annotation_error`` corrects the
 default interval of the mean (``summarize``, border-truncated particles
-excluded) for the crack ratio measured on them, with ``R`` from pixel sums
-(``area``) and from per-profile crack fractions (``particle``).  Scored
+excluded) for the crack error measured on them: ``R`` from pixel sums
+(``ratio_area``, the default), from per-profile crack fractions
+(``ratio_particle``), and a calibration line (``line``).  Scored
 against the volume's true census mean (the mean true crack fraction of the
 true particles not touching the border, as the end-to-end arm's truth):
 coverage, median relative error of the corrected and uncorrected estimates,
@@ -552,14 +553,17 @@ def annotated_phantom(seed: int, args, model) -> dict:
     crack = p["labels"] == 2
     inside = p["instances"] > 0
     row["volume_ratio"] = float((p["true_labels"][inside] == 2).sum() / max(crack[inside].sum(), 1))
-    for weighting in args.annotated_weightings:
+    for name in args.annotated_models:
         s = copy.deepcopy(summary)
+        kind, _, weighting = name.partition("_")
         entry = apply_annotation_error(s, p["labels"], p["instances"],
                                        p["true_labels"][slices], slices, seed=seed,
-                                       n_resamples=args.n_resamples, weighting=weighting)
-        row["methods"][f"corrected_{weighting}"] = {
+                                       n_resamples=args.n_resamples, kind=kind,
+                                       weighting=weighting or "area")
+        row["methods"][f"corrected_{name}"] = {
             **_record_annotated(entry, census), "n_blocks": mean.get("n_blocks"),
-            **{k: entry.get(k) for k in ("ratio", "ratio_ci", "segmentation_share",
+            **{k: entry.get(k) for k in ("ratio", "ratio_ci", "segmentation_share", "kind",
+                                         "line", "line_ci",
                                          "n_particles", "n_profiles", "sufficient", "note")}}
     row["seconds"] = round(time.perf_counter() - t0, 2)
     return row
@@ -604,7 +608,7 @@ def _annotated_arm(args, result: dict) -> None:
         "setting": {"shape": [args.annotated_shape] * 3, "voxel_size_um": args.model_voxel_size,
                     "snr": args.annotated_snr, "blur_sigma": args.annotated_blur,
                     "training_imaging": "snr 8, blur_sigma 1.2 (generate_electrode defaults)",
-                    "n_sections": args.annotated_sections, "weightings": args.annotated_weightings,
+                    "n_sections": args.annotated_sections, "error_models": args.annotated_models,
                     "annotation": "the true labels of evenly spaced z-sections",
                     "model": args.model,
                     "truth": "true census mean: mean true crack fraction of the particles of "
@@ -985,8 +989,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="annotated arm: imaging blur sigma, voxels (training: 1.2)")
     p.add_argument("--annotated-sections", type=int, default=3,
                    help="annotated arm: evenly spaced annotated z-sections")
-    p.add_argument("--annotated-weightings", nargs="+", default=["area", "particle"],
-                   choices=["area", "particle"], help="annotated arm: ratio estimators scored")
+    p.add_argument("--annotated-models", nargs="+",
+                   default=["ratio_area", "ratio_particle", "line"],
+                   choices=["ratio_area", "ratio_particle", "line", "auto"],
+                   help="annotated arm: error models scored (ratio of crack pixels or of "
+                   "crack fractions, calibration line, crackseg's default choice)")
     p.add_argument("--point-rows", nargs="+", choices=list(POINT_ROWS), default=list(POINT_ROWS),
                    help="points arm: rows to run")
     p.add_argument("--compare-pairs", type=int, default=100, help="compare arm: volume pairs")

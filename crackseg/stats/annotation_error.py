@@ -53,6 +53,9 @@ from crackseg.labels import NMC4, LabelSchema, validate_labels
 #: Fewest particles crossing the annotated sections for a measured correction.
 MIN_PARTICLES = 10
 
+#: Fewest particles crossing the sections for a calibration line (``kind="auto"``).
+MIN_LINE_PARTICLES = 30
+
 #: Monte Carlo draws of :func:`corrected_mean`.
 N_DRAWS = 20000
 
@@ -85,13 +88,32 @@ class ErrorModel(NamedTuple):
     sufficient: bool
     """Whether the data can measure ``R`` (:data:`MIN_PARTICLES`, crack pixels on both sides)."""
     note: str
+    kind: str = "ratio"
+    """``"ratio"``: corrected = R x mean; ``"line"``: intercept + slope x mean."""
+    line: tuple = (float("nan"), float("nan"))
+    """(intercept, slope) of the calibration line (``kind="line"``; else (0, R))."""
+    line_replicates: np.ndarray | None = None
+    """Bootstrap replicates of (intercept, slope), (n_resamples, 2)."""
 
     def to_dict(self) -> dict:
         """JSON-ready fields (no replicates)."""
         d = self._asdict()
         d.pop("replicates")
+        reps = d.pop("line_replicates")
         d["ci"] = [float(v) for v in self.ci]
+        d["line"] = [float(v) for v in self.line]
+        if reps is not None:
+            alpha = (1 - self.confidence) / 2
+            d["line_ci"] = np.nanquantile(reps, [alpha, 1 - alpha], axis=0).T.tolist()
         return d
+
+    def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bootstrap replicates of (intercept, slope) of the correction, each (n,), finite ones."""
+        if self.kind == "line":
+            reps = self.line_replicates[np.isfinite(self.line_replicates).all(axis=1)]
+            return reps[:, 0], reps[:, 1]
+        r = self.replicates[~np.isnan(self.replicates)]
+        return np.zeros_like(r), r
 
 
 def parse_slices(text: str | None) -> list[int] | None:
@@ -260,15 +282,23 @@ def section_pairs(seg, instances, slices, annotations, *, schema: LabelSchema = 
     return out[list(PAIR_COLUMNS)]
 
 
-def error_model(pairs: pd.DataFrame, *, weighting: str = "area", n_resamples: int = 2000,
-                confidence: float = 0.95, seed: int = 0,
+def error_model(pairs: pd.DataFrame, *, kind: str = "ratio", weighting: str = "area",
+                n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
                 min_particles: int = MIN_PARTICLES) -> ErrorModel:
-    """Ratio of annotated to model crack and its two-stage cluster bootstrap.
+    """Ratio (or calibration line) of annotated to model crack, with its cluster bootstrap.
 
     Parameters
     ----------
     pairs : pandas.DataFrame
         From :func:`section_pairs`.
+    kind : {"ratio", "line", "auto"}
+        ``"ratio"``: the corrected mean is ``R x`` the mean (the model's crack
+        error is proportional); ``"line"``: a calibration line, the annotated
+        crack fraction of each profile against the model's (least squares
+        weighted by envelope pixels), so that corrected = intercept + slope x
+        mean (a proportional and an additive error, e.g. noise called crack
+        everywhere); ``"auto"``: the line from :data:`MIN_LINE_PARTICLES`
+        particles on, else the ratio.  ``R`` is reported either way.
     weighting : {"area", "particle"}
         ``"area"``: ``R = sum(annotated crack px) / sum(model crack px)``;
         ``"particle"``: the ratio of the mean crack fractions of the profiles.
@@ -320,9 +350,34 @@ def error_model(pairs: pd.DataFrame, *, weighting: str = "area", n_resamples: in
         problems.append("the annotation marks no crack pixel inside the particles")
     if mod_px == 0:
         problems.append("the model calls no crack pixel inside the particles of the sections")
+    if kind == "auto":
+        kind = "line" if n_particles >= MIN_LINE_PARTICLES else "ratio"
+    line, line_reps = (0.0, ratio), None
+    if kind == "line":
+        line, line_reps = _calibration_line(pairs, counts)
     return ErrorModel(ratio, reps, ci, confidence, weighting, n_particles, len(pairs),
                       len(sections), sections, int(env.sum()), mod_px, ann_px, not problems,
-                      "; ".join(problems))
+                      "; ".join(problems), kind, line, line_reps)
+
+
+def _calibration_line(pairs: pd.DataFrame, counts: np.ndarray) -> tuple[tuple, np.ndarray]:
+    """(intercept, slope) of annotated on model crack fraction, weighted by envelope pixels,
+    and its replicates under the bootstrap ``counts`` (n_resamples, n_rows)."""
+    w = pairs["envelope_px"].to_numpy(np.float64)
+    x = pairs["model_crack_fraction"].to_numpy(np.float64)
+    y = pairs["annotated_crack_fraction"].to_numpy(np.float64)
+
+    def fit(c):
+        sw, sx, sy = c @ w, c @ (w * x), c @ (w * y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sxx = c @ (w * x * x) - sx * sx / sw
+            slope = (c @ (w * x * y) - sx * sy / sw) / sxx
+            slope = np.where(sxx > 1e-12 * np.maximum(sw, 1), slope, np.nan)
+            return (sy - slope * sx) / sw, slope
+
+    a, b = fit(np.ones((1, w.size)))
+    ra, rb = fit(counts)
+    return (float(a[0]), float(b[0])), np.stack([ra, rb], axis=1)
 
 
 def _two_stage_counts(sections: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
@@ -389,18 +444,21 @@ def corrected_mean(mean: dict, model: ErrorModel, *, seed: int = 0,
     z = float(norm.ppf(1 - alpha))
     u = rng.standard_normal(n_draws)
     m_draws = m + u * np.where(u < 0, (m - lo) / z, (hi - m) / z)
-    reps = model.replicates[~np.isnan(model.replicates)]
-    r_draws = rng.choice(reps, n_draws) if reps.size else np.full(n_draws, np.nan)
+    a_reps, b_reps = model.coefficients()
+    pick = rng.integers(0, a_reps.size, n_draws) if a_reps.size else None
     with np.errstate(invalid="ignore"):
-        theta = np.clip(r_draws * m_draws, 0.0, 1.0)
+        theta = np.clip(a_reps[pick] + b_reps[pick] * m_draws, 0.0, 1.0) if a_reps.size \
+            else np.full(n_draws, np.nan)
+        seg_only = a_reps + b_reps * m
     q = [float(v) for v in np.nanquantile(theta, [alpha, 1 - alpha])] \
         if np.isfinite(theta).any() else [float("nan")] * 2
-    r_fin = reps[np.isfinite(reps)]
-    var_seg = m ** 2 * float(np.var(r_fin, ddof=1)) if r_fin.size > 1 else float("nan")
-    var_samp = (model.ratio ** 2) * float(np.var(m_draws, ddof=1))
+    seg_only = seg_only[np.isfinite(seg_only)]
+    var_seg = float(np.var(seg_only, ddof=1)) if seg_only.size > 1 else float("nan")
+    intercept, slope = model.line
+    var_samp = (slope ** 2) * float(np.var(m_draws, ddof=1))
     share = var_seg / (var_seg + var_samp) if np.isfinite(var_seg + var_samp) and \
         var_seg + var_samp > 0 else None
-    estimate, note = model.ratio * m, ""
+    estimate, note = intercept + slope * m, ""
     if ci[0] is None or ci[1] is None:
         q, note = [None, None], "no interval of the mean to correct (too few particles)"
     elif not model.sufficient:
@@ -413,9 +471,13 @@ def corrected_mean(mean: dict, model: ErrorModel, *, seed: int = 0,
                 "correction; annotate more sections (or sections with cracks).")
     return {
         "estimate": estimate, "ci": q, "confidence": conf,
-        "method": (f"ratio correction: R = {'sum' if model.weighting == 'area' else 'mean'} of "
-                   f"annotated / model crack {'pixels' if model.weighting == 'area' else 'fractions'}"
-                   f" of the particles crossing {model.n_sections} annotated section"
+        "method": (("calibration line: annotated on model crack fraction of each particle "
+                    "profile (least squares weighted by its pixels), corrected = intercept + "
+                    "slope x mean," if model.kind == "line" else
+                    f"ratio correction: R = {'sum' if model.weighting == 'area' else 'mean'} of "
+                    f"annotated / model crack "
+                    f"{'pixels' if model.weighting == 'area' else 'fractions'},")
+                   + f" over the particles crossing {model.n_sections} annotated section"
                    f"{'s' * (model.n_sections != 1)}, two-stage cluster bootstrap (sections, then "
                    "particle profiles); combined with the interval of the mean by Monte Carlo "
                    "(percentile)"),
@@ -475,7 +537,8 @@ def corrected_line(entry: dict) -> str:
 
 def apply_annotation_error(summary: dict, seg, instances, annotations, slices=None, *,
                            schema: LabelSchema = NMC4, seed: int = 0, n_resamples: int = 2000,
-                           weighting: str = "area", source: str = "annotations") -> dict:
+                           kind: str = "ratio", weighting: str = "area",
+                           source: str = "annotations") -> dict:
     """Add ``damage.mean.annotation_error`` to a summary and restate its ``segmentation_error``.
 
     Parameters
@@ -487,7 +550,7 @@ def apply_annotation_error(summary: dict, seg, instances, annotations, slices=No
         only at the annotated sections).
     annotations, slices
         As for :func:`annotated_sections`.
-    schema, seed, n_resamples, weighting, source
+    schema, seed, n_resamples, kind, weighting, source
         As for :func:`annotated_sections` and :func:`error_model`.
 
     Returns
@@ -504,7 +567,7 @@ def apply_annotation_error(summary: dict, seg, instances, annotations, slices=No
                                         source=source)
     pairs = section_pairs(seg, instances, slices, labels, schema=schema)
     mean = summary["damage"]["mean"]
-    model = error_model(pairs, weighting=weighting, n_resamples=n_resamples,
+    model = error_model(pairs, kind=kind, weighting=weighting, n_resamples=n_resamples,
                         confidence=float(mean.get("confidence", 0.95)), seed=seed)
     entry = json_safe(corrected_mean(mean, model, seed=seed))
     entry["source"] = str(source)
