@@ -69,8 +69,7 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
                        crack_modes=(0.55, 0.25, 0.20), hollow_probability: float = 0.15,
                        hollow_radius_range=(0.15, 0.35), pore_density_per_um3: float = 0.002,
                        crack_width_vox=(1.0, 3.0), asphericity: float = 0.15,
-                       roughness: float = 0.08,
-                       geometry: str = "spheres", matbox_path=None,
+                       roughness: float = 0.08, geometry: str = "spheres", matbox_path=None,
                        imaging: bool = True, progress: bool = False) -> Phantom:
     """Generate a labelled electrode phantom.
 
@@ -109,9 +108,7 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
     crack_width_vox : (float, float)
         Range of crack-sheet widths in voxels (each sheet draws one).
     asphericity, roughness : float
-        Particle shape (:func:`crackseg.synthetic.packing.sample_particles`):
-        ellipsoid axis deviations and relative amplitude of the surface lobes
-        (0.25 and more gives lobed particles with crevices between the lobes).
+        Particle shape: ellipsoid axis deviations, lobe amplitude (0.25+: crevices).
     geometry : {"spheres", "matbox"}
         ``"spheres"``: packed perturbed spheres (above); ``"matbox"``: particle
         shapes and packing from a random crop of the real NMC labels
@@ -119,10 +116,8 @@ def generate_electrode(shape=(128, 128, 128), *, seed: int = 0, voxel_size_um=0.
         the sphere packing arguments then being unused.
     matbox_path : path-like, optional
         The real label file for ``geometry="matbox"``.
-    imaging : bool
-        Render the grey-value image; ``False`` leaves ``image=None`` (fast).
-    progress : bool
-        Show a progress bar on stderr.
+    imaging, progress : bool
+        Render the grey-value image (``False``: ``image=None``, fast); a progress bar.
 
     Returns
     -------
