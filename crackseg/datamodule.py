@@ -195,7 +195,9 @@ class SparseSliceDataModule(pl.LightningDataModule):
                   intact_volume_probability=spec["intact_volume_probability"],
                   asphericity=spec["asphericity"], roughness=spec["roughness"])
         train = label_pool(spec["n_volumes"], seed=spec["seed"], **kw)
-        val = label_pool(spec["n_val"], seed=int(spec["seed"]) + 100_000, **kw)
+        # validation members always hold damage, so crack and pore Dice are measurable
+        val = label_pool(spec["n_val"], seed=int(spec["seed"]) + 100_000,
+                         **{**kw, "intact_volume_probability": 0.0})
         dims = dict(slice_axes=self.slice_axes, focus_probability=spec["focus_probability"])
         self.train_set = RandomizedPatchDataset(train, self.patch_size, ranges=ranges,
                                                 length=self.samples_per_epoch, seed=self.seed,
