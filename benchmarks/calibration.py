@@ -61,9 +61,15 @@ imaging outside its training (``--annotated-snr`` 4 and ``--annotated-blur``
 evenly spaced z-sections of the true labels are the annotation.
 ``crackseg.stats.annotation_error.apply_annotation_error`` corrects the
 default interval of the mean (``summarize``, border-truncated particles
-excluded) for the crack error measured on them: ``R`` from pixel sums
-(``ratio_area``, the default), from per-profile crack fractions
-(``ratio_particle``), and a calibration line (``line``).  Scored
+excluded) with what the sections measure: the mean crack fraction of the
+annotation's own 2-D particle profiles (``sections``, the default); the
+profile ratio ``R`` = that mean over the model's profile mean in the same
+sections, times the model's mean (``profiles``); the same annotated mean
+converted to the volume by the model's volume mean over its profile mean in
+all sections (``direct``, scored here only); and, on the model's particles
+crossing the sections, ``R`` from crack pixel sums (``ratio_area``), from
+per-profile crack fractions (``ratio_particle``) and a calibration line
+(``line``).  Scored
 against the volume's true census mean (the mean true crack fraction of the
 true particles not touching the border, as the end-to-end arm's truth):
 coverage, median relative error of the corrected and uncorrected estimates,
@@ -556,10 +562,13 @@ def annotated_phantom(seed: int, args, model) -> dict:
     for name in args.annotated_models:
         s = copy.deepcopy(summary)
         kind, _, weighting = name.partition("_")
-        entry = apply_annotation_error(s, p["labels"], p["instances"],
-                                       p["true_labels"][slices], slices, seed=seed,
-                                       n_resamples=args.n_resamples, kind=kind,
-                                       weighting=weighting or "area")
+        if kind == "direct":
+            entry = _direct_entry(mean, p["labels"], p["true_labels"][slices], slices, seed, args)
+        else:
+            entry = apply_annotation_error(s, p["labels"], p["instances"],
+                                           p["true_labels"][slices], slices, seed=seed,
+                                           n_resamples=args.n_resamples, kind=kind,
+                                           weighting=weighting or "area")
         row["methods"][f"corrected_{name}"] = {
             **_record_annotated(entry, census), "n_blocks": mean.get("n_blocks"),
             **{k: entry.get(k) for k in ("ratio", "ratio_ci", "segmentation_share", "kind",
@@ -567,6 +576,24 @@ def annotated_phantom(seed: int, args, model) -> dict:
                                          "n_particles", "n_profiles", "sufficient", "note")}}
     row["seconds"] = round(time.perf_counter() - t0, 2)
     return row
+
+
+def _direct_entry(mean: dict, labels, sections, slices, seed: int, args) -> dict:
+    """The annotated sections' mean profile damage ``A`` times the model's volume mean over its
+    mean profile damage in all sections (``direct``): the profile ratio with the model's side
+    measured on every section instead of the annotated ones."""
+    from crackseg.sections import section_instances
+    from crackseg.stats.annotation_error import corrected_mean, profile_model, section_profiles
+    from crackseg.stats.table import section_stack_table
+
+    model = profile_model(section_profiles(labels, slices, sections), kind="sections",
+                          n_resamples=args.n_resamples, confidence=args.confidence, seed=seed)
+    every = section_stack_table(labels, section_instances(labels))
+    b_all = float(every.loc[~every["touches_border"], "crack_fraction"].mean())
+    a_reps = model.line_replicates[:, 0] / b_all
+    direct = model._replace(ratio=model.line[0] / b_all, replicates=a_reps, kind="profiles",
+                            line=(0.0, model.line[0] / b_all), line_replicates=None)
+    return corrected_mean(mean, direct, seed=seed)
 
 
 def _record_annotated(entry: dict, truth: float) -> dict:
@@ -990,10 +1017,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--annotated-sections", type=int, default=3,
                    help="annotated arm: evenly spaced annotated z-sections")
     p.add_argument("--annotated-models", nargs="+",
-                   default=["ratio_area", "ratio_particle", "line"],
-                   choices=["ratio_area", "ratio_particle", "line", "auto"],
-                   help="annotated arm: error models scored (ratio of crack pixels or of "
-                   "crack fractions, calibration line, crackseg's default choice)")
+                   default=["sections", "profiles", "direct", "ratio_area", "ratio_particle",
+                            "line"],
+                   choices=["sections", "profiles", "direct", "ratio_area", "ratio_particle",
+                            "line", "auto"],
+                   help="annotated arm: error models scored (annotated profiles alone, profile "
+                   "ratio, annotated profiles with the model's volume/profile conversion, ratio "
+                   "of crack pixels or of crack fractions, calibration line, auto)")
     p.add_argument("--point-rows", nargs="+", choices=list(POINT_ROWS), default=list(POINT_ROWS),
                    help="points arm: rows to run")
     p.add_argument("--compare-pairs", type=int, default=100, help="compare arm: volume pairs")

@@ -10,7 +10,9 @@ from crackseg.stats.annotation_error import (
     corrected_mean,
     error_model,
     parse_slices,
+    profile_model,
     section_pairs,
+    section_profiles,
 )
 from crackseg.stats.distribution import population
 from crackseg.stats.summary import summarize
@@ -45,11 +47,47 @@ class _Recorded:
         return self.arr[key]
 
 
-def test_ratio_recovers_the_bias_and_the_corrected_interval_covers(biased):
+def test_annotated_profiles_give_the_mean_and_the_profile_ratio_the_bias(biased):
+    ph, model, summary, census = biased
+    seg, inst = _Recorded(model), _Recorded(ph.instances)
+    s = {"damage": {"mean": dict(summary["damage"]["mean"])}}
+    entry = apply_annotation_error(s, seg, inst, ph.labels[SLICES], SLICES, seed=0,
+                                   n_resamples=500)
+    assert seg.read == SLICES and inst.read == []  # the model's own 3-D particles are not needed
+    assert entry["kind"] == "sections" and entry["sufficient"] and entry["n_particles"] >= 10
+    unc = s["damage"]["mean"]
+    assert entry["ci"][0] <= census <= entry["ci"][1]
+    assert abs(entry["estimate"] - census) < abs(unc["estimate"] - census)
+    assert entry["segmentation_share"] == pytest.approx(1.0)
+    assert unc["segmentation_error"].startswith("included in annotation_error: the mean damage")
+    # the model's profiles carry half the annotated crack: R = A / B near 2, and R x mean covers
+    prof = apply_annotation_error(s, model, ph.instances, ph.labels[SLICES], SLICES, seed=0,
+                                  n_resamples=500, kind="profiles")
+    assert prof["ratio_ci"][0] <= 2.0 <= prof["ratio_ci"][1] and abs(prof["ratio"] - 2) < 0.3
+    assert prof["ci"][0] <= census <= prof["ci"][1] and 0 < prof["segmentation_share"] < 1
+
+
+def test_profiles_skip_border_and_unannotated_pixels():
+    seg = np.zeros((3, 40, 40), np.uint8)
+    for y0, x0 in ((4, 4), (4, 24), (24, 4), (24, 24)):
+        seg[:, y0:y0 + 12, x0:x0 + 12] = 1
+    seg[:, 0:6, 36:40] = 1  # cut by the section's edge
+    seg[1, 9, 4:16] = 2
+    ann = seg[[1]].copy()
+    ann[0, 10, 4:16] = 2
+    ann[0, 30:, 30:] = 255  # one particle partly not annotated
+    p = section_profiles(seg, [1], ann)
+    assert (p.groupby("source").size() == 3).all() and (p["section"] == 1).all()
+    assert sorted(p["crack_px"]) == [0, 0, 0, 0, 12, 24]
+    m = profile_model(p, n_resamples=100, min_particles=1)
+    assert m.ratio == pytest.approx(2.0) and m.line[0] == pytest.approx(24 / 144 / 3)
+
+
+def test_pixel_ratio_recovers_the_bias_and_the_corrected_interval_covers(biased):
     ph, model, summary, census = biased
     seg, inst = _Recorded(model), _Recorded(ph.instances)
     entry = apply_annotation_error(summary, seg, inst, ph.labels[SLICES], SLICES, seed=0,
-                                   n_resamples=500)
+                                   n_resamples=500, kind="ratio")
     assert seg.read == SLICES and inst.read == SLICES  # only the annotated sections are read
     assert entry["sufficient"] and entry["n_sections"] == 3 and entry["n_particles"] >= 10
     lo, hi = entry["ratio_ci"]
@@ -93,7 +131,7 @@ def test_too_few_particles_widens_instead_of_correcting(biased):
     ann[0, 20:40, 20:40] = ph.labels[32, 20:40, 20:40]
     entry = apply_annotation_error(s, model, ph.instances, ann, [32], n_resamples=200)
     unc = s["damage"]["mean"]
-    assert not entry["sufficient"] and "particles cross" in entry["note"]
+    assert not entry["sufficient"] and "particle profiles in the annotated" in entry["note"]
     assert entry["estimate"] == unc["estimate"]
     assert entry["ci"][0] <= unc["ci"][0] and entry["ci"][1] >= unc["ci"][1]
     assert unc["segmentation_error"].startswith("not measurable")

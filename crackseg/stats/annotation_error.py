@@ -104,12 +104,14 @@ class ErrorModel(NamedTuple):
         d["line"] = [float(v) for v in self.line]
         if reps is not None:
             alpha = (1 - self.confidence) / 2
-            d["line_ci"] = np.nanquantile(reps, [alpha, 1 - alpha], axis=0).T.tolist()
+            reps = reps[np.isfinite(reps).all(axis=1)]
+            d["line_ci"] = np.quantile(reps, [alpha, 1 - alpha], axis=0).T.tolist() \
+                if reps.size else [[float("nan")] * 2] * 2
         return d
 
     def coefficients(self) -> tuple[np.ndarray, np.ndarray]:
         """Bootstrap replicates of (intercept, slope) of the correction, each (n,), finite ones."""
-        if self.kind == "line":
+        if self.line_replicates is not None:
             reps = self.line_replicates[np.isfinite(self.line_replicates).all(axis=1)]
             return reps[:, 0], reps[:, 1]
         r = self.replicates[~np.isnan(self.replicates)]
@@ -335,21 +337,13 @@ def error_model(pairs: pd.DataFrame, *, kind: str = "ratio", weighting: str = "a
     with np.errstate(divide="ignore", invalid="ignore"):
         reps = (counts @ num) / (counts @ den)
         ratio = float(num.sum() / den.sum()) if den.sum() > 0 else float("nan")
-    alpha = (1 - confidence) / 2
-    finite = reps[~np.isnan(reps)]
-    ci = tuple(float(v) for v in np.quantile(finite, [alpha, 1 - alpha])) if finite.size \
-        else (float("nan"), float("nan"))
+    ci = _percentile_ci(reps[~np.isnan(reps)], confidence)
     n_particles = int(pairs["label"].nunique())
     sections = sorted({int(s) for s in sec})
     ann_px, mod_px = int(pairs["annotated_crack_px"].sum()), int(pairs["model_crack_px"].sum())
-    problems = []
-    if n_particles < min_particles:
-        problems.append(f"only {n_particles} particle{'s' * (n_particles != 1)} cross the "
-                        f"annotated sections (at least {min_particles} are needed)")
-    if ann_px == 0:
-        problems.append("the annotation marks no crack pixel inside the particles")
-    if mod_px == 0:
-        problems.append("the model calls no crack pixel inside the particles of the sections")
+    problems = _problems(n_particles < min_particles, f"only {n_particles} particle"
+                         f"{'s' * (n_particles != 1)} cross the annotated sections (at least "
+                         f"{min_particles} are needed)", ann_px, mod_px)
     if kind == "auto":
         kind = "line" if n_particles >= MIN_LINE_PARTICLES else "ratio"
     line, line_reps = (0.0, ratio), None
@@ -358,6 +352,24 @@ def error_model(pairs: pd.DataFrame, *, kind: str = "ratio", weighting: str = "a
     return ErrorModel(ratio, reps, ci, confidence, weighting, n_particles, len(pairs),
                       len(sections), sections, int(env.sum()), mod_px, ann_px, not problems,
                       "; ".join(problems), kind, line, line_reps)
+
+
+def _percentile_ci(replicates: np.ndarray, confidence: float) -> tuple:
+    """Percentile interval of finite replicates (NaN, NaN when there are none)."""
+    alpha = (1 - confidence) / 2
+    return tuple(float(v) for v in np.quantile(replicates, [alpha, 1 - alpha])) \
+        if replicates.size else (float("nan"), float("nan"))
+
+
+def _problems(too_few: bool, few_text: str, ann_px: int, mod_px: int | None) -> list[str]:
+    """Why the sections cannot measure the correction (``mod_px`` None: the model's crack
+    is not needed)."""
+    problems = [few_text] if too_few else []
+    if ann_px == 0:
+        problems.append("the annotation marks no crack pixel inside the particles")
+    if mod_px == 0:
+        problems.append("the model calls no crack pixel inside the particles of the sections")
+    return problems
 
 
 def _calibration_line(pairs: pd.DataFrame, counts: np.ndarray) -> tuple[tuple, np.ndarray]:
@@ -380,24 +392,163 @@ def _calibration_line(pairs: pd.DataFrame, counts: np.ndarray) -> tuple[tuple, n
     return (float(a[0]), float(b[0])), np.stack([ra, rb], axis=1)
 
 
-def _two_stage_counts(sections: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+def _two_stage_counts(sections: np.ndarray, n_resamples: int, seed: int,
+                      groups: np.ndarray | None = None) -> np.ndarray:
     """How often each row is drawn in each replicate, (n_resamples, n_rows).
 
     Sections are drawn with replacement; a section drawn ``c`` times
     contributes ``c x (its rows)`` draws of its rows with replacement (the sum
-    of ``c`` independent multinomials is one multinomial of ``c`` times the size).
+    of ``c`` independent multinomials is one multinomial of ``c`` times the size),
+    separately for each of ``groups`` (e.g. annotation and model profiles of
+    the same section, which share the section's draw).
     """
     rng = np.random.default_rng([int(seed), 12])
     ids, inv = np.unique(sections, return_inverse=True)
+    groups = np.zeros(sections.size, int) if groups is None else np.asarray(groups)
     n_sec = ids.size
     counts = np.zeros((int(n_resamples), sections.size))
     if n_sec == 0:
         return counts
     outer = rng.multinomial(n_sec, np.full(n_sec, 1.0 / n_sec), size=int(n_resamples))
     for j in range(n_sec):
-        rows = np.flatnonzero(inv == j)
-        counts[:, rows] = rng.multinomial(outer[:, j] * rows.size, np.full(rows.size, 1.0 / rows.size))
+        for g in np.unique(groups[inv == j]):
+            rows = np.flatnonzero((inv == j) & (groups == g))
+            counts[:, rows] = rng.multinomial(outer[:, j] * rows.size,
+                                              np.full(rows.size, 1.0 / rows.size))
     return counts
+
+
+PROFILE_COLUMNS = ("source", "section", "label", "envelope_px", "crack_px", "crack_fraction")
+"""Columns of :func:`section_profiles`: one row per 2-D particle profile of a section."""
+
+
+def section_profiles(seg, slices, annotations, *, schema: LabelSchema = NMC4) -> pd.DataFrame:
+    """The 2-D particle profiles of the annotated sections, of the annotation and of the model.
+
+    Each annotated section is labelled twice into 2-D particle instances
+    (:func:`crackseg.sections.section_instances`): the annotation, and the
+    model's segmentation of the same section.  Each profile is measured as a
+    section table measures it (:func:`crackseg.stats.table.section_stack_table`:
+    crack pixels over envelope pixels).  Profiles cut by the section's edge,
+    or touching pixels that are not annotated, are left out on both sides.
+
+    Parameters
+    ----------
+    seg : array_like, shape (Z, Y, X)
+        The model's semantic labels (may be lazy: only ``slices`` are read).
+    slices : sequence of int
+        Axis-0 indices of the annotated sections.
+    annotations : array_like of uint8, shape (len(slices), Y, X)
+        Their labels, as from :func:`annotated_sections`.
+    schema : LabelSchema
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`PROFILE_COLUMNS`; ``source`` is ``"annotation"`` or
+        ``"model"``, ``section`` the axis-0 index.
+
+    Examples
+    --------
+    >>> seg = np.zeros((3, 20, 20), np.uint8); seg[:, 4:16, 4:16] = 1; seg[1, 9, 4:16] = 2
+    >>> ann = seg[[1]].copy(); ann[0, 10, 4:16] = 2
+    >>> section_profiles(seg, [1], ann)[["source", "crack_px"]].values.tolist()
+    [['annotation', 24], ['model', 12]]
+    """
+    ann = np.asarray(annotations)
+    ignore = ann == schema.ignore
+    model = np.stack([np.asarray(seg[int(z)]) for z in slices])
+    parts = [_profiles(np.where(ignore, 0, stack).astype(np.uint8), ignore, slices, schema)
+             .assign(source=source) for source, stack in (("annotation", ann), ("model", model))]
+    return pd.concat(parts, ignore_index=True)[list(PROFILE_COLUMNS)]
+
+
+def _profiles(stack: np.ndarray, ignore: np.ndarray, slices, schema: LabelSchema) -> pd.DataFrame:
+    """Profiles of one stack of sections, without those cut by its edge or by ``ignore``."""
+    from scipy.ndimage import binary_dilation
+
+    from crackseg.sections import section_instances
+    from crackseg.stats.table import section_stack_table
+
+    inst = section_instances(stack, schema=schema)
+    cut = np.zeros(int(inst.max(initial=0)) + 1, bool)
+    for k in range(stack.shape[0]):
+        cut[inst[k][binary_dilation(ignore[k])]] = True
+    cut[0] = False
+    try:
+        t = section_stack_table(stack, inst, schema=schema)
+    except InputError:  # no particle in any section
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in PROFILE_COLUMNS[1:]})
+    t = t.loc[~t["touches_border"].to_numpy(bool) & ~cut[t["label"].to_numpy()]]
+    return pd.DataFrame({"section": np.asarray(slices, int)[t["section"].to_numpy(int)],
+                         "label": t["label"].to_numpy(), "envelope_px": t["envelope_px"].to_numpy(),
+                         "crack_px": t["crack_px"].to_numpy(),
+                         "crack_fraction": t["crack_fraction"].to_numpy()})
+
+
+def profile_model(profiles: pd.DataFrame, *, kind: str = "sections", n_resamples: int = 2000,
+                  confidence: float = 0.95, seed: int = 0,
+                  min_particles: int = MIN_PARTICLES) -> ErrorModel:
+    """The mean damage from the annotated sections' particle profiles, with its cluster bootstrap.
+
+    ``A`` is the mean crack fraction of the annotation's profiles, ``B`` that
+    of the model's own profiles in the same sections; ``R = A / B``.  Both are
+    means over section profiles, so the way sections sample particles (larger
+    ones more often) cancels in ``R``.
+
+    Parameters
+    ----------
+    profiles : pandas.DataFrame
+        From :func:`section_profiles`.
+    kind : {"sections", "profiles"}
+        ``"sections"``: the estimate is ``A`` itself (the mean damage measured
+        on the annotated sections; the model's segmentation is not used);
+        ``"profiles"``: the estimate is ``R x`` the model's mean damage.
+    n_resamples, confidence, seed, min_particles
+        As for :func:`error_model`; sections are drawn with replacement, then
+        each drawn section's annotation and model profiles.
+
+    Returns
+    -------
+    ErrorModel
+        ``n_particles`` counts annotated profiles, ``n_profiles`` those of
+        both sides; for ``"sections"``, ``line`` is ``(A, 0)``.
+
+    Examples
+    --------
+    >>> p = pd.DataFrame({"source": ["annotation", "model"] * 12, "section": [0, 0, 5, 5] * 6,
+    ...                   "label": range(24), "envelope_px": 100, "crack_px": [5, 10] * 12,
+    ...                   "crack_fraction": [0.05, 0.1] * 12})
+    >>> m = profile_model(p, n_resamples=200)
+    >>> round(m.ratio, 6), round(m.line[0], 6), m.sufficient
+    (0.5, 0.05, True)
+    """
+    if kind not in ("sections", "profiles"):
+        raise InputError(f"kind {kind!r} must be 'sections' or 'profiles'")
+    is_ann = (profiles["source"] == "annotation").to_numpy()
+    frac = profiles["crack_fraction"].to_numpy(np.float64)
+    counts = _two_stage_counts(profiles["section"].to_numpy(), n_resamples, seed, groups=is_ann)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a_reps = (counts[:, is_ann] @ frac[is_ann]) / counts[:, is_ann].sum(axis=1)
+        b_reps = (counts[:, ~is_ann] @ frac[~is_ann]) / counts[:, ~is_ann].sum(axis=1)
+        a, b = (float(frac[k].mean()) if k.any() else float("nan") for k in (is_ann, ~is_ann))
+        ratio, reps = a / b if b > 0 else float("nan"), a_reps / b_reps
+    ci = _percentile_ci(reps[np.isfinite(reps)], confidence)
+    crack = profiles["crack_px"].to_numpy(np.float64)
+    ann_px, mod_px = int(crack[is_ann].sum()), int(crack[~is_ann].sum())
+    n_ann = int(is_ann.sum())
+    problems = _problems(n_ann < min_particles, f"only {n_ann} particle profile"
+                         f"{'s' * (n_ann != 1)} in the annotated sections (at least "
+                         f"{min_particles} are needed)", ann_px,
+                         mod_px if kind == "profiles" else None)
+    line, line_reps = (0.0, ratio), None
+    if kind == "sections":
+        line, line_reps = (a, 0.0), np.stack([a_reps, np.zeros_like(a_reps)], axis=1)
+    sections = sorted({int(z) for z in profiles["section"]})
+    return ErrorModel(ratio, reps, ci, confidence, "particle", n_ann, len(profiles),
+                      len(sections), sections,
+                      int(profiles.loc[is_ann, "envelope_px"].sum()), mod_px, ann_px,
+                      not problems, "; ".join(problems), kind, line, line_reps)
 
 
 def corrected_mean(mean: dict, model: ErrorModel, *, seed: int = 0,
@@ -471,22 +622,34 @@ def corrected_mean(mean: dict, model: ErrorModel, *, seed: int = 0,
                 "correction; annotate more sections (or sections with cracks).")
     return {
         "estimate": estimate, "ci": q, "confidence": conf,
-        "method": (("calibration line: annotated on model crack fraction of each particle "
-                    "profile (least squares weighted by its pixels), corrected = intercept + "
-                    "slope x mean," if model.kind == "line" else
-                    f"ratio correction: R = {'sum' if model.weighting == 'area' else 'mean'} of "
-                    f"annotated / model crack "
-                    f"{'pixels' if model.weighting == 'area' else 'fractions'},")
-                   + f" over the particles crossing {model.n_sections} annotated section"
-                   f"{'s' * (model.n_sections != 1)}, two-stage cluster bootstrap (sections, then "
-                   "particle profiles); combined with the interval of the mean by Monte Carlo "
-                   "(percentile)"),
+        "method": _method_text(model),
         "uncorrected": {"estimate": m, "ci": [lo, hi]},
         "ratio": model.ratio, "ratio_ci": list(model.ci), "segmentation_share": share,
         **{k: v for k, v in model.to_dict().items()
            if k not in ("ratio", "ci", "confidence", "note")},
         "note": note or model.note, "n_draws": int(n_draws), "seed": int(seed),
     }
+
+
+def _method_text(model: ErrorModel) -> str:
+    """How :func:`corrected_mean` corrected, in words."""
+    head = {
+        "sections": "mean crack fraction of the annotation's own 2-D particle profiles (the "
+                    "model's segmentation is not used),",
+        "profiles": "profile ratio: R = mean crack fraction of the annotation's 2-D particle "
+                    "profiles / that of the model's profiles in the same sections, corrected = "
+                    "R x mean,",
+        "line": "calibration line: annotated on model crack fraction of each particle profile "
+                "(least squares weighted by its pixels), corrected = intercept + slope x mean,",
+    }.get(model.kind, f"ratio correction: R = {'sum' if model.weighting == 'area' else 'mean'} "
+                      "of annotated / model crack "
+                      f"{'pixels' if model.weighting == 'area' else 'fractions'},")
+    where = ("over the particle profiles of" if model.kind in ("sections", "profiles")
+             else "over the particles crossing")
+    return (f"{head} {where} {model.n_sections} annotated section{'s' * (model.n_sections != 1)},"
+            " two-stage cluster bootstrap (sections, then particle profiles)"
+            + ("" if model.kind == "sections" else
+               "; combined with the interval of the mean by Monte Carlo") + " (percentile)")
 
 
 def annotation_error_statement(entry: dict) -> str:
@@ -505,6 +668,11 @@ def annotation_error_statement(entry: dict) -> str:
                 "(annotation_error) is widened to span the uncorrected interval and the "
                 "correction")
     share = entry.get("segmentation_share")
+    if entry.get("kind") == "sections":
+        return (f"included in annotation_error: the mean damage measured on {where} of the "
+                f"annotation is the corrected estimate and its interval (the model's profiles "
+                f"there give R = {entry['ratio']:.3g}); the estimate and ci above are the "
+                "segmentation's, uncorrected")
     return (f"included in annotation_error: measured on {where}, the model's crack "
             f"calls x {entry['ratio']:.3g} (R) give the corrected estimate and its interval"
             + (f", {share:.0%} of whose variance is segmentation error" if share is not None
@@ -537,7 +705,7 @@ def corrected_line(entry: dict) -> str:
 
 def apply_annotation_error(summary: dict, seg, instances, annotations, slices=None, *,
                            schema: LabelSchema = NMC4, seed: int = 0, n_resamples: int = 2000,
-                           kind: str = "ratio", weighting: str = "area",
+                           kind: str = "sections", weighting: str = "area",
                            source: str = "annotations") -> dict:
     """Add ``damage.mean.annotation_error`` to a summary and restate its ``segmentation_error``.
 
@@ -550,7 +718,12 @@ def apply_annotation_error(summary: dict, seg, instances, annotations, slices=No
         only at the annotated sections).
     annotations, slices
         As for :func:`annotated_sections`.
-    schema, seed, n_resamples, kind, weighting, source
+    kind : {"sections", "profiles", "ratio", "line", "auto"}
+        ``"sections"`` (default) and ``"profiles"``: :func:`profile_model`
+        on the 2-D particle profiles of annotation and model
+        (:func:`section_profiles`); the others: :func:`error_model` on the
+        model's particles crossing the sections (:func:`section_pairs`).
+    schema, seed, n_resamples, weighting, source
         As for :func:`annotated_sections` and :func:`error_model`.
 
     Returns
@@ -565,10 +738,15 @@ def apply_annotation_error(summary: dict, seg, instances, annotations, slices=No
                          "section compare it with its annotation directly")
     slices, labels = annotated_sections(annotations, np.shape(seg), slices, schema=schema,
                                         source=source)
-    pairs = section_pairs(seg, instances, slices, labels, schema=schema)
     mean = summary["damage"]["mean"]
-    model = error_model(pairs, kind=kind, weighting=weighting, n_resamples=n_resamples,
-                        confidence=float(mean.get("confidence", 0.95)), seed=seed)
+    conf = float(mean.get("confidence", 0.95))
+    if kind in ("sections", "profiles"):
+        model = profile_model(section_profiles(seg, slices, labels, schema=schema), kind=kind,
+                              n_resamples=n_resamples, confidence=conf, seed=seed)
+    else:
+        pairs = section_pairs(seg, instances, slices, labels, schema=schema)
+        model = error_model(pairs, kind=kind, weighting=weighting, n_resamples=n_resamples,
+                            confidence=conf, seed=seed)
     entry = json_safe(corrected_mean(mean, model, seed=seed))
     entry["source"] = str(source)
     mean["annotation_error"] = entry
