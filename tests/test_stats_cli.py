@@ -121,8 +121,8 @@ def test_stats_with_annotated_sections(volumes, tmp_path, capsys):
     mean = json.loads((out / "summary.json").read_text())["damage"]["mean"]
     e = mean["annotation_error"]
     assert e["sections"] == [20, 48, 76] and e["ratio"] == 1.0 and e["sufficient"]
-    assert e["estimate"] == pytest.approx(mean["estimate"])
-    assert 0 <= e["segmentation_share"] < 1 and e["ci"][0] <= e["estimate"] <= e["ci"][1]
+    assert e["kind"] == "sections" and e["uncorrected"]["estimate"] == mean["estimate"]
+    assert 0 <= e["segmentation_share"] <= 1 and e["ci"][0] <= e["estimate"] <= e["ci"][1]
     assert mean["segmentation_error"].startswith("included in annotation_error")
     write_volume(tmp_path / "two.tif", ann[[20, 48]], ph.voxel_size_um)
     assert main(base + ["-o", str(tmp_path / "o2"), "--annotations", str(tmp_path / "two.tif"),
