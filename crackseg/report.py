@@ -161,16 +161,20 @@ def headline_rows(summary: dict) -> list[tuple[str, str]]:
 
 
 def _annotation_rows(entry: dict | None, conf: str) -> list[tuple[str, str]]:
-    """Headline rows of the mean corrected on annotated sections (none without them)."""
+    """Headline rows of the mean measured on annotated sections (none without them)."""
     if not entry:
         return []
     share = entry.get("segmentation_share")
-    rows = [(f"mean damage corrected on {entry.get('n_sections')} annotated sections "
-             f"[{conf} interval, segmentation error included]", _ci_text(entry)),
-            ("annotated / model crack (R) [interval]; particles crossing the sections",
+    sections = entry.get("kind") == "sections"
+    head = ("mean damage of the annotated particle profiles" if sections else
+            "mean damage corrected on the annotated sections")
+    counted = "annotated particle profiles" if sections else "particles crossing the sections"
+    rows = [(f"{head} ({entry.get('n_sections')} sections) [{conf} interval, segmentation "
+             "error included]", _ci_text(entry)),
+            (f"annotated / model crack (R) [interval]; {counted}",
              _ci_text({"estimate": entry.get("ratio"), "ci": entry.get("ratio_ci")})
              + f"; {_fmt(entry.get('n_particles'))}")]
-    if share is not None:
+    if share is not None and not sections:
         rows.append(("variance of the corrected mean from segmentation error", f"{share:.0%}"))
     if entry.get("note"):
         rows.append(("annotated sections", html.escape(str(entry["note"]))))
