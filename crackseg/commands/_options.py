@@ -54,9 +54,9 @@ def add_annotation_options(p) -> None:
     p.add_argument("--annotations", metavar="LABELS",
                    help="label image of annotated z-sections (0 matrix, 1 particle, 2 crack, "
                    "3 pore, 255 not annotated): a volume of the segmentation's shape, or the "
-                   "sections alone with --annotated-slices; the mean damage is then corrected "
-                   "for the model's crack bias measured on them, with an interval that carries "
-                   "it (summary.json: damage.mean.annotation_error)")
+                   "sections alone with --annotated-slices; the mean damage is then measured on "
+                   "them, with an interval that carries the segmentation error, beside the "
+                   "model's own (summary.json: damage.mean.annotation_error)")
     p.add_argument("--annotated-slices", metavar="Z,Z,...", default=None,
                    help="axis-0 indices of the annotated sections, e.g. 10,40,70 (default: the "
                    "slices of --annotations holding any value other than 255)")
