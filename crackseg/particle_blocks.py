@@ -33,6 +33,7 @@ from scipy import ndimage as ndi
 
 from crackseg.errors import InputError
 from crackseg.labels import NMC4, LabelSchema
+from crackseg.particle_flood import bordered, flood
 
 ENVELOPE_CLASSES = ("particle", "crack", "pore")
 DEFAULT_H = 0.5
@@ -60,14 +61,59 @@ def foreground(seg, schema: LabelSchema = NMC4) -> np.ndarray:
     return np.isin(seg, values)
 
 
+def _closed(fg: np.ndarray, radius: int) -> np.ndarray:
+    """Binary closing of ``fg`` by ``radius`` steps of the axis neighbours (edge-padded).
+
+    Equal to ``scipy.ndimage.binary_closing`` of the edge-padded mask with the
+    axis-neighbour cross and ``radius`` iterations, cropped back.
+    """
+    r = int(radius)
+    out = np.pad(fg, r, mode="edge")
+    for grow in (True, False):  # dilation, then erosion (outside the padded mask: empty)
+        for _ in range(r):
+            src = out.copy()
+            for ax in range(out.ndim):
+                lo = (slice(None),) * ax + (slice(None, -1),)
+                hi = (slice(None),) * ax + (slice(1, None),)
+                if grow:
+                    out[hi] |= src[lo]
+                    out[lo] |= src[hi]
+                else:
+                    out[hi] &= src[lo]
+                    out[lo] &= src[hi]
+                    edges = (slice(None),) * ax + ([0, -1],)
+                    out[edges] = False
+    return out[(slice(r, -r),) * fg.ndim]
+
+
+def filled_holes(fg: np.ndarray) -> np.ndarray:
+    """``fg`` with every background region that does not reach the array's faces filled.
+
+    Background regions are axis-connected (6-connected in 3-D, 4 in 2-D), as
+    in ``scipy.ndimage.binary_fill_holes``, whose result this equals.
+
+    Examples
+    --------
+    >>> ring = np.ones((5, 5), bool); ring[2, 2] = False; ring[0, 2] = False
+    >>> filled_holes(ring)[2, 2], filled_holes(ring)[0, 2]
+    (np.True_, np.False_)
+    """
+    import cc3d
+
+    regions = cc3d.connected_components(~fg, connectivity=6 if fg.ndim == 3 else 4)
+    outside = [np.unique(regions[(slice(None),) * ax + (i,)])
+               for ax in range(fg.ndim) for i in (0, -1)]
+    lut = np.ones(int(regions.max()) + 1, bool)
+    lut[np.concatenate(outside)] = False
+    lut[0] = True
+    return lut[regions]
+
+
 def filled_envelope(fg: np.ndarray, closing_radius: int = 1) -> np.ndarray:
     """Close ``fg`` with a ball of ``closing_radius`` voxels (edge-padded) and fill its holes."""
     if closing_radius > 0:
-        r = int(closing_radius)
-        st = ndi.generate_binary_structure(fg.ndim, 1)
-        padded = np.pad(fg, r, mode="edge")
-        fg = ndi.binary_closing(padded, st, iterations=r)[(slice(r, -r),) * fg.ndim]
-    return ndi.binary_fill_holes(fg)
+        fg = _closed(fg, closing_radius)
+    return filled_holes(fg)
 
 
 def envelope_mask(seg, schema: LabelSchema = NMC4, *, closing_radius: int = 1) -> np.ndarray:
@@ -116,34 +162,63 @@ def distance_map(env: np.ndarray, voxel_size_um) -> np.ndarray:
     return np.minimum(dist, cap, out=dist)
 
 
-def _seed_markers(dist, env, h, origin, marker_step):
-    """Seeds: h-maxima of ``dist`` on the volume's every-``marker_step`` grid, one per component."""
+def _grid_seeds(dist, env, h, origin, marker_step):
+    """The h-maxima seeds of ``dist`` in ``env``: the grid they lie on and their labels there.
+
+    Seeds are searched on the volume's every-``marker_step`` grid (not the
+    block's, so that every block sampling a region samples the same voxels)
+    and numbered by their 26- (2-D: 8-) connected groups on that grid.
+
+    Returns
+    -------
+    (tuple of slice, ndarray of uint32)
+        The grid (slices of the block) and the seed labels on it (0: none).
+    """
     import cc3d
     from skimage.morphology import h_maxima
 
-    conn = 26 if dist.ndim == 3 else 8
-    # The subsampling grid is the volume's, not the block's, so that every
-    # block sampling a region samples the same voxels.
     sub = tuple(slice((-int(o)) % marker_step, None, marker_step) for o in origin)
-    peaks_sub = h_maxima(dist[sub], h).astype(bool)
-    seeds = cc3d.connected_components(peaks_sub, connectivity=conn)
-    markers = np.zeros(dist.shape, np.uint32)
-    markers[sub] = seeds
-    markers[~env] = 0
-    # Envelope components without a seed (small, flat particles) get one each.
-    comps = cc3d.connected_components(env, connectivity=conn)
+    peaks = h_maxima(dist[sub], h).astype(bool)
+    seeds = cc3d.connected_components(peaks, connectivity=26 if dist.ndim == 3 else 8)
+    seeds = seeds.astype(np.uint32, copy=False)
+    seeds[~env[sub]] = 0
+    return sub, seeds
+
+
+def _seed_unflooded(labels, env, next_id: int) -> list:
+    """Label the envelope components that hold no seed (small, flat particles); their first voxels.
+
+    A component (26-connected; 2-D: 8) whose voxels are all unlabelled after
+    the flood gets one seed at its first voxel (C order) and, as a flood
+    from it would, labels the axis-connected part of it that holds that
+    voxel, ``next_id``, ``next_id + 1``, ... in order of the components.
+
+    Returns
+    -------
+    list of int
+        Linear index (in the block) of each new seed, in label order.
+    """
+    import cc3d
+
+    if not (env & (labels == 0)).any():
+        return []
+    comps = cc3d.connected_components(env, connectivity=26 if env.ndim == 3 else 8)
     seeded = np.zeros(int(comps.max()) + 1, bool)
-    seeded[comps[markers > 0]] = True
-    next_id = int(seeds.max()) + 1
-    unseeded = np.flatnonzero(~seeded[1:]) + 1
-    if unseeded.size:
-        boxes = ndi.find_objects(comps)
-        for c in unseeded:
-            box = boxes[c - 1]
-            first = np.argwhere(comps[box] == c)[0]
-            markers[tuple(int(f) + b.start for f, b in zip(first, box))] = next_id
-            next_id += 1
-    return markers
+    seeded[comps[labels > 0]] = True
+    seeded[0] = True
+    todo = ~seeded[comps]
+    del comps
+    if not todo.any():
+        return []
+    parts = cc3d.connected_components(todo, connectivity=6 if env.ndim == 3 else 4)
+    comps = cc3d.connected_components(todo, connectivity=26 if env.ndim == 3 else 8)
+    nz = np.flatnonzero(todo)
+    _, first = np.unique(comps.ravel()[nz], return_index=True)
+    starts = nz[first]
+    part_label = np.zeros(int(parts.max()) + 1, np.uint32)
+    part_label[parts.ravel()[starts]] = np.arange(next_id, next_id + starts.size, dtype=np.uint32)
+    labels[todo] = part_label[parts[todo]]
+    return starts.tolist()
 
 
 def block_instances(seg, schema: LabelSchema = NMC4, *, origin, shape, voxel_size_um=None,
@@ -173,8 +248,6 @@ def block_instances(seg, schema: LabelSchema = NMC4, *, origin, shape, voxel_siz
         0 = no particle; else 1 + the linear index (in ``shape``) of the
         first voxel of the instance's seed.
     """
-    from skimage.segmentation import watershed
-
     crop = crop or (slice(None),) * seg.ndim
     env = envelope_mask(seg, schema, closing_radius=closing_radius)
     if not env.any():
@@ -183,19 +256,39 @@ def block_instances(seg, schema: LabelSchema = NMC4, *, origin, shape, voxel_siz
     if sigma > 0:
         dist = ndi.gaussian_filter(dist, sigma, output=np.float32)
     dist[~env] = 0
-    markers = _seed_markers(dist, env, h, origin, marker_step)
-    if not markers.any():
+    sub, seeds = _grid_seeds(dist, env, h, origin, marker_step)
+    n_seeds = int(seeds.max())
+    # Seed voxels (linear index in the block, C order) and their labels.
+    on_grid = np.nonzero(seeds)
+    seed_ids = seeds[on_grid]
+    seed_at = np.ravel_multi_index(tuple(s.start + s.step * i for s, i in zip(sub, on_grid)),
+                                   env.shape)
+    # The flood works on bordered copies; each full-size array is freed as soon as
+    # its copy exists, so that a block needs few bytes per voxel.
+    image = bordered(dist, np.float64)
+    del dist
+    np.negative(image, out=image)  # flooded from the particle cores outwards
+    labels = np.zeros(image.shape, np.uint32)
+    inner = labels[(slice(1, -1),) * image.ndim]
+    inner[sub] = seeds
+    del seeds
+    mask = bordered(env, np.int8)
+    if seed_at.size:
+        flood(image, labels, mask)
+    del image, mask
+    extra = _seed_unflooded(inner, env, n_seeds + 1)
+    del env
+    if not seed_at.size and not extra:
         return np.zeros(seg[crop].shape, np.uint64)
-    ws = watershed(np.negative(dist, out=dist), markers, mask=env)
-    del dist, env
-    # Global id of each marker: linear index (in the whole volume) of its first voxel.
-    nz = np.flatnonzero(markers)
-    ids, first = np.unique(markers.ravel()[nz], return_index=True)
-    local = np.unravel_index(nz[first], markers.shape)
+    # Global id of each seed: linear index (in the volume) of its first voxel.
+    ids, first = np.unique(seed_ids, return_index=True)
+    ids = np.concatenate([ids, np.arange(n_seeds + 1, n_seeds + 1 + len(extra))])
+    at = np.concatenate([seed_at[first], np.asarray(extra, np.intp)]).astype(np.intp)
+    local = np.unravel_index(at, inner.shape)
     glob = np.ravel_multi_index(tuple(i + o for i, o in zip(local, origin)), tuple(shape))
-    lut = np.zeros(int(ids.max()) + 1, np.uint64)
-    lut[ids] = glob.astype(np.uint64) + 1
-    return lut[ws[crop]]
+    lut = np.zeros(int(ids.max(initial=0)) + 1, np.uint64)
+    lut[ids.astype(np.intp)] = glob.astype(np.uint64) + 1
+    return lut[inner[crop]]
 
 
 def block_radius(seg, schema: LabelSchema = NMC4, *, voxel_size_um=None,

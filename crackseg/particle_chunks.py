@@ -60,20 +60,23 @@ MARGIN_PER_RADIUS = 1.5
 """Chunk margin per voxel of the largest particle radius (plus smoothing and closing)."""
 SCAN_MARGIN = 16
 """Margin (voxels) of the radius scan; chunks with larger radii are scanned again wider."""
-LABEL_BYTES_PER_VOXEL = 36
+LABEL_BYTES_PER_VOXEL = 21
 """Peak memory (bytes) per voxel of a block (chunk plus margins) while it is labelled.
 
-Measured: labelling a 128^3 block of the synthetic electrode
-(``generate_electrode((128, 128, 128), seed=0)``) in a fresh process raised its
-peak resident memory (VmHWM) 34.2 bytes per block voxel above the memory it
-held with the block loaded (NumPy's own peak, by ``tracemalloc``: 31.2); 2
-more per voxel cover the copies of blocks waiting for a worker.
+Measured (``benchmarks/particle_speed.py``, ``block_memory``): labelling a
+252^3 block of the synthetic electrode (``generate_electrode((256,) * 3,
+seed=1, voxel_size_um=0.3)``, core 128^3) in a fresh process raised its peak
+resident memory (VmHWM) 17-19 bytes per block voxel above the memory it held
+with the block loaded (the float64 image, uint32 labels and int8 mask of the
+flood, :mod:`crackseg.particle_flood`, and what the allocator keeps); 2 more
+per voxel cover the copies of blocks waiting for a worker.
 """
 WORKER_BYTES = 100 * 2**20
 """Resident memory of an idle labelling worker process (measured 74 MB: the
 interpreter with NumPy, SciPy, scikit-image and ``edt`` imported), rounded up."""
 CHUNK_STEP = 32
-"""Chunk edges chosen to fit a memory budget are multiples of this (voxels)."""
+"""Chunk edges chosen to fit a memory budget are multiples of this or cut an axis evenly (voxels);
+no smaller than this."""
 
 
 def margin_for_radius(radius: float, *, sigma: float, closing_radius: int, voxel_size_um,
@@ -95,7 +98,7 @@ def labelling_bytes(chunk, margin, shape, workers: int) -> int:
 
     Examples
     --------
-    >>> labelling_bytes((32, 32, 32), (16, 16, 16), (512, 512, 512), 1) == 64**3 * 36
+    >>> labelling_bytes((32, 32, 32), (16, 16, 16), (512, 512, 512), 1) == 64**3 * LABEL_BYTES_PER_VOXEL
     True
     """
     block = int(np.prod([min(c + 2 * m, s) for c, m, s in zip(chunk, margin, shape)]))
@@ -120,8 +123,9 @@ def labelled_voxels(chunk, margin, shape) -> int:
 def plan_for_memory(budget_bytes: float, chunk, margin, shape, workers: int) -> dict:
     """Core chunk (per axis, voxels) and worker count whose labelling fits ``budget_bytes``.
 
-    Tries chunk edges from ``chunk`` down in multiples of :data:`CHUNK_STEP`
-    and 1..``workers`` processes (:func:`labelling_bytes`), and keeps the
+    Tries chunk edges from ``chunk`` down, in multiples of :data:`CHUNK_STEP`
+    and the edges that cut an axis into equal parts (512 into 3 x 171: no
+    thin last chunk that costs a whole margin), with 1..``workers`` processes (:func:`labelling_bytes`), and keeps the
     pair that fits with the least work per worker (:func:`labelled_voxels`
     over the workers that have chunks; ties: the larger chunk).  When none
     fits, the smallest chunk with one worker.  Labels do not depend on the
@@ -136,10 +140,12 @@ def plan_for_memory(budget_bytes: float, chunk, margin, shape, workers: int) -> 
     --------
     >>> plan = plan_for_memory(2e9, (256,) * 3, (50,) * 3, (512,) * 3, 2)
     >>> plan["chunk"], plan["workers"], plan["fits"]
-    ((256, 256, 256), 1, True)
+    ((224, 224, 224), 2, True)
     """
     top = max(chunk)
-    edges = sorted({top, *range(CHUNK_STEP, top, CHUNK_STEP)}, reverse=True)
+    even = {-(-s // k) for s in shape for k in range(1, s // CHUNK_STEP + 1)}
+    edges = sorted({top, *range(CHUNK_STEP, top, CHUNK_STEP), *(e for e in even if e < top)},
+                   reverse=True)
     best, best_work = None, None
     for e in edges:
         c = tuple(min(e, k) for k in chunk)

@@ -16,7 +16,8 @@ is identified by the global position of its seed, which does not depend on
 the chunk, so labels are consistent across chunk faces and equal those of
 the whole volume; a final pass numbers them 1..N in order of their seed's
 position (Z, then Y, X).  The per-block steps live in
-:mod:`crackseg.particle_blocks`.
+:mod:`crackseg.particle_blocks`, the flood (in about 14 bytes per voxel) in
+:mod:`crackseg.particle_flood`.
 
 Examples
 --------

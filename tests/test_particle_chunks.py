@@ -103,7 +103,8 @@ def test_plan_for_memory_fits_the_budget():
     for gb, plan in zip((0.3, 0.9, 1.4, 4), plans):
         assert plan["fits"] and plan["bytes"] <= gb * 1e9
         assert plan["bytes"] == pc.labelling_bytes(plan["chunk"], margin, shape, plan["workers"])
-        assert all(c % pc.CHUNK_STEP == 0 for c in plan["chunk"])
+        # a multiple of the step, or an even cut of the 512 voxels (3 x 171)
+        assert all(c % pc.CHUNK_STEP == 0 or -(-512 // -(-512 // c)) == c for c in plan["chunk"])
     assert plans[-1]["chunk"] == chunk and plans[-1]["workers"] == 2  # enough for everything
     assert plans[0]["workers"] == 1 and plans[0]["chunk"] < chunk
     assert [p["chunk"][0] * p["workers"] for p in plans] == sorted(
@@ -118,11 +119,14 @@ def test_memory_budget_sizes_the_chunks(phantom, tmp_path, monkeypatch):
     ph, _ = phantom
     kw = dict(voxel_size_um=ph.voxel_size_um, margin=8, workers=1)
     monkeypatch.setattr(pc, "resident_bytes", lambda: 0)
-    # 5 MiB: a 32^3 chunk with its margins fits (4 MB), the whole 48x64x64 volume (7 MB) not.
+    # A 32^3 chunk with its margins fits the budget, the whole 48x64x64 volume not.
+    shape = ph.labels.shape
+    budget = 1.2 * pc.labelling_bytes((32,) * 3, (8,) * 3, shape, 1)
+    assert pc.labelling_bytes(shape, (0,) * 3, shape, 1) > budget
     inst = particle_instances(ph.labels, chunk_size=64, store=tmp_path / "w",
-                              max_memory_gb=5 / 1024, **kw)
+                              max_memory_gb=budget / 2**30, **kw)
     prog = json.loads((tmp_path / "w" / "progress.json").read_text())
     assert prog["chunk"] == [32, 32, 32] and prog["workers"] == 1
-    assert prog["max_memory_gb"] == pytest.approx(5 / 1024)
+    assert prog["max_memory_gb"] == pytest.approx(budget / 2**30)
     np.testing.assert_array_equal(np.asarray(inst[...]),
                                   particle_instances(ph.labels, chunk_size=32, **kw))

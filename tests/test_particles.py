@@ -138,3 +138,42 @@ def test_real_nmc_geometry():
     assert inst.max() > 10
     # no particle is shattered into specks: the median instance is a real particle
     assert np.median(sizes) > 200
+
+
+@pytest.mark.parametrize("shape", [(17, 19, 23), (41, 37)])
+def test_flood_equals_skimage_watershed(shape, monkeypatch):
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    import crackseg.particle_flood as pf
+
+    rng = np.random.default_rng(len(shape))
+    height = ndi.gaussian_filter(rng.random(shape), 2).astype(np.float32)
+    mask = height < np.quantile(height, 0.7)
+    seeds = np.zeros(shape, np.uint32)
+    seeds.ravel()[rng.choice(seeds.size, 12, replace=False)] = np.arange(1, 13)
+    expected = watershed(height, seeds, mask=mask)
+    arrays = pf.flood_arrays(height, seeds, mask)
+    assert pf._kernel_flood(*arrays)  # the low-memory path runs with this scikit-image
+    np.testing.assert_array_equal(arrays[1][(slice(1, -1),) * len(shape)], expected)
+    np.testing.assert_array_equal(pf.flood(*pf.flood_arrays(height, seeds, mask)), expected)
+    monkeypatch.setattr(pf, "_kernel_flood", lambda *a: False)  # another scikit-image
+    np.testing.assert_array_equal(pf.flood(*pf.flood_arrays(height, seeds, mask)), expected)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_envelope_equals_scipy_closing_and_fill(radius):
+    from scipy import ndimage as ndi
+
+    from crackseg.particle_blocks import filled_envelope
+
+    rng = np.random.default_rng(radius)
+    for shape in [(13, 17, 19), (31, 29), (1, 6, 7)]:
+        fg = ndi.gaussian_filter(rng.random(shape), 1) > 0.5
+        ref = fg
+        if radius:
+            st = ndi.generate_binary_structure(fg.ndim, 1)
+            padded = np.pad(fg, radius, mode="edge")
+            ref = ndi.binary_closing(padded, st, iterations=radius)[(slice(radius, -radius),)
+                                                                    * fg.ndim]
+        np.testing.assert_array_equal(filled_envelope(fg, radius), ndi.binary_fill_holes(ref))
