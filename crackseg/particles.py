@@ -13,8 +13,9 @@ Big volumes are processed in chunks (:mod:`crackseg.particle_chunks`), in
 parallel processes, with a margin of context sized from the largest particle
 radius; with a ``store`` folder an interrupted run resumes.  Every instance
 is identified by the global position of its seed, which does not depend on
-the chunk, so labels are consistent across chunk faces and equal those of
-the whole volume; a final pass numbers them 1..N in order of their seed's
+the chunk, so labels are consistent across chunk faces and, but for a seed
+that only a chunk's context shows (rare; a sliver at a chunk face), equal
+those of the whole volume; a final pass numbers them 1..N in order of their seed's
 position (Z, then Y, X).  The per-block steps live in
 :mod:`crackseg.particle_blocks`, the flood (in about 14 bytes per voxel) in
 :mod:`crackseg.particle_flood`.
