@@ -91,17 +91,19 @@ def interrupted_and_resumed(seg, vs, chunk: int, stop_after: int) -> dict:
                 "seconds_until_stop": first, "seconds_resumed": second}
 
 
-def chunk_cost(seg, vs, margin) -> dict:
-    """Seconds to label one 256^3 chunk with its margin, cut from ``seg`` tiled 2x2x2."""
+def chunk_cost(seg, vs, margin, context) -> dict:
+    """Seconds to label one 256^3 chunk with its margin and context, cut from ``seg`` tiled 2x2x2."""
     big = np.tile(seg, (2, 2, 2))
-    c0 = [max(0, s // 2 - 128 - m) for s, m in zip(big.shape, margin)]
-    block = big[tuple(slice(a, min(s, a + 256 + 2 * m)) for a, s, m in
-                      zip(c0, big.shape, margin))]
-    crop = tuple(slice(m, m + 256) for m in margin)
+    c0 = [max(0, s // 2 - 128 - w) for s, w in zip(big.shape, context)]
+    block = big[tuple(slice(a, min(s, a + 256 + 2 * w)) for a, s, w in
+                      zip(c0, big.shape, context))]
+    crop = tuple(slice(s // 2 - 128 - a, s // 2 + 128 - a) for a, s in zip(c0, big.shape))
+    labelled = tuple(slice(max(0, c.start - m), min(n, c.stop + m))
+                     for c, m, n in zip(crop, margin, block.shape))
     _, dt = timed(lambda: block_instances(block, origin=tuple(c0), shape=big.shape,
-                                          voxel_size_um=vs, crop=crop))
+                                          voxel_size_um=vs, crop=crop, labelled=labelled))
     n_chunks_1024 = 64
-    return {"block_shape": list(block.shape), "margin": list(margin),
+    return {"block_shape": list(block.shape), "margin": list(margin), "context": list(context),
             "seconds_per_256_chunk": dt,
             "projected_1024_seconds": {"1 worker": n_chunks_1024 * dt,
                                        "2 workers": n_chunks_1024 * dt / 2}}
@@ -123,9 +125,12 @@ def main(argv=None) -> int:
     radius, _ = pc.scan_radius(seg, (chunk,) * 3, {"schema": NMC4, "voxel_size_um": vs,
                                                    "closing_radius": 1}, None, progress=False)
     margin = pc.margin_for_radius(radius, sigma=1.0, closing_radius=1, voxel_size_um=vs, ndim=3)
+    context = pc.margin_for_radius(radius, sigma=1.0, closing_radius=1, voxel_size_um=vs, ndim=3,
+                                   per_radius=pc.CONTEXT_PER_RADIUS)
     sizes = np.bincount(whole.ravel())[1:]
     record = {"shape": [n] * 3, "voxel_size_um": voxel_um, "seed": args.seed, "chunk": chunk,
               "largest_radius_vox": radius, "margin_vox": list(margin),
+              "context_vox": list(context),
               "particles": int(whole.max()),
               "median_equivalent_diameter_vox": float(np.median((6 * sizes / np.pi) ** (1 / 3))),
               "seconds_whole_volume": t_whole, "runs": {}}
@@ -140,7 +145,7 @@ def main(argv=None) -> int:
                                              **agreement(res["labels"], whole)}
     if not args.quick:
         log("one 256^3 chunk with its margin")
-        record["chunk_cost"] = chunk_cost(seg, vs, margin)
+        record["chunk_cost"] = chunk_cost(seg, vs, margin, context)
     path = write_results("particle_chunks", record, quick=args.quick, machine=machine_info(),
                          started=started)
     print(json.dumps(record, indent=2, default=float))

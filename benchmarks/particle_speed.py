@@ -5,12 +5,14 @@ semantic labels, 0.3 µm voxels) the particle instances are computed
 
 - on the whole volume in memory, with the CPU seconds of each step
   (envelope, distance map, smoothing, seeds, flood, the rest);
-- chunk by chunk (chunks of 128, margin sized from the particle radius) with
-  1 and 2 worker processes, and checked equal to the whole-volume labels;
+- chunk by chunk (chunks of 128, margin and distance-map context sized from
+  the particle radius) with 1 and 2 worker processes, and checked equal to
+  the whole-volume labels;
 
-and the peak memory of labelling one chunk with its margin is measured in a
-fresh process (bytes per block voxel: what ``LABEL_BYTES_PER_VOXEL`` in
-``crackseg/particle_chunks.py`` budgets).  From it, the labelling plan of a
+and the peak memory of labelling one chunk with its margin and context is
+measured in a fresh process (bytes per labelled voxel, and of the context
+step per context voxel: what ``LABEL_BYTES_PER_VOXEL`` and
+``CONTEXT_BYTES_PER_VOXEL`` in ``crackseg/particle_chunks.py`` budget).  From it, the labelling plan of a
 512^3 volume under several memory budgets (chunk, workers, voxels labelled
 per volume voxel) and its projected seconds.  A SHA-256 of the labels lets
 two versions of the code be compared: ``--code DIR`` imports ``crackseg``
@@ -43,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+PLAN_RADIUS = 23.2
 PLAN_MARGIN = 42
 """Chunk margin (voxels) of the 512^3 volume of ``benchmarks/memory.py`` (largest radius 23.2
 voxels in its 0.5 µm tile of ``generate_electrode((128, 256, 256), seed=0)``)."""
@@ -110,35 +113,65 @@ def _reset_peak() -> None:
         pass
 
 
-def _block_peak(block, crop, shape, vs, code: str, queue) -> None:
-    """In a fresh process: peak resident memory above the loaded block, per block voxel."""
+def _block_peak(block, crop, labelled, shape, vs, code: str, queue) -> None:
+    """In a fresh process: peak resident memory above the loaded block, per labelled voxel.
+
+    ``block`` is the chunk with its distance-map context, ``labelled`` the
+    chunk with its margin in it (``None``: all of it, for code without a
+    context).  Also the peak of the context step alone (envelope and
+    distance map of the block, the labelled part cut out), per block voxel.
+    """
     sys.path.insert(0, code)  # the crackseg measured
     import cc3d  # noqa: F401  (imported before the measurement: not part of it)
     import edt  # noqa: F401
     import skimage.morphology  # noqa: F401
     import skimage.segmentation  # noqa: F401
 
-    from crackseg.particle_blocks import block_instances
+    from crackseg.particle_blocks import block_instances, distance_map, envelope_mask
 
+    n_labelled = int(np.prod([s.stop - s.start for s in labelled])) if labelled else block.size
     _reset_peak()
     before = _peak_rss()
-    block_instances(block, origin=(0,) * block.ndim, shape=shape, voxel_size_um=vs, crop=crop)
-    queue.put((_peak_rss() - before) / block.size)
+    env = envelope_mask(block)
+    dist = distance_map(env, vs)
+    if labelled:
+        env, dist = env[labelled].copy(), dist[labelled].copy()
+    context = (_peak_rss() - before) / block.size
+    del env, dist
+    _reset_peak()
+    before = _peak_rss()
+    kw = {"labelled": labelled} if labelled else {}
+    block_instances(block, origin=(0,) * block.ndim, shape=shape, voxel_size_um=vs, crop=crop,
+                    **kw)
+    queue.put(((_peak_rss() - before) / n_labelled, context))
 
 
-def block_peak_bytes(seg, vs, chunk: int, margin, code: Path = ROOT) -> dict:
-    """Peak bytes per voxel of labelling the central chunk of ``seg`` with its margin."""
-    c0 = [max(0, s // 2 - chunk // 2 - m) for s, m in zip(seg.shape, margin)]
-    block = np.ascontiguousarray(seg[tuple(slice(a, min(s, a + chunk + 2 * m))
-                                           for a, s, m in zip(c0, seg.shape, margin))])
-    crop = tuple(slice(m, m + chunk) for m in margin)
+def block_peak_bytes(seg, vs, chunk: int, margin, context=None, code: Path = ROOT) -> dict:
+    """Peak bytes per voxel of labelling the central chunk of ``seg`` with its margin and context.
+
+    ``context`` (voxels per axis; ``None``: the margin, no separate context).
+    """
+    wide = margin if context is None else context
+    a0 = [s // 2 - chunk // 2 for s in seg.shape]  # the chunk's first voxel
+    c0 = [max(0, a - w) for a, w in zip(a0, wide)]
+    block = np.ascontiguousarray(seg[tuple(slice(c, min(s, a + chunk + w))
+                                           for c, a, s, w in zip(c0, a0, seg.shape, wide))])
+    crop = tuple(slice(a - c, a - c + chunk) for a, c in zip(a0, c0))
+    labelled = None if context is None else tuple(
+        slice(max(0, a - m) - c, min(s, a + chunk + m) - c)
+        for a, c, s, m in zip(a0, c0, seg.shape, margin))
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    p = ctx.Process(target=_block_peak, args=(block, crop, seg.shape, vs, str(code), queue))
+    p = ctx.Process(target=_block_peak,
+                    args=(block, crop, labelled, seg.shape, vs, str(code), queue))
     p.start()
-    per_voxel = queue.get()
+    per_voxel, context_per_voxel = queue.get()
     p.join()
-    return {"block_shape": list(block.shape), "peak_bytes_per_block_voxel": round(per_voxel, 1)}
+    return {"block_shape": list(block.shape),
+            "labelled_shape": [s.stop - s.start for s in labelled] if labelled else
+            list(block.shape),
+            "peak_bytes_per_block_voxel": round(per_voxel, 1),
+            "context_peak_bytes_per_context_voxel": round(context_per_voxel, 1)}
 
 
 def plans_512(cpu_per_voxel: float) -> list[dict]:
@@ -146,8 +179,14 @@ def plans_512(cpu_per_voxel: float) -> list[dict]:
     import crackseg.particle_chunks as pc
 
     shape, margin, rows = (512,) * 3, (PLAN_MARGIN,) * 3, []
+    context = None
+    if hasattr(pc, "CONTEXT_PER_RADIUS"):
+        context = pc.margin_for_radius(PLAN_RADIUS, sigma=1.0, closing_radius=1,
+                                       voxel_size_um=None, ndim=3,
+                                       per_radius=pc.CONTEXT_PER_RADIUS)
     for gb in (0.6, 1.0, 1.5, 2.0):
-        plan = pc.plan_for_memory(gb * 1e9, (256,) * 3, margin, shape, 2)
+        kw = {"context": context} if context else {}
+        plan = pc.plan_for_memory(gb * 1e9, (256,) * 3, margin, shape, 2, **kw)
         work = pc.labelled_voxels(plan["chunk"], margin, shape) / float(np.prod(shape))
         n_chunks = len(pc.chunk_grid(shape, plan["chunk"]))
         rows.append({"budget_gb": gb, "chunk": plan["chunk"][0], "workers": plan["workers"],
@@ -168,6 +207,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(args.code.resolve() if args.code else ROOT))
     sys.path.insert(1, str(ROOT))
     importlib.import_module("crackseg")  # first, from --code (the benchmarks import it too)
+    import crackseg.particle_chunks as pc
     from benchmarks._common import log, machine_info, write_results
     from benchmarks.particle_chunks import agreement
     from crackseg.labels import NMC4
@@ -191,8 +231,14 @@ def main(argv=None) -> int:
     radius, _ = scan_radius(seg, (chunk,) * 3, {"schema": NMC4, "voxel_size_um": vox,
                                                 "closing_radius": 1}, None, progress=False)
     margin = margin_for_radius(radius, sigma=1.0, closing_radius=1, voxel_size_um=vox, ndim=3)
+    context = None
+    if hasattr(pc, "CONTEXT_PER_RADIUS"):  # code with a distance-map context wider than the margin
+        context = margin_for_radius(radius, sigma=1.0, closing_radius=1, voxel_size_um=vox,
+                                    ndim=3, per_radius=pc.CONTEXT_PER_RADIUS)
     record = {"shape": [n] * 3, "voxel_size_um": vs, "seed": args.seed, "chunk": chunk,
-              "margin_vox": list(margin), "particles": int(whole.max()),
+              "margin_vox": list(margin),
+              "context_vox": None if context is None else list(context),
+              "particles": int(whole.max()),
               "labels_sha256": hashlib.sha256(whole.tobytes()).hexdigest(),
               "whole_volume": {"seconds": round(wall, 2),
                                "cpu_seconds": round(whole_cpu, 2),
@@ -206,8 +252,10 @@ def main(argv=None) -> int:
             "seconds": round(wall, 2), "cpu_seconds_this_process": round(cpu, 2),
             **agreement(inst, whole)}
     log("peak memory of one chunk with its margin")
-    record["block_memory"] = {**block_peak_bytes(seg, vox, chunk, margin, args.code or ROOT),
-                              "label_bytes_per_voxel_budgeted": LABEL_BYTES_PER_VOXEL}
+    record["block_memory"] = {
+        **block_peak_bytes(seg, vox, chunk, margin, context, args.code or ROOT),
+        "label_bytes_per_voxel_budgeted": LABEL_BYTES_PER_VOXEL,
+        "context_bytes_per_voxel_budgeted": getattr(pc, "CONTEXT_BYTES_PER_VOXEL", None)}
     record["plans_512"] = plans_512(whole_cpu / seg.size)
     name = "particle_speed" + (f"_{args.tag}" if args.tag else "")
     path = write_results(name, record, quick=args.quick, machine=machine_info(),

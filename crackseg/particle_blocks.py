@@ -223,8 +223,13 @@ def _seed_unflooded(labels, env, next_id: int) -> list:
 
 def block_instances(seg, schema: LabelSchema = NMC4, *, origin, shape, voxel_size_um=None,
                     h: float = DEFAULT_H, sigma: float = 1.0, closing_radius: int = 1,
-                    crop=None, marker_step: int = MARKER_STEP) -> np.ndarray:
+                    crop=None, labelled=None, marker_step: int = MARKER_STEP) -> np.ndarray:
     """Watershed instances of one block, named by their seed's global index.
+
+    Envelope and distance map are computed on all of ``seg``, seeds and flood
+    on its ``labelled`` part: a distance is the whole volume's where the ball
+    of that radius lies in ``seg``, so context keeps seeds where the whole
+    volume has them.
 
     Parameters
     ----------
@@ -238,7 +243,10 @@ def block_instances(seg, schema: LabelSchema = NMC4, *, origin, shape, voxel_siz
     voxel_size_um, h, sigma, closing_radius
         As for :func:`crackseg.particles.particle_instances`.
     crop : tuple of slice, optional
-        Part of the block to return (default: all of it).
+        Part of the block to return (default: all of it), within ``labelled``.
+    labelled : tuple of slice, optional
+        Part of the block that is seeded and flooded (default: all of it);
+        the rest is context of the distance map only.
     marker_step : int
         Seeds are searched on every ``marker_step``-th voxel of the volume.
 
@@ -248,11 +256,17 @@ def block_instances(seg, schema: LabelSchema = NMC4, *, origin, shape, voxel_siz
         0 = no particle; else 1 + the linear index (in ``shape``) of the
         first voxel of the instance's seed.
     """
-    crop = crop or (slice(None),) * seg.ndim
+    crop = tuple(slice(*c.indices(n)[:2]) for c, n in
+                 zip(crop or (slice(None),) * seg.ndim, seg.shape))
     env = envelope_mask(seg, schema, closing_radius=closing_radius)
     if not env.any():
         return np.zeros(seg[crop].shape, np.uint64)
     dist = distance_map(env, voxel_size_um)
+    if labelled is not None:  # the context's distances kept, the context dropped
+        labelled = tuple(slice(*c.indices(n)[:2]) for c, n in zip(labelled, seg.shape))
+        env, dist = env[labelled].copy(), dist[labelled].copy()
+        origin = tuple(int(o) + c.start for o, c in zip(origin, labelled))
+        crop = tuple(slice(c.start - b.start, c.stop - b.start) for c, b in zip(crop, labelled))
     if sigma > 0:
         dist = ndi.gaussian_filter(dist, sigma, output=np.float32)
     dist[~env] = 0
@@ -279,7 +293,7 @@ def block_instances(seg, schema: LabelSchema = NMC4, *, origin, shape, voxel_siz
     extra = _seed_unflooded(inner, env, n_seeds + 1)
     del env
     if not seed_at.size and not extra:
-        return np.zeros(seg[crop].shape, np.uint64)
+        return np.zeros(inner[crop].shape, np.uint64)
     # Global id of each seed: linear index (in the volume) of its first voxel.
     ids, first = np.unique(seed_ids, return_index=True)
     ids = np.concatenate([ids, np.arange(n_seeds + 1, n_seeds + 1 + len(extra))])

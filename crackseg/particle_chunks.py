@@ -9,7 +9,11 @@ The volume (ZYX, or YX) is cut into core chunks that tile it.  Three passes:
    that every particle reaching into a core, its seed, and its neighbours'
    seeds lie within the chunk plus its margin;
 2. **label**: each chunk is labelled with that margin
-   (:func:`crackseg.particle_blocks.block_instances`) and its core written
+   (:func:`crackseg.particle_blocks.block_instances`), its distance map
+   computed with a wider *context* (2 R): a seed up to R outside the core
+   then has the distance values, and so the position, of the whole volume's
+   (with the margin alone, a particle cut by the block's face could be
+   seeded elsewhere and named differently in two chunks); its core is written
    into an on-disk Zarr array of seed ids; each instance is named by the
    global position of its seed, so chunks that share a particle give it the
    same name, whatever the chunk size;
@@ -25,7 +29,7 @@ the same settings and input resumes where the last one stopped.
 
 Store layout::
 
-    store/progress.json     fingerprint, radius, margin
+    store/progress.json     fingerprint, radius, margin, context
     store/ids.zarr          seed ids (uint64), chunked like the cores
     store/counts/<i>.npz    ids and voxel counts of chunk i (chunk i labelled)
     store/numbered/<i>      chunk i written into instances.zarr
@@ -58,6 +62,14 @@ from crackseg.tiling import GIB, chunk_grid
 
 MARGIN_PER_RADIUS = 1.5
 """Chunk margin per voxel of the largest particle radius (plus smoothing and closing)."""
+CONTEXT_PER_RADIUS = 2.0
+"""Distance-map context per voxel of the largest particle radius *R* (plus smoothing and
+closing): the seed of a particle reaching into a chunk lies up to *R* outside it, and its
+distance value is the whole volume's when the ball of that radius around it is in the block."""
+CONTEXT_BYTES_PER_VOXEL = 12
+"""Peak memory (bytes) per voxel of a block's distance-map context (envelope and distance
+map, before the labelled part is cut out of it); measured with ``block_memory`` of
+``benchmarks/particle_speed.py``."""
 SCAN_MARGIN = 16
 """Margin (voxels) of the radius scan; chunks with larger radii are scanned again wider."""
 LABEL_BYTES_PER_VOXEL = 21
@@ -80,29 +92,40 @@ no smaller than this."""
 
 
 def margin_for_radius(radius: float, *, sigma: float, closing_radius: int, voxel_size_um,
-                      ndim: int) -> tuple[int, ...]:
+                      ndim: int, per_radius: float = MARGIN_PER_RADIUS) -> tuple[int, ...]:
     """Chunk margin (voxels per axis) for particles of radius up to ``radius``.
 
     ``radius`` is in units of the smallest voxel edge; the margin is
-    ``1.5 radius + 4 sigma + closing_radius + 2`` in those units, converted
-    to voxels of each axis and rounded up to an even number.
+    ``per_radius * radius + 4 sigma + closing_radius + 2`` in those units
+    (``per_radius``: 1.5 for the labelled margin, :data:`CONTEXT_PER_RADIUS`
+    for the distance map's context), converted to voxels of each axis and
+    rounded up to an even number.
     """
-    m = MARGIN_PER_RADIUS * float(radius) + 4 * float(sigma) + int(closing_radius) + 2
+    m = float(per_radius) * float(radius) + 4 * float(sigma) + int(closing_radius) + 2
     return tuple(2 * math.ceil(m / a / 2) for a in anisotropy(voxel_size_um, ndim))
 
 
-def labelling_bytes(chunk, margin, shape, workers: int) -> int:
+def labelling_bytes(chunk, margin, shape, workers: int, context=None) -> int:
     """Memory (bytes) of labelling with ``workers`` processes, each on one core chunk and its margin.
 
-    One worker labels in the calling process (no extra interpreter).
+    One worker labels in the calling process (no extra interpreter).  A
+    wider distance-map ``context`` (voxels per axis; default: the margin)
+    costs :data:`CONTEXT_BYTES_PER_VOXEL` per voxel while the distance map
+    is computed, and its one-byte labels while the block is flooded.
 
     Examples
     --------
     >>> labelling_bytes((32, 32, 32), (16, 16, 16), (512, 512, 512), 1) == 64**3 * LABEL_BYTES_PER_VOXEL
     True
     """
-    block = int(np.prod([min(c + 2 * m, s) for c, m, s in zip(chunk, margin, shape)]))
-    per_worker = block * LABEL_BYTES_PER_VOXEL + (WORKER_BYTES if workers > 1 else 0)
+    def voxels(m):
+        return int(np.prod([min(c + 2 * k, s) for c, k, s in zip(chunk, m, shape)]))
+
+    block = voxels(margin) * LABEL_BYTES_PER_VOXEL
+    if context is not None and tuple(context) != tuple(margin):
+        wide = voxels(context)
+        block = max(block + wide, wide * CONTEXT_BYTES_PER_VOXEL)
+    per_worker = block + (WORKER_BYTES if workers > 1 else 0)
     return int(workers) * per_worker
 
 
@@ -120,7 +143,8 @@ def labelled_voxels(chunk, margin, shape) -> int:
     return total
 
 
-def plan_for_memory(budget_bytes: float, chunk, margin, shape, workers: int) -> dict:
+def plan_for_memory(budget_bytes: float, chunk, margin, shape, workers: int,
+                    context=None) -> dict:
     """Core chunk (per axis, voxels) and worker count whose labelling fits ``budget_bytes``.
 
     Tries chunk edges from ``chunk`` down, in multiples of :data:`CHUNK_STEP`
@@ -129,7 +153,7 @@ def plan_for_memory(budget_bytes: float, chunk, margin, shape, workers: int) -> 
     pair that fits with the least work per worker (:func:`labelled_voxels`
     over the workers that have chunks; ties: the larger chunk).  When none
     fits, the smallest chunk with one worker.  Labels do not depend on the
-    chunk size.
+    chunk size.  ``context``: the distance map's context (default: the margin).
 
     Returns
     -------
@@ -151,14 +175,14 @@ def plan_for_memory(budget_bytes: float, chunk, margin, shape, workers: int) -> 
         c = tuple(min(e, k) for k in chunk)
         n_chunks = int(np.prod([-(-s // k) for k, s in zip(c, shape)]))
         for w in range(1, int(workers) + 1):
-            need = labelling_bytes(c, margin, shape, w)
+            need = labelling_bytes(c, margin, shape, w, context)
             work = labelled_voxels(c, margin, shape) / min(w, n_chunks)
             if need <= budget_bytes and (best_work is None or work < best_work):
                 best, best_work = (c, w, need), work
     if best is None:
         c = tuple(min(edges[-1], k) for k in chunk)
-        return {"chunk": c, "workers": 1, "bytes": labelling_bytes(c, margin, shape, 1),
-                "fits": False}
+        return {"chunk": c, "workers": 1, "fits": False,
+                "bytes": labelling_bytes(c, margin, shape, 1, context)}
     return {"chunk": best[0], "workers": best[1], "bytes": best[2], "fits": True}
 
 
@@ -192,9 +216,13 @@ def scan_task(block, crop, options: dict) -> tuple[float, int]:
     return r, zlib.crc32(np.ascontiguousarray(block[crop]).data)
 
 
-def label_task(block, ids, core, crop, origin, options: dict):
-    """Label one chunk, write its core into ``ids``; its instance ids and voxel counts."""
-    lab = block_instances(block, origin=origin, crop=crop, **options)
+def label_task(block, ids, core, crop, origin, options: dict, labelled=None):
+    """Label one chunk, write its core into ``ids``; its instance ids and voxel counts.
+
+    ``block`` is the chunk with its context; ``labelled`` the part of it
+    (chunk and margin) seeded and flooded; ``crop`` the core in it.
+    """
+    lab = block_instances(block, origin=origin, crop=crop, labelled=labelled, **options)
     ids[core] = lab
     return np.unique(lab, return_counts=True)
 
@@ -355,14 +383,15 @@ def numbered_chunks(store: Path) -> set[int]:
 # ---------------------------------------------------------------- the passes
 
 
-def _fingerprint(shape, dtype, chunk, options: dict, min_vox, checksums) -> str:
+def _fingerprint(shape, dtype, chunk, options: dict, min_vox, checksums, margins=()) -> str:
     import hashlib
 
     schema = options["schema"]
     record = {"shape": list(shape), "dtype": str(dtype), "chunk": list(chunk),
               "schema": [schema.name, envelope_values(schema)],
               "options": {k: v for k, v in options.items() if k != "schema"},
-              "min_vox": float(min_vox), "checksums": [int(c) for c in checksums]}
+              "min_vox": float(min_vox), "checksums": [int(c) for c in checksums],
+              "margins": [list(m) for m in margins]}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -400,11 +429,15 @@ def scan_radius(seg, chunk, options: dict, pool, *, progress: bool):
     return radius, [res[i][1] for i in sorted(res)]
 
 
-def chunk_margin(radius: float, chunk, options: dict, ndim: int) -> tuple[int, ...]:
+def chunk_margin(radius: float, chunk, options: dict, ndim: int,
+                 per_radius: float = MARGIN_PER_RADIUS) -> tuple[int, ...]:
     """Margin for ``radius`` (:func:`margin_for_radius`); warns when it exceeds the chunk."""
     margin = margin_for_radius(radius, sigma=options["sigma"],
                                closing_radius=options["closing_radius"],
-                               voxel_size_um=options["voxel_size_um"], ndim=ndim)
+                               voxel_size_um=options["voxel_size_um"], ndim=ndim,
+                               per_radius=per_radius)
+    if per_radius != MARGIN_PER_RADIUS:
+        return margin
     if any(m > c for m, c in zip(margin, chunk)):
         warnings.warn(f"particles up to {2 * radius:.0f} voxels wide need a chunk margin of "
                       f"{max(margin)} voxels, more than the chunk ({max(chunk)}): each chunk "
@@ -413,15 +446,24 @@ def chunk_margin(radius: float, chunk, options: dict, ndim: int) -> tuple[int, .
     return margin
 
 
-def label_chunks(seg, ids, grid, options: dict, store: Path, pool, *, progress: bool) -> dict:
-    """Label every chunk not yet recorded in ``store``; chunk index -> (ids, counts)."""
+def label_chunks(seg, ids, grid, options: dict, store: Path, pool, *, progress: bool,
+                 context=None) -> dict:
+    """Label every chunk not yet recorded in ``store``; chunk index -> (ids, counts).
+
+    ``grid`` holds the chunks with their margins; ``context`` the same chunks
+    with the distance map's wider context (default: the margins).
+    """
     counts = load_counts(store)
-    todo = [c for c in grid if c.index not in counts]
+    todo = [(c, w) for c, w in zip(grid, context or grid) if c.index not in counts]
 
     def jobs():
-        for c in todo:
-            origin = tuple(s.start for s in c.ext)
-            yield c.index, (np.asarray(seg[c.ext]), ids, c.core, c.crop, origin, options)
+        for c, w in todo:
+            origin = tuple(s.start for s in w.ext)
+            labelled = tuple(slice(a.start - b.start, a.stop - b.start)
+                             for a, b in zip(c.ext, w.ext))
+            crop = tuple(slice(a.start - b.start, a.stop - b.start)
+                         for a, b in zip(c.core, w.ext))
+            yield c.index, (np.asarray(seg[w.ext]), ids, c.core, crop, origin, options, labelled)
 
     def record(index, result):
         save_counts(store, index, result)
@@ -469,7 +511,7 @@ def _target(store: Path, keep: bool, out, shape, chunk, voxel_size_um):
                               metadata={"crackseg": "particles"}), True
 
 
-def fit_memory(max_memory_gb, chunk, margin, shape, workers: int, pool):
+def fit_memory(max_memory_gb, chunk, margin, shape, workers: int, pool, context=None):
     """Chunk and pool of the labelling pass within ``max_memory_gb`` (None: as given).
 
     The budget left for labelling is ``max_memory_gb`` less what this process
@@ -486,7 +528,7 @@ def fit_memory(max_memory_gb, chunk, margin, shape, workers: int, pool):
         return chunk, pool, {"chunk": list(chunk), "workers": min(workers, n_chunks)}
     release_free_memory()
     left = float(max_memory_gb) * GIB - resident_bytes()
-    plan = plan_for_memory(left, chunk, margin, shape, workers)
+    plan = plan_for_memory(left, chunk, margin, shape, workers, context)
     if not plan["fits"]:
         warnings.warn(f"--max-memory {max_memory_gb:g} GB leaves {max(left, 0) / 1e9:.2f} GB for "
                       f"particle labelling, less than one {plan['chunk'][0]}-voxel chunk with a "
@@ -516,8 +558,9 @@ def chunked_instances(seg, *, chunk, margin, options: dict, min_vox: float, work
     chunk : tuple of int
         Core chunk size per axis (voxels).
     margin : tuple of int or None
-        Chunk margin per axis (voxels); ``None`` sizes it from the largest
-        particle radius (:func:`margin_for_radius`).
+        Chunk margin per axis (voxels); ``None`` sizes it, and the wider
+        context of the distance map, from the largest particle radius
+        (:func:`margin_for_radius`).  A margin given is also the context.
     options : dict
         Keyword arguments of :func:`crackseg.particle_blocks.block_instances`
         (``schema``, ``voxel_size_um``, ``h``, ``sigma``, ``closing_radius``,
@@ -557,17 +600,21 @@ def chunked_instances(seg, *, chunk, margin, options: dict, min_vox: float, work
         pool = _executor(workers, n_chunks)
         try:
             radius, sums = scan_radius(seg, chunk, options, pool, progress=progress)
+            context = margin
             if margin is None:
                 margin = chunk_margin(radius, chunk, options, len(shape))
-            fp = _fingerprint(shape, seg.dtype, chunk, options, min_vox, sums)
-            chunk, pool, plan = fit_memory(max_memory_gb, chunk, margin, shape, workers, pool)
+                context = chunk_margin(radius, chunk, options, len(shape), CONTEXT_PER_RADIUS)
+            fp = _fingerprint(shape, seg.dtype, chunk, options, min_vox, sums, (margin, context))
+            chunk, pool, plan = fit_memory(max_memory_gb, chunk, margin, shape, workers, pool,
+                                           context)
             ids = open_store(root, fp, shape, chunk, resume and store is not None)
             chunk = tuple(ids.chunks)  # a resumed run keeps its chunks
             write_json(root / "progress.json", {"fingerprint": fp, "radius": radius,
-                                                "margin": list(margin), **plan,
-                                                "chunk": list(chunk)})
+                                                "margin": list(margin), "context": list(context),
+                                                **plan, "chunk": list(chunk)})
             grid = chunk_grid(shape, chunk, margin)
-            counts = label_chunks(seg, ids, grid, options, root, pool, progress=progress)
+            counts = label_chunks(seg, ids, grid, options, root, pool, progress=progress,
+                                  context=chunk_grid(shape, chunk, context))
             kept = kept_ids([counts[c.index] for c in grid], min_vox)
             target, own = _target(root, store is not None, out, shape, chunk,
                                   options["voxel_size_um"])

@@ -10,12 +10,14 @@ its neighbour).  Instances smaller than a volume threshold (µm³ when the
 voxel size is known, else voxels) are dropped.
 
 Big volumes are processed in chunks (:mod:`crackseg.particle_chunks`), in
-parallel processes, with a margin of context sized from the largest particle
-radius; with a ``store`` folder an interrupted run resumes.  Every instance
-is identified by the global position of its seed, which does not depend on
-the chunk, so labels are consistent across chunk faces and, but for a seed
-that only a chunk's context shows (rare; a sliver at a chunk face), equal
-those of the whole volume; a final pass numbers them 1..N in order of their seed's
+parallel processes, with a margin sized from the largest particle radius *R*
+(1.5 R) and a wider context of the distance map (2 R); with a ``store``
+folder an interrupted run resumes.  Every instance is identified by the
+global position of its seed, which does not depend on the chunk, so labels
+are consistent across chunk faces and equal those of the whole volume for
+particles whose seed lies within *R* of each of their voxels (rounded
+particles; a particle much longer than wide can be seeded differently at a
+chunk face); a final pass numbers them 1..N in order of their seed's
 position (Z, then Y, X).  The per-block steps live in
 :mod:`crackseg.particle_blocks`, the flood (in about 14 bytes per voxel) in
 :mod:`crackseg.particle_flood`.
@@ -98,9 +100,10 @@ def particle_instances(seg, *, schema: LabelSchema = NMC4, voxel_size_um=None,
         array at once (or, with a ``store``, as one chunk).
     margin : int, optional
         Context voxels around each chunk.  Default: sized from the largest
-        particle radius *R* found in a first pass (1.5 R plus smoothing),
-        which makes the chunked labels those of the whole volume; at most
-        one chunk (a warning says when particles need more).
+        particle radius *R* found in a first pass (1.5 R plus smoothing
+        labelled, 2 R for the distance map), which makes the chunked labels
+        those of the whole volume.  A margin given is also the distance
+        map's context.
     out : array-like, optional
         Where to write the labels (uint32, same shape; a ``zarr.Array``
         chunked like ``chunk_size`` or finer is written by the workers);

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,10 @@ from crackseg.synthetic import generate_electrode
 
 pytestmark = pytest.mark.filterwarnings("ignore:particles up to")
 CHUNK = 24
+FACE_SLIVER = Path(__file__).parent / "data" / "particle_face_sliver.npz"
+"""``generate_electrode((256,) * 3, seed=1, voxel_size_um=0.3, imaging=False).labels``
+cut to ``[56:134, 120:198, 0:48]``: a particle ~34 voxels in radius whose distance peak is
+flat along Z, its seed 34 voxels before the chunk face at Z = 72 that it reaches into."""
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +43,28 @@ def test_chunked_equals_whole_volume(phantom):
     np.testing.assert_array_equal(chunked, whole)
 
 
+def test_seed_beyond_the_chunk_keeps_its_whole_volume_position():
+    seg = np.load(FACE_SLIVER)["seg"]
+    vs = (0.3,) * 3
+    whole = particle_instances(seg, voxel_size_um=vs)
+    chunked = particle_instances(seg, voxel_size_um=vs, chunk_size=72, workers=1)
+    np.testing.assert_array_equal(chunked, whole)
+    # With the 62-voxel margin as the distance map's context too, the block's face is 28
+    # voxels from that seed, closer than its radius: the distance peak (and with it the seed)
+    # moves, and the particle's sliver at the chunk face gets another name.
+    narrow = particle_instances(seg, voxel_size_um=vs, chunk_size=72, workers=1, margin=62)
+    assert narrow.max() == whole.max() + 1
+
+
+def test_context_costs_memory_while_the_distance_map_is_computed():
+    shape, chunk = (512,) * 3, (128,) * 3
+    plain = pc.labelling_bytes(chunk, (62,) * 3, shape, 1)
+    wide = pc.labelling_bytes(chunk, (62,) * 3, shape, 1, context=(80,) * 3)
+    assert plain == 252**3 * pc.LABEL_BYTES_PER_VOXEL
+    assert wide == max(plain + 288**3, 288**3 * pc.CONTEXT_BYTES_PER_VOXEL)
+    assert pc.labelling_bytes(chunk, (62,) * 3, shape, 1, context=(62,) * 3) == plain
+
+
 def test_margin_grows_with_particles():
     small = pc.margin_for_radius(5, sigma=1, closing_radius=1, voxel_size_um=None, ndim=3)
     big = pc.margin_for_radius(40, sigma=1, closing_radius=1, voxel_size_um=None, ndim=3)
@@ -44,6 +72,9 @@ def test_margin_grows_with_particles():
     aniso = pc.margin_for_radius(40, sigma=1, closing_radius=1, voxel_size_um=(1.0, 0.5, 0.5),
                                  ndim=3)
     assert aniso[0] * 2 == pytest.approx(aniso[1], abs=2)
+    context = pc.margin_for_radius(40, sigma=1, closing_radius=1, voxel_size_um=None, ndim=3,
+                                   per_radius=pc.CONTEXT_PER_RADIUS)
+    assert context[0] - big[0] == pytest.approx(20, abs=2)
 
 
 def test_interrupted_run_resumes(phantom, tmp_path, monkeypatch):
