@@ -429,15 +429,11 @@ def scan_radius(seg, chunk, options: dict, pool, *, progress: bool):
     return radius, [res[i][1] for i in sorted(res)]
 
 
-def chunk_margin(radius: float, chunk, options: dict, ndim: int,
-                 per_radius: float = MARGIN_PER_RADIUS) -> tuple[int, ...]:
+def chunk_margin(radius: float, chunk, options: dict, ndim: int) -> tuple[int, ...]:
     """Margin for ``radius`` (:func:`margin_for_radius`); warns when it exceeds the chunk."""
     margin = margin_for_radius(radius, sigma=options["sigma"],
                                closing_radius=options["closing_radius"],
-                               voxel_size_um=options["voxel_size_um"], ndim=ndim,
-                               per_radius=per_radius)
-    if per_radius != MARGIN_PER_RADIUS:
-        return margin
+                               voxel_size_um=options["voxel_size_um"], ndim=ndim)
     if any(m > c for m, c in zip(margin, chunk)):
         warnings.warn(f"particles up to {2 * radius:.0f} voxels wide need a chunk margin of "
                       f"{max(margin)} voxels, more than the chunk ({max(chunk)}): each chunk "
@@ -603,7 +599,10 @@ def chunked_instances(seg, *, chunk, margin, options: dict, min_vox: float, work
             context = margin
             if margin is None:
                 margin = chunk_margin(radius, chunk, options, len(shape))
-                context = chunk_margin(radius, chunk, options, len(shape), CONTEXT_PER_RADIUS)
+                context = margin_for_radius(radius, sigma=options["sigma"],
+                                            closing_radius=options["closing_radius"],
+                                            voxel_size_um=options["voxel_size_um"],
+                                            ndim=len(shape), per_radius=CONTEXT_PER_RADIUS)
             fp = _fingerprint(shape, seg.dtype, chunk, options, min_vox, sums, (margin, context))
             chunk, pool, plan = fit_memory(max_memory_gb, chunk, margin, shape, workers, pool,
                                            context)
