@@ -680,7 +680,8 @@ def annotation_error_statement(entry: dict) -> str:
 
 
 def corrected_line(entry: dict) -> str:
-    """One line for the console: the corrected mean damage, its interval, ``R`` and the share.
+    """One line for the console: the mean damage from the annotated sections, its interval,
+    ``R`` and (for a correction of the model's mean) the segmentation share.
 
     Examples
     --------
@@ -688,6 +689,10 @@ def corrected_line(entry: dict) -> str:
     ...                 "ratio_ci": [0.4, 0.6], "segmentation_share": 0.4, "n_sections": 3,
     ...                 "n_particles": 40, "sufficient": True})
     'mean crack_fraction corrected on 3 annotated sections (40 particles): 0.05 [0.03, 0.07], R 0.5 [0.4, 0.6], segmentation error 40% of the variance'
+    >>> corrected_line({"kind": "sections", "estimate": 0.05, "ci": [0.03, 0.07], "ratio": 0.5,
+    ...                 "ratio_ci": [0.4, 0.6], "segmentation_share": 1.0, "n_sections": 3,
+    ...                 "n_particles": 60, "sufficient": True})
+    'mean crack_fraction of the annotated particle profiles in 3 annotated sections (60 profiles): 0.05 [0.03, 0.07], R 0.5 [0.4, 0.6]'
     """
     ci, rci = entry.get("ci") or [None, None], entry.get("ratio_ci") or [None, None]
 
@@ -695,11 +700,14 @@ def corrected_line(entry: dict) -> str:
         return "?" if v is None else f"{v:.4g}"
 
     share = entry.get("segmentation_share")
-    text = (f"mean crack_fraction corrected on {entry.get('n_sections')} annotated section"
-            f"{'s' * (entry.get('n_sections') != 1)} ({entry.get('n_particles')} particles): "
-            f"{fmt(entry.get('estimate'))} [{fmt(ci[0])}, {fmt(ci[1])}], R {fmt(entry.get('ratio'))}"
-            f" [{fmt(rci[0])}, {fmt(rci[1])}]"
-            + (f", segmentation error {share:.0%} of the variance" if share is not None else ""))
+    sections = f"{entry.get('n_sections')} annotated section{'s' * (entry.get('n_sections') != 1)}"
+    head = (f"mean crack_fraction of the annotated particle profiles in {sections} "
+            f"({entry.get('n_particles')} profiles)" if entry.get("kind") == "sections" else
+            f"mean crack_fraction corrected on {sections} ({entry.get('n_particles')} particles)")
+    text = (f"{head}: {fmt(entry.get('estimate'))} [{fmt(ci[0])}, {fmt(ci[1])}], "
+            f"R {fmt(entry.get('ratio'))} [{fmt(rci[0])}, {fmt(rci[1])}]"
+            + (f", segmentation error {share:.0%} of the variance"
+               if share is not None and entry.get("kind") != "sections" else ""))
     return text if entry.get("sufficient") else f"{text}; {entry.get('note')}"
 
 
