@@ -50,7 +50,8 @@ class SparseSliceDataModule(pl.LightningDataModule):
         Domain-randomised phantoms instead: dense label maps at random scales
         (:func:`crackseg.synthetic.pool.label_pool`: ``n_volumes``,
         ``n_val``, ``shape``, ``seed``, ``voxel_size_um``, ``intact_fraction``,
-        ``intact_volume_probability``, ``asphericity``, ``roughness``) rendered afresh for
+        ``intact_volume_probability``, ``asphericity``, ``roughness``,
+        ``surface_noise_vox``) rendered afresh for
         every patch under random imaging (``appearance``: overrides of
         :class:`crackseg.synthetic.randomize.AppearanceRanges`), with
         ``focus_probability`` of centring a patch near a crack or pore.
@@ -188,12 +189,13 @@ class SparseSliceDataModule(pl.LightningDataModule):
                 "voxel_size_um": [0.16, 0.6], "appearance": {}, "focus_probability": 0.5,
                 "intact_fraction": [0.0, 0.0], "intact_volume_probability": 0.0,
                 "asphericity": [0.15, 0.15], "roughness": [0.08, 0.08],
-                **self.randomized}
+                "surface_noise_vox": [0.0, 0.0], **self.randomized}
         ranges = AppearanceRanges.from_dict(spec["appearance"])
         kw = dict(shape=spec["shape"], voxel_size_um=spec["voxel_size_um"], progress=True,
                   intact_fraction=spec["intact_fraction"],
                   intact_volume_probability=spec["intact_volume_probability"],
-                  asphericity=spec["asphericity"], roughness=spec["roughness"])
+                  asphericity=spec["asphericity"], roughness=spec["roughness"],
+                  surface_noise_vox=spec["surface_noise_vox"])
         train = label_pool(spec["n_volumes"], seed=spec["seed"], **kw)
         # validation members always hold damage, so crack and pore Dice are measurable
         val = label_pool(spec["n_val"], seed=int(spec["seed"]) + 100_000,

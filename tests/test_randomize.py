@@ -102,3 +102,40 @@ def test_pool_particle_shape_ranges_are_drawn_and_leave_other_draws_unchanged():
     # the damage law and binder of the member are drawn as before; only the shapes change
     assert lobed["settings"]["damage_logit_mean"] == base["settings"]["damage_logit_mean"]
     assert not np.array_equal(lobed["instances"] > 0, base["instances"] > 0)
+
+
+def test_roughen_surfaces_moves_only_a_band_at_the_surface():
+    from scipy import ndimage as ndi
+
+    from crackseg.synthetic.pool import roughen_surfaces
+
+    lab = np.zeros((32, 48, 48), np.uint8)
+    inst = np.zeros(lab.shape, np.uint16)
+    lab[6:26, 6:22, 6:42], inst[6:26, 6:22, 6:42] = 1, 1
+    lab[6:26, 26:42, 6:42], inst[6:26, 26:42, 6:42] = 1, 2
+    lab[16, 10:18, 10:38] = 2  # a crack well inside particle 1
+    out, out_inst = roughen_surfaces(lab, inst, 1.5, np.random.default_rng(0))
+    changed = out != lab
+    assert changed.any()
+    # changes stay in a band a few amplitudes wide at the original surface; the inner crack is kept
+    dist = ndi.distance_transform_edt(inst == 0) + ndi.distance_transform_edt(inst > 0)
+    assert np.quantile(dist[changed], 0.95) <= 2 * 1.5 + 1
+    assert dist[changed].max() <= 6 * 1.5
+    assert (out[16, 10:18, 10:38] == 2).all()
+    # labels and instances agree: solid voxels belong to a particle, matrix to none
+    assert np.array_equal(out_inst > 0, out > 0)
+    # grown voxels take the nearest particle's instance
+    assert set(np.unique(out_inst[(inst == 0) & (out_inst > 0)])) <= {1, 2}
+    same, same_inst = roughen_surfaces(lab, inst, 0.0, np.random.default_rng(0))
+    assert same is lab and same_inst is inst
+
+
+def test_pool_surface_noise_is_drawn_from_its_own_stream():
+    base = label_pool(1, (24, 48, 48), seed=9, voxel_size_um=(0.4, 0.4))[0]
+    rough = label_pool(1, (24, 48, 48), seed=9, voxel_size_um=(0.4, 0.4),
+                       surface_noise_vox=(1.0, 2.0))[0]
+    assert "surface_noise_vox" not in base["settings"]
+    assert 1.0 <= rough["settings"]["surface_noise_vox"] <= 2.0
+    assert rough["settings"]["damage_logit_mean"] == base["settings"]["damage_logit_mean"]
+    assert not np.array_equal(rough["instances"] > 0, base["instances"] > 0)
+    assert np.array_equal(rough["instances"] > 0, rough["labels"] > 0)
