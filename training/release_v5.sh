@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Export and validate nmc4-v5 (3-D, nmc4-v4 trained on with rough particle surfaces).
+# Run from the repository root after training:
+#   crackseg train fit -c training/nmc4_v2.yaml      # parents: models/nmc4-v2, -v3, -v4
+#   crackseg train fit -c training/nmc4_v3.yaml
+#   crackseg train fit -c training/nmc4_v4.yaml
+#   crackseg train fit -c training/nmc4_v5.yaml
+#   bash training/release_v5.sh
+set -euo pipefail
+bash training/release.sh nmc4-v5 "${RUN:-runs/nmc4-v5}" \
+  "3-D U-Net (full-resolution first level, instance norm), domain-randomised phantoms with intact and damaged particles of varied, lobed shapes and rough surfaces" \
+  "crackseg train fit -c training/nmc4_v2.yaml && crackseg train fit -c training/nmc4_v3.yaml && crackseg train fit -c training/nmc4_v4.yaml && crackseg train fit -c training/nmc4_v5.yaml && bash training/release_v5.sh"
