@@ -49,25 +49,10 @@ for p in (REPO, REPO / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from segmentpy_2d import GROUPS, forest_features, read_slice, scores  # noqa: E402
+from segmentpy_2d import GROUPS, fit_forest, forest_features, read_slice, scores  # noqa: E402
 
 MODES = ("image", "forest", "residual")
 PATCH, BATCH, LR = 128, 6, 1e-3
-
-
-def fit_forest(pairs, rng, *, pixels: int = 30000, seed: int = 0):
-    """Random forest (100 trees) on ``pixels`` random pixels of each (image, labels) pair."""
-    from sklearn.ensemble import RandomForestClassifier
-
-    xs, ys = [], []
-    for img, lab in pairs:
-        f = forest_features(img)
-        f = f.reshape(-1, f.shape[-1])
-        sel = rng.choice(f.shape[0], size=min(pixels, f.shape[0]), replace=False)
-        xs.append(f[sel])
-        ys.append(lab.ravel()[sel])
-    rf = RandomForestClassifier(n_estimators=100, n_jobs=1, random_state=seed, min_samples_leaf=2)
-    return rf.fit(np.concatenate(xs), np.concatenate(ys))
 
 
 def forest_probabilities(rf, img) -> np.ndarray:

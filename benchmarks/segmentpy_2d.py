@@ -98,13 +98,12 @@ def forest_features(img):
                                      texture=True, sigma_min=0.5, sigma_max=16)
 
 
-def random_forest(train, test_images, *, seed: int, pixels_per_image: int = 30000,
-                  n_estimators: int = 100, ignore: int = 255) -> tuple[list[np.ndarray], float]:
-    """Pixel classifier (ilastik-style) on 2-D training images; predicts 2-D test images."""
+def fit_forest(train, rng, *, seed: int, pixels_per_image: int = 30000,
+               n_estimators: int = 100, ignore: int = 255):
+    """Pixel forest (ilastik-style) on ``pixels_per_image`` random annotated pixels of each
+    (image, labels) pair, drawn with ``rng``."""
     from sklearn.ensemble import RandomForestClassifier
 
-    t0 = time.time()
-    rng = np.random.default_rng(seed)
     xs, ys = [], []
     for img, lab in train:
         f = forest_features(img)
@@ -115,7 +114,15 @@ def random_forest(train, test_images, *, seed: int, pixels_per_image: int = 3000
         ys.append(lab.ravel()[sel])
     rf = RandomForestClassifier(n_estimators=n_estimators, n_jobs=1, random_state=seed,
                                 min_samples_leaf=2)
-    rf.fit(np.concatenate(xs), np.concatenate(ys))
+    return rf.fit(np.concatenate(xs), np.concatenate(ys))
+
+
+def random_forest(train, test_images, *, seed: int, pixels_per_image: int = 30000,
+                  n_estimators: int = 100, ignore: int = 255) -> tuple[list[np.ndarray], float]:
+    """Pixel classifier (ilastik-style) on 2-D training images; predicts 2-D test images."""
+    t0 = time.time()
+    rf = fit_forest(train, np.random.default_rng(seed), seed=seed,
+                    pixels_per_image=pixels_per_image, n_estimators=n_estimators, ignore=ignore)
     preds = []
     for img in test_images:
         f = forest_features(img)

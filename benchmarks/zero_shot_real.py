@@ -155,7 +155,10 @@ def segmentpy_stack_check(model, scale) -> dict:
     import tifffile
 
     from crackseg.inference import predict_volume
+    from crackseg.labels import load_schema
+    from crackseg.metrics import dice_per_class
 
+    binary = load_schema({"name": "particle-vs-rest", "classes": {"rest": 0, "particle": 1}})
     names = [n for n in GROUPS["B"] if segmentpy_file(f"{n}_label.tif")]
     volume = np.stack([tifffile.imread(segmentpy_file(f"{n}.tif")).astype(np.float32)
                        for n in names])
@@ -164,12 +167,12 @@ def segmentpy_stack_check(model, scale) -> dict:
     labels, sch = np.asarray(pred.labels), pred.schema
     crack = labels == sch.value("crack")
     envelope = np.isin(labels, [sch.value(c) for c in ("particle", "crack", "pore")])
-    inter = (envelope & truth).sum(axis=(1, 2))
-    dice = 2.0 * inter / (envelope.sum(axis=(1, 2)) + truth.sum(axis=(1, 2)))
+    dice = [dice_per_class(e.astype(np.uint8), t.astype(np.uint8), binary)["particle"]
+            for e, t in zip(envelope, truth)]
     return {"slices": names, "crack_share_of_voxels": float(crack.mean()),
             "crack_share_outside_annotated_particles": float(crack[~truth].mean()),
             "envelope_dice_particle": {n: float(d) for n, d in zip(names, dice)},
-            "mean_envelope_dice_particle": float(dice.mean()),
+            "mean_envelope_dice_particle": float(np.mean(dice)),
             "scale": pred.provenance["settings"].get("scale")}
 
 

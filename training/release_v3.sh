@@ -1,19 +1,10 @@
 #!/usr/bin/env bash
-# Export the nmc4-v3 run (3-D, nmc4-v2 trained on with intact particles) into models/, validate
-# it with the phantom benchmark (inside/outside the training domain, crack-free real geometry)
-# and record the result in its model card. Run from the repository root after training:
-#   crackseg train fit -c training/nmc4_v2.yaml      # the parent, models/nmc4-v2
+# Export and validate nmc4-v3 (3-D, nmc4-v2 trained on with intact particles).
+# Run from the repository root after training (parents first):
+#   crackseg train fit -c training/nmc4_v2.yaml
 #   crackseg train fit -c training/nmc4_v3.yaml
 #   bash training/release_v3.sh
 set -euo pipefail
-RUN=${RUN:-runs/nmc4-v3}
-N=${N:-4}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-REPRO="crackseg train fit -c training/nmc4_v2.yaml && crackseg train fit -c training/nmc4_v3.yaml && bash training/release_v3.sh"
-
-crackseg export "$RUN" -o models/nmc4-v3 --overwrite --quiet --reproduce "$REPRO" \
-  --description "3-D U-Net (full-resolution first level, instance norm), domain-randomised phantoms with intact and damaged particles"
-python benchmarks/model_domain.py --model models/nmc4-v3 --n "$N"
-crackseg export "$RUN" -o models/nmc4-v3 --overwrite --quiet --reproduce "$REPRO" \
-  --description "3-D U-Net (full-resolution first level, instance norm), domain-randomised phantoms with intact and damaged particles" \
-  --validation benchmarks/results/model_domain_nmc4-v3.json
+bash training/release.sh nmc4-v3 "${RUN:-runs/nmc4-v3}" \
+  "3-D U-Net (full-resolution first level, instance norm), domain-randomised phantoms with intact and damaged particles" \
+  "crackseg train fit -c training/nmc4_v2.yaml && crackseg train fit -c training/nmc4_v3.yaml && bash training/release_v3.sh"
