@@ -124,7 +124,8 @@ def export_model(run_or_ckpt, out_dir, *, name: str | None = None, overwrite: bo
                  evaluate_on=None, evaluation_note: str = "", calibrate_on=None,
                  calibration_note: str = "", description: str = "",
                  reproduce: str | None = None, quiet: bool = True,
-                 validation: dict | None = None) -> Path:
+                 validation: dict | None = None,
+                 min_crack_solid_contact: float | None = None) -> Path:
     """Write a model directory from a training run or checkpoint.
 
     Parameters
@@ -154,6 +155,9 @@ def export_model(run_or_ckpt, out_dir, *, name: str | None = None, overwrite: bo
     validation : dict, optional
         Benchmark results (by benchmark name) recorded in the card's
         ``validation`` and summarised in its README.
+    min_crack_solid_contact : float, optional
+        Crack clean-up threshold recorded in the card's ``postprocess``
+        (:mod:`crackseg.crack_support`); prediction applies it.
 
     Returns
     -------
@@ -178,6 +182,10 @@ def export_model(run_or_ckpt, out_dir, *, name: str | None = None, overwrite: bo
     card = card_from_info(info, name or out.name, description=description, reproduce=reproduce)
     if validation:
         card["validation"] = validation
+    if min_crack_solid_contact is not None:
+        from crackseg.crack_support import CARD_KEY
+
+        card["postprocess"] = {CARD_KEY: float(min_crack_solid_contact)}
     if calibrate_on is not None:
         cal = fit_logit_offsets((net, card), calibrate_on)
         apply_logit_offsets(net, cal["offsets"].values())

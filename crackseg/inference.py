@@ -564,6 +564,7 @@ def _predict_chunked(net, card: dict, ident: dict, img: Image, identity: dict, d
               f"(limit {plan['max_memory_gb']:g} GB)", file=sys.stderr)
     n_run = _run_chunks(net, ident, img, grey, chunks, todo, job, store, opts)
     a = store.arrays
+    _drop_unsupported_cracks(a, card, schema, provenance, job, diameter)
     return Prediction(
         labels=a["labels"], entropy=a.get("entropy"),
         sample_bits={c: a[f"{c}_bits"] for c in SAMPLE_CLASSES}
@@ -572,6 +573,29 @@ def _predict_chunked(net, card: dict, ident: dict, img: Image, identity: dict, d
         provenance=provenance, workdir=Path(opts["out"]) if opts["out"] is not None else None,
         stats={"chunks": len(chunks), "chunks_run": n_run},
     )
+
+
+def _drop_unsupported_cracks(arrays: dict, card: dict, schema: LabelSchema, provenance: dict,
+                             job: dict, diameter: float) -> None:
+    """The card's crack clean-up (:mod:`crackseg.crack_support`), recorded in ``provenance``."""
+    from crackseg import crack_support
+
+    thr = crack_support.card_threshold(card)
+    if thr is None or not schema.has("crack") or not schema.has("particle"):
+        return
+    labels = arrays["labels"]
+    if isinstance(labels, np.ndarray):
+        cleaned, removed = crack_support.drop_unsupported_cracks(
+            labels, min_solid_contact=thr, schema=schema)
+        labels[...] = cleaned
+        margin = None
+    else:
+        margin = crack_support.cleaning_margin(diameter)
+        removed = crack_support.clean_in_chunks(labels, job["plan"]["chunk_size"], margin,
+                                                min_solid_contact=thr, schema=schema)
+    provenance["settings"]["crack_cleanup"] = {
+        "min_crack_solid_contact": thr, "voxels_relabelled_matrix": removed,
+        "chunk_margin": margin, "rule": "crackseg.crack_support.drop_unsupported_cracks"}
 
 
 def inference_job(card: dict, schema: LabelSchema, shape, opts: dict) -> dict:

@@ -86,6 +86,9 @@ class SegmentationModule(pl.LightningModule):
         Cross-entropy weight per class.
     dice_weight, ce_weight : float
         Weights of the loss terms.
+    band_weight, band_vox
+        Cross-entropy weight for matrix voxels within ``band_vox`` voxels of
+        a particle (see :func:`crackseg.losses.masked_dice_ce`); 1.0 is off.
     lr, weight_decay : float
         AdamW settings.
     scheduler : {"cosine", "constant"}
@@ -106,7 +109,8 @@ class SegmentationModule(pl.LightningModule):
                  channels: list[int] = (16, 32, 64, 128), strides: list[int] | None = None,
                  num_res_units: int = 2, dropout: float = 0.0, norm: str = "batch",
                  class_weights: list[float] | None = None, dice_weight: float = 1.0,
-                 ce_weight: float = 1.0, lr: float = 1e-3, weight_decay: float = 1e-5,
+                 ce_weight: float = 1.0, band_weight: float = 1.0, band_vox: int = 3,
+                 lr: float = 1e-3, weight_decay: float = 1e-5,
                  scheduler: str = "cosine", warmup_steps: int = 0,
                  init_from: str | None = None, reinit_output: bool = False,
                  freeze_encoder: bool = False, name: str = "crackseg-model"):
@@ -151,7 +155,9 @@ class SegmentationModule(pl.LightningModule):
     def _loss(self, logits, y):
         hp = self.hparams
         return masked_dice_ce(logits, y, class_weights=hp.class_weights,
-                              dice_weight=hp.dice_weight, ce_weight=hp.ce_weight)
+                              dice_weight=hp.dice_weight, ce_weight=hp.ce_weight,
+                              band_weight=hp.get("band_weight", 1.0),
+                              band_vox=hp.get("band_vox", 3))
 
     def training_step(self, batch, batch_idx):
         x, y = batch

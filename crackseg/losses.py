@@ -36,7 +36,8 @@ def annotated_mask(target: torch.Tensor) -> torch.Tensor:
 
 def masked_dice_ce(logits: torch.Tensor, target: torch.Tensor, *,
                    class_weights=None, dice_weight: float = 1.0, ce_weight: float = 1.0,
-                   include_background: bool = True) -> torch.Tensor:
+                   include_background: bool = True, band_weight: float = 1.0,
+                   band_vox: int = 3) -> torch.Tensor:
     """Dice + cross-entropy loss over annotated voxels only.
 
     Parameters
@@ -52,6 +53,13 @@ def masked_dice_ce(logits: torch.Tensor, target: torch.Tensor, *,
         Weights of the two terms.
     include_background : bool
         Whether channel 0 enters the Dice term.
+    band_weight : float
+        Cross-entropy weight multiplier for background voxels (channel 0)
+        within ``band_vox`` voxels of channel 1 (for nmc4: the matrix that
+        surrounds particles, where dark necks look like surface cracks).
+        1.0 leaves the loss unchanged.
+    band_vox : int
+        Width of that band (chessboard distance, voxels).
 
     Returns
     -------
@@ -80,5 +88,30 @@ def masked_dice_ce(logits: torch.Tensor, target: torch.Tensor, *,
         if class_weights is not None:
             w = torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
         ce_target = torch.where(target[:, 0] >= 0, target[:, 0], torch.full_like(target[:, 0], -100))
-        loss = loss + ce_weight * F.cross_entropy(logits, ce_target, weight=w, ignore_index=-100)
+        if band_weight == 1.0:
+            ce = F.cross_entropy(logits, ce_target, weight=w, ignore_index=-100)
+        else:
+            ce = _banded_cross_entropy(logits, ce_target, w, band_weight, band_vox)
+        loss = loss + ce_weight * ce
     return loss
+
+
+def background_band(target: torch.Tensor, radius: int) -> torch.Tensor:
+    """Channel-0 voxels within ``radius`` voxels (chessboard) of channel 1.
+
+    ``target`` has shape (B, *spatial) with channel indices; the result is a
+    bool tensor of the same shape.
+    """
+    pool = F.max_pool3d if target.dim() == 4 else F.max_pool2d
+    near = pool((target == 1).unsqueeze(1).float(), 2 * radius + 1, stride=1, padding=radius)
+    return (near[:, 0] > 0) & (target == 0)
+
+
+def _banded_cross_entropy(logits, ce_target, w, band_weight: float, band_vox: int):
+    """Class-weighted mean cross entropy with background voxels near channel 1 up-weighted."""
+    per_voxel = F.cross_entropy(logits, ce_target, weight=w, ignore_index=-100, reduction="none")
+    valid = ce_target >= 0
+    base = w[ce_target.clamp(min=0)] if w is not None else torch.ones_like(per_voxel)
+    mult = torch.where(background_band(ce_target, band_vox), band_weight, 1.0).to(per_voxel.dtype)
+    denom = (base * mult * valid).sum().clamp(min=1e-12)
+    return (per_voxel * mult).sum() / denom

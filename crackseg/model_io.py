@@ -162,7 +162,9 @@ def save_model(net, card: dict, out_dir: str | os.PathLike, *, readme: str | Non
              for k, v in net.state_dict().items()}
     with atomic_path(out, overwrite=overwrite) as tmp:
         tmp.mkdir()
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "crackseg_model": card["name"]})
+        # One metadata key: safetensors writes several in no fixed order, which would
+        # change the file's bytes (and weights_sha256) from one save to the next.
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
         os.chmod(tmp / WEIGHTS, 0o644)
         card = {**card, "weights_sha256": file_sha256(tmp / WEIGHTS)}
         (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n")

@@ -49,6 +49,7 @@ def model_readme(card: dict) -> str:
     lines += accuracy_lines(card)
     lines += validation_lines(card.get("validation") or {})
     lines += calibration_lines(tr.get("calibration"))
+    lines += postprocess_lines(card.get("postprocess"))
     if tr.get("reproduce"):
         lines += ["## Reproduce", "", "```", tr["reproduce"], "```", ""]
     if card.get("parent"):
@@ -229,6 +230,17 @@ def _zero_shot_lines(real: dict | None) -> list[str]:
             lines.append(f"- SegmentPy group {g}: particle Dice {v['mean_dice_particle']:.3f} "
                          f"({len(v['slices'])} slices).")
     return lines + [""]
+
+
+def postprocess_lines(post: dict | None) -> list[str]:
+    """The sentence on the crack clean-up prediction applies, if the card sets it."""
+    thr = (post or {}).get("min_crack_solid_contact")
+    if thr is None:
+        return []
+    return ["## After prediction", "",
+            f"Crack regions that touch particle or pore on less than {thr:g} of their faces "
+            "(dark gaps in the matrix beside particles, not cracks inside one) are relabelled "
+            "matrix (`crackseg.crack_support`; `prediction.json` records how many voxels).", ""]
 
 
 def calibration_lines(cal: dict | None) -> list[str]:

@@ -414,3 +414,26 @@ def test_default_tiling_equals_the_whole_volume_pass():
     for c in np.unique(whole):
         a, b = pred.labels == c, whole == c
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.999
+
+
+def test_card_crack_cleanup_applies_in_memory_and_in_chunks(trained, phantom, tmp_path):
+    from crackseg.crack_support import drop_unsupported_cracks
+    from crackseg.model_io import load_model
+
+    net, card = load_model(trained)
+    img = phantom.image.astype(np.float32)
+    raw = np.asarray(predict_volume((net, card), img, progress=False, device="cpu").labels)
+    assert (raw == 2).any()
+    strict = {**card, "postprocess": {"min_crack_solid_contact": 1.0}}
+    expected, removed = drop_unsupported_cracks(raw, min_solid_contact=1.0)
+    assert removed > 0
+    mem = predict_volume((net, strict), img, progress=False, device="cpu")
+    assert (np.asarray(mem.labels) == expected).all()
+    rec = mem.provenance["settings"]["crack_cleanup"]
+    assert rec["voxels_relabelled_matrix"] == removed and rec["min_crack_solid_contact"] == 1.0
+    chunked = predict_volume((net, strict), img, progress=False, device="cpu",
+                             chunk_size=(16, 24, 24), out=tmp_path / "work")
+    assert (np.asarray(chunked.labels) == expected).all()
+    assert chunked.provenance["settings"]["crack_cleanup"]["chunk_margin"] >= 32
+    assert "crack_cleanup" not in predict_volume((net, card), img, progress=False,
+                                                 device="cpu").provenance["settings"]

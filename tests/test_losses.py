@@ -53,3 +53,21 @@ def test_class_weight_raises_loss_of_misclassified_rare_class():
     w1 = masked_dice_ce(logits, target, class_weights=[1, 1, 1, 1], dice_weight=0)
     w3 = masked_dice_ce(logits, target, class_weights=[1, 1, 1, 5], dice_weight=0)
     assert w1.item() != pytest.approx(w3.item())
+
+
+def test_band_weight_stresses_matrix_next_to_particles():
+    from crackseg.losses import background_band
+
+    target = torch.zeros(1, 1, 9, 9, 9, dtype=torch.long)
+    target[0, 0, 3:6, 3:6, 3:6] = 1
+    band = background_band(target[:, 0], 1)
+    assert int(band.sum()) == 5 ** 3 - 3 ** 3
+    logits = torch.zeros(1, 4, 9, 9, 9)
+    logits[:, 1] = 5.0 * (target[:, 0] == 1)
+    logits[:, 0] = 5.0 * (target[:, 0] == 0)
+    logits[:, 2] = 6.0 * band                 # crack called in the band: wrong
+    plain = masked_dice_ce(logits, target, dice_weight=0)
+    banded = masked_dice_ce(logits, target, dice_weight=0, band_weight=3.0)
+    assert banded > plain
+    logits[:, 2] = 0.0
+    assert masked_dice_ce(logits, target, dice_weight=0, band_weight=3.0) < plain

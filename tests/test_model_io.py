@@ -33,6 +33,14 @@ def test_round_trip_gives_identical_outputs(tiny_model):
     assert len(card["weights_sha256"]) == 64
 
 
+def test_saving_the_same_weights_twice_gives_the_same_digest(tiny_model, tmp_path):
+    net, path = tiny_model
+    card = read_card(path)
+    digests = {read_card(save_model(net, card, tmp_path / f"again{i}"))["weights_sha256"]
+               for i in range(4)}
+    assert digests == {card["weights_sha256"]}
+
+
 def test_tampered_weights_are_refused(tiny_model):
     _, path = tiny_model
     raw = bytearray((path / WEIGHTS).read_bytes())

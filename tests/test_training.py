@@ -245,7 +245,8 @@ def test_randomized_recipe_records_training_domain_and_validation(tmp_path):
         "--data.randomized", json.dumps({"n_volumes": 1, "n_val": 1, "shape": [16, 48, 48],
                                          "seed": 0, "voxel_size_um": [0.4, 0.6]}),
         "--data.spatial_dims", "2", "--data.slice_axes", "[0]", "--data.patch_size", "[32, 32]",
-        "--model.norm", "instance", "--model.strides", "[1]"], steps=2))
+        "--model.norm", "instance", "--model.strides", "[1]", "--model.band_weight", "3.0"],
+        steps=2))
     assert rc == 0
     run = tmp_path / "runs" / "tiny" / "version_0"
     bench = tmp_path / "zero_shot_real.json"
@@ -253,8 +254,13 @@ def test_randomized_recipe_records_training_domain_and_validation(tmp_path):
                                  "machine": {"cpu": "x"}, "segmentpy": {"A": {
                                      "mean_dice_particle": 0.9, "slices": [{}]}}}))
     out = tmp_path / "mr"
-    assert main(["export", str(run), "-o", str(out), "--validation", str(bench), "--quiet"]) == 0
+    assert main(["export", str(run), "-o", str(out), "--validation", str(bench), "--quiet",
+                 "--crack-solid-contact", "0.5"]) == 0
     card = read_card(out)
+    assert card["postprocess"] == {"min_crack_solid_contact": 0.5}
+    assert "## After prediction" in (out / "README.md").read_text()
+    assert main(["export", str(run), "-o", str(tmp_path / "bad2"), "--crack-solid-contact",
+                 "2"]) != 0 and not (tmp_path / "bad2").exists()
     lo, hi = card["training_domain"]["particle_diameter_vox"]
     assert 0 < lo <= hi
     assert card["training"]["data"]["labels"] == "dense (every voxel)"

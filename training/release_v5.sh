@@ -5,8 +5,9 @@
 #   crackseg train fit -c training/nmc4_v3.yaml
 #   crackseg train fit -c training/nmc4_v4.yaml
 #   crackseg train fit -c training/nmc4_v5.yaml
+#   python benchmarks/crack_support.py --model models/nmc4-v5   # chose the clean-up threshold
 #   bash training/release_v5.sh
 set -euo pipefail
-bash training/release.sh nmc4-v5 "${RUN:-runs/nmc4-v5}" \
+bash training/release.sh --crack-solid-contact 0.6 nmc4-v5 "${RUN:-runs/nmc4-v5}" \
   "3-D U-Net (full-resolution first level, instance norm), domain-randomised phantoms with intact and damaged particles of varied, lobed shapes and rough surfaces" \
   "crackseg train fit -c training/nmc4_v2.yaml && crackseg train fit -c training/nmc4_v3.yaml && crackseg train fit -c training/nmc4_v4.yaml && crackseg train fit -c training/nmc4_v5.yaml && bash training/release_v5.sh"

@@ -32,6 +32,10 @@ def register(subparsers) -> None:
     p.add_argument("--validation", nargs="+", default=[], metavar="JSON",
                    help="benchmark results to record in the card's validation and README "
                         "(benchmarks/results/model_domain_*.json, zero_shot_real*.json)")
+    p.add_argument("--crack-solid-contact", type=float, metavar="F",
+                   help="record the crack clean-up threshold in the card: after prediction, crack "
+                        "regions touching particle or pore on less than this share of their faces "
+                        "become matrix (crackseg.crack_support; e.g. 0.5)")
     add_output_options(p, overwrite="replace an existing directory", quiet="no progress output")
     p.set_defaults(func=run)
 
@@ -62,6 +66,9 @@ def run(args) -> int:
     from crackseg.export import export_model, read_checkpoint
 
     volumes, desc, cal, cal_desc = None, None, None, ""
+    if args.crack_solid_contact is not None and not 0 <= args.crack_solid_contact <= 1:
+        raise InputError(f"--crack-solid-contact {args.crack_solid_contact:g}: give a share "
+                         "between 0 and 1 (e.g. 0.5)")
     _, info = read_checkpoint(args.run)
     data = (info.get("training") or {}).get("data") or {}
     syn = data.get("synthetic") or {}
@@ -84,6 +91,7 @@ def run(args) -> int:
                        evaluate_on=volumes, evaluation_note=desc or "", calibrate_on=cal,
                        calibration_note=cal_desc,
                        description=args.description, reproduce=args.reproduce, quiet=args.quiet,
-                       validation=_validation(args.validation))
+                       validation=_validation(args.validation),
+                       min_crack_solid_contact=args.crack_solid_contact)
     print(out)
     return 0
