@@ -69,3 +69,19 @@ def test_block_size_rule():
     assert block_size_for(10.0, (300, 300, 300))[0] == 20.0
     size, rule = block_size_for(40.0, (100, 100, 100))
     assert n_blocks_for(size, (100, 100, 100)) >= 8 and "SMALL VOLUME" in rule
+
+
+def test_fraction_intervals_stay_within_zero_and_one(table):
+    # Damage in one half of the volume only: the median's interval, widened for
+    # covariance across block faces, would reach below 0 without clipping.
+    t = table.copy()
+    rng = np.random.default_rng(0)
+    t["crack_fraction"] = np.where(t["centroid_z_vox"] > 48, 0.9, 0.0) * rng.uniform(0.5, 1, len(t))
+    s = summarize(t, n_resamples=300, protocols=False)
+    cis = {k: e["ci"] for k, e in s["damage"].items() if isinstance(e, dict) and e.get("ci")}
+    assert cis and all(0.0 <= lo <= hi <= 1.0 for lo, hi in cis.values())
+    clipped = [k for k, e in s["damage"].items() if isinstance(e, dict) and "ci_clipped_to" in e]
+    assert clipped and all(cis[k][0] == 0.0 or cis[k][1] == 1.0 for k in clipped)
+    for name, q in s["other_quantities"].items():
+        if name.endswith("_fraction"):
+            assert all(0.0 <= q[k]["ci"][0] <= q[k]["ci"][1] <= 1.0 for k in ("mean", "median"))

@@ -363,6 +363,8 @@ def _damage_statistics(p: _Particles, quantity: str, thresholds, quantiles, boot
                             confidence=boot["confidence"], n_resamples=boot["n_resamples"],
                             seed=boot["seed"])
     damage["mean_iid"] = iid_mean.to_dict()
+    if quantity.endswith("_fraction"):
+        clip_to_support(damage, 0.0, 1.0)
     seg_error = segmentation_error_statement(None if p.posterior is None
                                              else p.posterior.shape[0])
     for key, entry in damage.items():
@@ -372,6 +374,31 @@ def _damage_statistics(p: _Particles, quantity: str, thresholds, quantiles, boot
     damage["quantity"] = quantity
     damage["n"] = int(p.values.size)
     return damage, iid_mean
+
+
+def clip_to_support(entries: dict, lo: float, hi: float) -> None:
+    """Clip every interval in ``entries`` to the values the quantity can take, in place.
+
+    Intervals widened about their estimate (for covariance across block faces)
+    can reach past a fraction's 0 or 1; a clipped interval says so with
+    ``ci_clipped_to``.
+
+    Examples
+    --------
+    >>> d = {"median": {"estimate": 0.02, "ci": [-0.004, 0.07]}}
+    >>> clip_to_support(d, 0.0, 1.0); d["median"]["ci"], d["median"]["ci_clipped_to"]
+    ([0.0, 0.07], [0.0, 1.0])
+    """
+    for entry in entries.values():
+        if not isinstance(entry, dict):
+            continue
+        ci = entry.get("ci")
+        if ci is not None and ci[0] is not None and (ci[0] < lo or ci[1] > hi):
+            entry["ci"] = [max(float(ci[0]), lo), min(float(ci[1]), hi)]
+            entry["ci_clipped_to"] = [lo, hi]
+        for key in ("ci_low", "ci_high"):
+            if entry.get(key) is not None:
+                entry[key] = np.clip(np.asarray(entry[key], float), lo, hi).tolist()
 
 
 def _other_quantities(p: _Particles, quantity: str, boot: dict) -> dict:
@@ -395,6 +422,8 @@ def _other_quantities(p: _Particles, quantity: str, boot: dict) -> dict:
                                 coords=p.used_coords[ok], weights=w, **boot)
         for q, r in zip(qs, res):
             others[q] = {"mean": r[0].to_dict(), "median": r[1].to_dict(), "n": int(ok.sum())}
+            if q.endswith("_fraction"):
+                clip_to_support(others[q], 0.0, 1.0)
     return {q: others[q] for q in names if q in others}
 
 
