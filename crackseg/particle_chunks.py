@@ -57,7 +57,13 @@ import numpy as np
 
 from crackseg.errors import InputError
 from crackseg.io import write_json
-from crackseg.particle_blocks import anisotropy, block_instances, block_radius, envelope_values
+from crackseg.particle_blocks import (
+    anisotropy,
+    block_instances,
+    block_radius,
+    envelope_values,
+    solid_counts,
+)
 from crackseg.tiling import GIB, chunk_grid
 
 MARGIN_PER_RADIUS = 1.5
@@ -217,14 +223,14 @@ def scan_task(block, crop, options: dict) -> tuple[float, int]:
 
 
 def label_task(block, ids, core, crop, origin, options: dict, labelled=None):
-    """Label one chunk, write its core into ``ids``; its instance ids and voxel counts.
+    """Label one chunk, write its core into ``ids``; its instance ids and solid voxel counts.
 
     ``block`` is the chunk with its context; ``labelled`` the part of it
     (chunk and margin) seeded and flooded; ``crop`` the core in it.
     """
     lab = block_instances(block, origin=origin, crop=crop, labelled=labelled, **options)
     ids[core] = lab
-    return np.unique(lab, return_counts=True)
+    return solid_counts(lab, block[crop], options["schema"])
 
 
 def number_task(ids, out, core, kept) -> None:
@@ -248,7 +254,7 @@ def numbered(block: np.ndarray, kept: np.ndarray) -> np.ndarray:
 
 
 def kept_ids(counts: list, min_vox: float) -> np.ndarray:
-    """Sorted ids whose summed voxel counts reach ``min_vox`` (0 excluded).
+    """Sorted ids whose summed (solid) voxel counts reach ``min_vox`` (0 excluded).
 
     Examples
     --------
@@ -390,7 +396,8 @@ def _fingerprint(shape, dtype, chunk, options: dict, min_vox, checksums, margins
     record = {"shape": list(shape), "dtype": str(dtype), "chunk": list(chunk),
               "schema": [schema.name, envelope_values(schema)],
               "options": {k: v for k, v in options.items() if k != "schema"},
-              "min_vox": float(min_vox), "checksums": [int(c) for c in checksums],
+              "min_vox": float(min_vox), "min_vox_counts": "solid",
+              "checksums": [int(c) for c in checksums],
               "margins": [list(m) for m in margins]}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 

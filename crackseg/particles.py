@@ -6,8 +6,9 @@ closed with a small ball and hole-filled, so that a crack never cuts one
 particle into two.  Touching envelopes are split by a watershed of the
 smoothed Euclidean distance transform (``edt``), seeded by its h-maxima (one
 marker per particle core whose distance peak rises ``h`` above the saddle to
-its neighbour).  Instances smaller than a volume threshold (µm³ when the
-voxel size is known, else voxels) are dropped.
+its neighbour).  Instances whose solid (``particle`` class) is smaller than
+a volume threshold (µm³ when the voxel size is known, else voxels) are
+dropped: an envelope of crack or pore voxels alone is not a particle.
 
 Big volumes are processed in chunks (:mod:`crackseg.particle_chunks`), in
 parallel processes, with a margin sized from the largest particle radius *R*
@@ -47,6 +48,7 @@ from crackseg.particle_blocks import (  # noqa: F401  (re-exported)
     ENVELOPE_CLASSES,
     block_instances,
     envelope_mask,
+    solid_counts,
 )
 from crackseg.particle_chunks import chunked_instances, kept_ids, numbered
 
@@ -83,10 +85,11 @@ def particle_instances(seg, *, schema: LabelSchema = NMC4, voxel_size_um=None,
         Voxel size (µm per axis); makes distances isotropic and lets
         ``min_volume_um3`` apply.
     min_volume_um3 : float, optional
-        Drop instances smaller than this (µm³; needs the voxel size).
+        Drop instances whose solid (``particle`` class) is smaller than this
+        (µm³; needs the voxel size).  An envelope of crack or pore voxels
+        alone is no particle and always goes.
     min_volume_vox : int, optional
-        Drop instances smaller than this many voxels (default 27 when no
-        physical threshold is given).
+        The same in voxels (default 27 when no physical threshold is given).
     h : float
         Height of the distance maxima that seed particles (in units of the
         smallest voxel edge): larger merges more, smaller splits more.
@@ -152,8 +155,9 @@ def particle_instances(seg, *, schema: LabelSchema = NMC4, voxel_size_um=None,
                    closing_radius=int(closing_radius), shape=shape)
     whole = chunk_size is None or all(s <= chunk_size for s in shape)
     if whole and store is None:
-        ids = block_instances(np.asarray(seg[...]), origin=(0,) * len(shape), **options)
-        lab = numbered(ids, kept_ids([np.unique(ids, return_counts=True)], min_vox))
+        block = np.asarray(seg[...])
+        ids = block_instances(block, origin=(0,) * len(shape), **options)
+        lab = numbered(ids, kept_ids([solid_counts(ids, block, schema)], min_vox))
         if out is None:
             return lab
         out[...] = lab

@@ -177,3 +177,15 @@ def test_envelope_equals_scipy_closing_and_fill(radius):
             ref = ndi.binary_closing(padded, st, iterations=radius)[(slice(radius, -radius),)
                                                                     * fg.ndim]
         np.testing.assert_array_equal(filled_envelope(fg, radius), ndi.binary_fill_holes(ref))
+
+
+def test_envelope_without_solid_is_no_particle():
+    seg = np.zeros((30, 30, 60), np.uint8)
+    zz, yy, xx = np.mgrid[:30, :30, :60]
+    seg[(zz - 15) ** 2 + (yy - 15) ** 2 + (xx - 15) ** 2 < 10 ** 2] = 1
+    seg[12:18, 12:18, 12:18] = 2                       # a crack inside the particle
+    seg[10:20, 10:20, 40:50] = 2                       # a crack-only blob out in the matrix
+    inst = particle_instances(seg)
+    assert int(inst.max()) == 1 and inst[15, 15, 15] == 1 and inst[15, 15, 45] == 0
+    chunked = particle_instances(seg, chunk_size=16, margin=16, workers=1)
+    assert (np.asarray(chunked) == inst).all()

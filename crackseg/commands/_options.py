@@ -45,8 +45,8 @@ def add_sections_option(p) -> None:
 def add_min_volume_option(p, note: str = "") -> None:
     """``--min-volume``: the smallest particle kept (µm³), with an optional note for its help."""
     p.add_argument("--min-volume", type=float, default=None, metavar="UM3",
-                   help="drop particles smaller than this (µm³; needs a voxel size; "
-                   f"default: 27 voxels){note}")
+                   help="drop particles whose solid is smaller than this (µm³; needs a voxel "
+                   f"size; default: 27 voxels; crack or pore blobs without solid always go){note}")
 
 
 def add_annotation_options(p) -> None:
