@@ -75,6 +75,8 @@ def measure_folder(folder: str | Path, *, overwrite: bool = False, say=None, **o
         summary = json.loads(summary_path.read_text())
         if not options.get("annotations") or "annotation_error" in summary["damage"]["mean"]:
             return summary
+        raise InputError(f"{summary_path}: exists and was computed without annotations; pass "
+                         "--overwrite to recompute it with them")
     pred_path = folder / "prediction.json"
     prediction = json.loads(pred_path.read_text()) if pred_path.exists() else {}
     seg_path, inst_path = _find(folder, "segmentation"), _find(folder, "particles")

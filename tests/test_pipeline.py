@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from crackseg.errors import InputError
 from crackseg.io import write_volume
 from crackseg.model_io import default_model_dir
 from crackseg.pipeline import analyse_input
@@ -177,6 +178,11 @@ def test_unknown_voxel_size_stays_unknown_end_to_end(tmp_path, tiny_model):
     again = measure_folder(folder, overwrite=True, n_resamples=200, border="include")
     assert again["provenance"]["voxel_size_um"] is None and again["extent_unit"] == "vox"
     write_report(folder)
+    # Annotations given later do not replace the summary without --overwrite.
+    before = (folder / "summary.json").read_bytes()
+    with pytest.raises(InputError, match="--overwrite"):
+        measure_folder(folder, annotations=str(tmp_path / "labels.tif"), n_resamples=200)
+    assert (folder / "summary.json").read_bytes() == before
 
 
 @pytest.mark.slow
