@@ -290,9 +290,15 @@ def plan_inference(card: dict, shape, *, roi_size=None, overlap=None, blend="val
                 "or use a smaller --roi"
             ) from None
         chunk = tuple(min(c, s) for s in shape)
+        if blend == "valid" and all(s <= r for s, r in zip(shape, roi)):
+            # The whole volume fits one window of the budget: one pass, no halo to recompute
+            # (the volume's faces need no context; the pass is the whole-volume forward pass).
+            chunk = tuple(shape)
     else:
         chunk = tuple(min(round_up(c, divisor), s) for c, s in zip(_per_axis(chunk_size, ndim), shape))
-    est = inference_memory_bytes(chunk, h, roi, **kw) / GIB
+    # Context is read only inside the volume: none along an axis the chunk spans whole.
+    h_read = tuple(0 if c >= n else hh for c, n, hh in zip(chunk, shape, h))
+    est = inference_memory_bytes(chunk, h_read, roi, **kw) / GIB
     from crackseg.nets import receptive_halo
 
     rule = "given" if halo is not None else (

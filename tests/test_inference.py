@@ -234,6 +234,11 @@ def test_memory_plan_follows_budget(model_dir):
     assert big["memory_estimate_gb"] <= 3 and small["memory_estimate_gb"] <= 1
     with pytest.raises(CracksegError, match="too small"):
         plan_inference(card, (1024, 1024, 1024), max_memory_gb=0.1)
+    # A volume that fits one window of the budget is one chunk: no halo computed twice.
+    edge = big["roi_size"][0]
+    one = plan_inference(card, (edge, edge - 8, edge // 2), max_memory_gb=3)
+    assert one["chunk_size"] == [edge, edge - 8, edge // 2] and one["memory_estimate_gb"] <= 3
+    assert plan_inference(card, (edge + 8,) * 3, max_memory_gb=3)["chunk_size"][0] < edge + 8
 
 
 def test_strided_sample_is_bounded():
