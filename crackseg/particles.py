@@ -84,12 +84,9 @@ def particle_instances(seg, *, schema: LabelSchema = NMC4, voxel_size_um=None,
     voxel_size_um : sequence of float, optional
         Voxel size (µm per axis); makes distances isotropic and lets
         ``min_volume_um3`` apply.
-    min_volume_um3 : float, optional
-        Drop instances whose solid (``particle`` class) is smaller than this
-        (µm³; needs the voxel size).  An envelope of crack or pore voxels
-        alone is no particle and always goes.
-    min_volume_vox : int, optional
-        The same in voxels (default 27 when no physical threshold is given).
+    min_volume_um3, min_volume_vox : float, int, optional
+        Drop instances whose solid (``particle`` class) is smaller than this,
+        in µm³ (needs the voxel size) or voxels (default 27): crack or pore alone is no particle.
     h : float
         Height of the distance maxima that seed particles (in units of the
         smallest voxel edge): larger merges more, smaller splits more.
