@@ -24,11 +24,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import ROOT, log, machine_info, write_results  # noqa: E402
-from benchmarks.model_domain import SEED0, _volume  # noqa: E402
+from benchmarks.model_domain import KIND_OFFSET, SEED0, _volume, damaged_share  # noqa: E402
 
 TUNING_OFFSET = 1000
 """Seeds SEED0 + 1000 + kind offset: disjoint from model_domain.py's."""
-KINDS = {"randomized": 0, "fixed_imaging": 100, "matbox": 300, "crack_free": 400}
+KINDS = {k: KIND_OFFSET[k] for k in ("randomized", "fixed_imaging", "matbox", "crack_free")}
 THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
@@ -46,20 +46,6 @@ def raw_predictions(model, n: int, shape, appearance) -> dict:
             seg = np.asarray(predict_volume(raw, image, progress=False, device="cpu").labels)
             out[kind].append((seg, truth))
     return out
-
-
-def damaged_share(segs) -> tuple[int, int]:
-    """(particles above 0.01 damage, particles) away from the border."""
-    from crackseg.particles import particle_instances
-    from crackseg.stats import particle_table
-
-    damaged = total = 0
-    for seg in segs:
-        tab = particle_table(seg, particle_instances(seg))
-        tab = tab[~tab["touches_border"]]
-        damaged += int((tab["crack_fraction"] > 0.01).sum())
-        total += len(tab)
-    return damaged, total
 
 
 def sweep(preds: dict, thresholds) -> list[dict]:
