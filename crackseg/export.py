@@ -169,6 +169,9 @@ def export_model(run_or_ckpt, out_dir, *, name: str | None = None, overwrite: bo
     from crackseg.nets import build_network
 
     out = Path(out_dir)
+    if min_crack_solid_contact is not None and not 0 <= min_crack_solid_contact <= 1:
+        raise InputError(f"crack clean-up threshold {min_crack_solid_contact:g} "
+                         "(--crack-solid-contact): give a share between 0 and 1, e.g. 0.5")
     if out.exists() and not overwrite:
         raise InputError(f"{out}: already exists; pass --overwrite to replace it")
     state, info = read_checkpoint(run_or_ckpt)

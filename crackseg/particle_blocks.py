@@ -64,9 +64,9 @@ def solid_counts(labels: np.ndarray, seg: np.ndarray, schema: LabelSchema = NMC4
     >>> [a.tolist() for a in solid_counts(lab, seg)]
     [[0, 1, 2], [0, 1, 0]]
     """
-    ids = np.unique(labels)
     if not schema.has("particle"):
         return np.unique(labels, return_counts=True)
+    ids = np.unique(labels)
     solid = np.asarray(seg) == schema.value("particle")
     u, n = np.unique(labels[solid], return_counts=True)
     counts = np.zeros(ids.size, np.int64)

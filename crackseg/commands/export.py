@@ -66,9 +66,6 @@ def run(args) -> int:
     from crackseg.export import export_model, read_checkpoint
 
     volumes, desc, cal, cal_desc = None, None, None, ""
-    if args.crack_solid_contact is not None and not 0 <= args.crack_solid_contact <= 1:
-        raise InputError(f"--crack-solid-contact {args.crack_solid_contact:g}: give a share "
-                         "between 0 and 1 (e.g. 0.5)")
     _, info = read_checkpoint(args.run)
     data = (info.get("training") or {}).get("data") or {}
     syn = data.get("synthetic") or {}
