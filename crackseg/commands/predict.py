@@ -163,8 +163,10 @@ def run(args) -> int:
         if not quiet:
             for r in results:
                 if r["status"] == "done":
-                    print(f"{r['input']}: {r.get('n_particles')} particles -> {r['folder']} "
-                          f"({r['seconds']:.1f} s)", file=sys.stderr)
+                    n = r.get("n_particles")
+                    what = "segmented" if n is None else f"{n} particles"
+                    print(f"{r['input']}: {what} -> {r['folder']} ({r['seconds']:.1f} s)",
+                          file=sys.stderr)
     return summarize(results, quiet=args.quiet)
 
 
