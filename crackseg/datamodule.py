@@ -37,6 +37,42 @@ from crackseg.labels import load_schema
 from crackseg.normalize import fit_normalization
 
 
+#: Keys of ``randomized`` that hold a (low, high) range, and their smallest allowed value.
+RANDOMIZED_RANGES = {"voxel_size_um": 1e-9, "intact_fraction": 0.0, "asphericity": 0.0,
+                     "roughness": 0.0, "surface_noise_vox": 0.0}
+
+#: Keys of ``randomized`` that may be given.
+RANDOMIZED_KEYS = {"n_volumes", "n_val", "shape", "seed", "appearance", "focus_probability",
+                   "intact_volume_probability", *RANDOMIZED_RANGES}
+
+
+def check_randomized(spec: dict) -> None:
+    """Raise :class:`InputError` (one line) for an unknown key or a malformed range of ``spec``.
+
+    Examples
+    --------
+    >>> check_randomized({"roughness": [0.05, 0.3]})
+    >>> check_randomized({"surface_noise_vox": 2.0})
+    Traceback (most recent call last):
+    ...
+    crackseg.errors.InputError: randomized.surface_noise_vox is 2.0; give a range [low, high] with 0 <= low <= high, e.g. [2.0, 2.0] for a fixed value
+    """
+    unknown = sorted(set(spec) - RANDOMIZED_KEYS)
+    if unknown:
+        raise InputError(f"randomized: unknown key{'s' * (len(unknown) > 1)} "
+                         f"{', '.join(unknown)}; known: {', '.join(sorted(RANDOMIZED_KEYS))}")
+    for key, floor in RANDOMIZED_RANGES.items():
+        if key not in spec:
+            continue
+        v = spec[key]
+        ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        if not ok or not floor <= v[0] <= v[1]:
+            fixed = f", e.g. [{v}, {v}] for a fixed value" if isinstance(v, (int, float)) else ""
+            raise InputError(f"randomized.{key} is {v!r}; give a range [low, high] with "
+                             f"{floor:g} <= low <= high{fixed}")
+
+
 class SparseSliceDataModule(pl.LightningDataModule):
     """Training and validation patches from sparsely annotated images.
 
@@ -111,6 +147,8 @@ class SparseSliceDataModule(pl.LightningDataModule):
         self.manifest, self.images, self.labels = manifest, images, labels
         self.synthetic = dict(synthetic) if synthetic is not None else None
         self.randomized = dict(randomized) if randomized is not None else None
+        if self.randomized is not None:
+            check_randomized(self.randomized)
         self.schema = load_schema(schema)
         self.spatial_dims = int(spatial_dims)
         self.patch_size = [int(p) for p in patch_size]

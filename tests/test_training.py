@@ -283,3 +283,16 @@ def test_evaluation_runs_the_predict_path(parent, pairs):
                                                     device="cpu").labels), full)
     for k, v in want.items():
         assert got[k] == (round(v, 4) if v == v else None)
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"surface_noise_vox": 2.0}, "randomized.surface_noise_vox is 2.0"),
+    ({"roughness": [0.3, 0.05]}, "randomized.roughness"),
+    ({"roughnes": [0.05, 0.3]}, "unknown key roughnes"),
+])
+def test_malformed_randomized_recipe_is_a_one_line_error(tmp_path, capsys, spec, words):
+    rc = main(["train", *_fit_args(tmp_path, ["--data.randomized", json.dumps(spec)], steps=1)])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
