@@ -36,7 +36,6 @@ from crackseg.io import json_safe
 from crackseg.labels import load_schema
 from crackseg.normalize import fit_normalization
 
-
 #: Keys of ``randomized`` that hold a (low, high) range, and their smallest allowed value.
 RANDOMIZED_RANGES = {"voxel_size_um": 1e-9, "intact_fraction": 0.0, "asphericity": 0.0,
                      "roughness": 0.0, "surface_noise_vox": 0.0}
