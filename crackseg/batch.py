@@ -343,12 +343,13 @@ def prediction_record(pred, outputs: dict, found: dict | None, particle_options,
         if pred.stats.get("chunks_run") else None,
     }
     if found:  # is the input like the model's training data?
-        from crackseg.domain import domain_check
+        from crackseg.domain import domain_check, validation_damage
 
         record["domain"] = domain_check(
             pred.labels, found["instances"], schema=pred.schema,
             training_domain=pred.card.get("training_domain"), scale=prov["settings"].get("scale"),
             entropy=pred.entropy, planar=bool(prov.get("sections")))
+        record["domain"]["model_validation"] = validation_damage(pred.card)
     return record
 
 

@@ -511,3 +511,73 @@ def flag_lines(domain: dict | None) -> list[str]:
     if not domain.get("training_domain_known"):
         lines.append(UNKNOWN_LINE)
     return lines
+
+
+#: ``model_domain`` benchmark settings inside the model's training ranges (the rest lie outside).
+INSIDE_SETTINGS = ("randomized",)
+
+
+def validation_damage(card: dict | None) -> dict | None:
+    """How far the model's mean damage was from the truth on its validation phantoms.
+
+    Read from the card's ``validation.model_domain`` (``benchmarks/model_domain.py``
+    recorded by ``crackseg export --validation``): per setting, the mean ratio of
+    the mean damage the pipeline reports to the true one, and the median
+    factor between them per volume.  The damage intervals do not include
+    this error; the sentence says how large it was where it was measured.
+
+    Parameters
+    ----------
+    card : dict or None
+        A model card.
+
+    Returns
+    -------
+    dict or None
+        ``settings`` ({setting: {mean_ratio, median_factor, n_volumes}}),
+        ``command`` and ``message``; None when the card records no damage
+        validation.
+
+    Examples
+    --------
+    >>> rows = [{"setting": "randomized", "damage": {"predicted_vs_true": [[0.02, 0.03]] * 4,
+    ...          "median_factor": 1.5, "mean_ratio": 0.67}},
+    ...         {"setting": "matbox", "damage": {"predicted_vs_true": [[0.1, 0.1]] * 4,
+    ...          "median_factor": 1.2, "mean_ratio": 0.9}}]
+    >>> validation_damage({"validation": {"model_domain": {"rows": rows}}})["message"]
+    'on its validation phantoms this model reported 0.67x the true mean damage inside its training ranges (per volume off by a median factor 1.5) and 0.9x outside them (factor 1.2); this interval does not include that error'
+    """
+    md = ((card or {}).get("validation") or {}).get("model_domain") or {}
+    settings = {}
+    for row in md.get("rows") or []:
+        dmg = row.get("damage") or {}
+        if dmg.get("median_factor") and dmg.get("mean_ratio"):
+            settings[str(row["setting"])] = {
+                "mean_ratio": float(dmg["mean_ratio"]), "median_factor": float(dmg["median_factor"]),
+                "n_volumes": len(dmg.get("predicted_vs_true") or [])}
+    if not settings:
+        return None
+
+    def span(values) -> str:
+        return f"{min(values):.2g}" if len(set(values)) == 1 else \
+            f"{min(values):.2g}-{max(values):.2g}"
+
+    def part(inside: bool):
+        rows = [v for k, v in settings.items() if (k in INSIDE_SETTINGS) == inside]
+        if not rows:
+            return None
+        return (span([r["mean_ratio"] for r in rows]),
+                span([r["median_factor"] for r in rows]))
+
+    inside, outside = part(True), part(False)
+    bits = []
+    if inside:
+        bits.append(f"{inside[0]}x the true mean damage inside its training ranges (per volume "
+                    f"off by a median factor {inside[1]})")
+    if outside:
+        bits.append(f"{outside[0]}x outside them (factor {outside[1]})" if inside else
+                    f"{outside[0]}x the true mean damage outside its training ranges (per "
+                    f"volume off by a median factor {outside[1]})")
+    message = ("on its validation phantoms this model reported " + " and ".join(bits)
+               + "; this interval does not include that error")
+    return {"settings": settings, "command": md.get("command"), "message": message}

@@ -200,11 +200,15 @@ def _phantom_domain_lines(dom: dict | None) -> list[str]:
         return []
     lines = ["## Validation on phantoms (all voxels, dense truth)", "",
              f"`{dom.get('command')}`:", "",
-             "| setting | volumes | matrix | particle | crack | pore |",
-             "|---|---|---|---|---|---|"]
+             "| setting | volumes | matrix | particle | crack | pore | mean damage reported / true |",
+             "|---|---|---|---|---|---|---|"]
     for r in dom.get("rows", []):
+        dmg = r.get("damage") or {}
+        ratio = (f"{dmg['mean_ratio']:.2f} (per volume off by a median factor "
+                 f"{dmg['median_factor']:.2f})" if dmg.get("mean_ratio") else "n/a")
         lines.append(f"| {r['setting']} | {r['n_volumes']} | " + " | ".join(
-            f"{r[k]:.3f}" if r.get(k) is not None else "n/a" for k in _DOMAIN_TABLE_CLASSES) + " |")
+            f"{r[k]:.3f}" if r.get(k) is not None else "n/a" for k in _DOMAIN_TABLE_CLASSES)
+            + f" | {ratio} |")
     cf = dom.get("crack_free")
     if cf:
         frac = cf["fraction_damaged_above_0.01"]

@@ -124,7 +124,7 @@ def folder_domain(folder, prediction: dict, seg, inst, schema) -> dict:
     The training domain is read from the model the prediction names, when its
     weights still match (else it is unknown).
     """
-    from crackseg.domain import domain_check
+    from crackseg.domain import domain_check, validation_damage
     from crackseg.errors import CracksegError
     from crackseg.model_io import resolve_model_path
 
@@ -138,10 +138,12 @@ def folder_domain(folder, prediction: dict, seg, inst, schema) -> dict:
     except (OSError, ValueError, TypeError, CracksegError):
         card = {}
     unc = _find(Path(folder), "uncertainty")
-    return domain_check(seg, inst, schema=schema, training_domain=card.get("training_domain"),
-                        scale=(prediction.get("settings") or {}).get("scale"),
-                        entropy=read_volume(unc, lazy=True).data if unc else None,
-                        planar=bool(prediction.get("sections")))
+    domain = domain_check(seg, inst, schema=schema, training_domain=card.get("training_domain"),
+                          scale=(prediction.get("settings") or {}).get("scale"),
+                          entropy=read_volume(unc, lazy=True).data if unc else None,
+                          planar=bool(prediction.get("sections")))
+    domain["model_validation"] = validation_damage(card)
+    return domain
 
 
 def write_statistics(out, seg, instances, *, schema, voxel_size_um, posterior=None,
@@ -253,7 +255,24 @@ def particle_statistics(seg, instances, *, schema, voxel_size_um, posterior=None
         say(corrected_line(entry))
     if domain is not None:
         summary["domain"] = domain
+        state_validation_error(summary)
     return table, summary
+
+
+def state_validation_error(summary: dict) -> None:
+    """Add the model's validation damage error to the mean's ``segmentation_error`` words.
+
+    Only where annotated sections did not measure the error on this volume:
+    then the interval leaves the model's error out, and the words say how
+    large it was on the model's validation phantoms
+    (:func:`crackseg.domain.validation_damage`).
+    """
+    mean = (summary.get("damage") or {}).get("mean")
+    found = ((summary.get("domain") or {}).get("model_validation") or {}).get("message")
+    if not mean or not found or (mean.get("annotation_error") or {}).get("sufficient"):
+        return
+    stated = mean.get("segmentation_error")
+    mean["segmentation_error"] = f"{stated}; {found}" if stated else found
 
 
 def _annotated_sections(seg, opts: dict, schema):

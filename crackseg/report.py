@@ -329,8 +329,10 @@ def flags(summary: dict) -> list[tuple[str, str]]:
                     "Clustering on this scale cannot be measured from inside the field of "
                     "view: the intervals are likely too narrow for the electrode."))
     if not _segmentation_error_included(summary):
+        found = ((summary.get("domain") or {}).get("model_validation") or {}).get("message")
         out.append(("SEGMENTATION ERROR NOT IN THE INTERVALS",
-                    "The intervals carry particle sampling and spatial clustering only."))
+                    "The intervals carry particle sampling and spatial clustering only."
+                    + (f" {found[0].upper()}{found[1:]}." if found else "")))
     stack = summary.get("stack")
     if stack:
         out.append((f"SECTIONS, NOT A VOLUME: {stack.get('n_sections')} sections, "

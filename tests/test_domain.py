@@ -209,6 +209,9 @@ def test_run_records_flags_in_summary_report_and_console(tmp_path):
     shutil.copytree(default_model_dir(), model)
     card = json.loads((model / "model_card.json").read_text())
     card["training_domain"] = {"particle_diameter_vox": [3.5, 4.5]}   # particles here: ~14
+    card.setdefault("validation", {})["model_domain"] = {"command": "python model_domain.py", "rows": [
+        {"setting": "randomized", "damage": {"predicted_vs_true": [[0.02, 0.04]] * 4,
+                                             "median_factor": 2.0, "mean_ratio": 0.5}}]}
     (model / "model_card.json").write_text(json.dumps(card))
     ph = generate_electrode((32, 64, 64), seed=5)
     write_volume(tmp_path / "scan.tif", ph.image, ph.voxel_size_um)
@@ -223,11 +226,17 @@ def test_run_records_flags_in_summary_report_and_console(tmp_path):
     flag = next(f for f in dom["flags"] if f["name"] == "resampled_far")
     assert set(flag) == {"name", "value", "limit", "message"} and flag["value"] < 0.5
     assert "MODEL NOT VALIDATED FOR THIS INPUT: " in r.stderr and "resampled by" in r.stderr
-    assert summary["damage"]["mean"]["segmentation_error"].startswith("not included")
+    words = summary["damage"]["mean"]["segmentation_error"]
+    assert words.startswith("not included")
+    assert words.endswith("this model reported 0.5x the true mean damage inside its training "
+                          "ranges (per volume off by a median factor 2); this interval does not "
+                          "include that error")
+    assert dom["model_validation"]["settings"]["randomized"]["n_volumes"] == 4
     page = (out / "scan" / "report.html").read_text()
     box = page.split('id="flags"')[1].split("</div>")[0]
     assert "MODEL NOT VALIDATED FOR THIS INPUT: resampled far" in box
     assert "segmentation error is not included: " in page
+    assert "On its validation phantoms this model reported 0.5x" in page
 
 
 def test_entropy_flags_when_the_model_is_unsure():
@@ -238,3 +247,24 @@ def test_entropy_flags_when_the_model_is_unsure():
     d = domain_check(seg, inst, training_domain=DOMAIN, entropy=unsure)
     assert "entropy" in _names(d)
     assert d["signals"]["mean_normalized_entropy"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_validation_error_is_stated_only_where_annotations_did_not_measure_it():
+    from crackseg.domain import validation_damage
+    from crackseg.pipeline import state_validation_error
+
+    rows = [{"setting": "matbox", "damage": {"predicted_vs_true": [[0.05, 0.1]] * 2,
+                                             "median_factor": 2.0, "mean_ratio": 0.5}}]
+    found = validation_damage({"validation": {"model_domain": {"rows": rows}}})
+    assert found["message"].startswith("on its validation phantoms this model reported 0.5x the "
+                                       "true mean damage outside its training ranges")
+    assert validation_damage({"validation": {"model_domain": {"rows": [{"setting": "x"}]}}}) is None
+    plain = {"damage": {"mean": {"segmentation_error": "not included"}},
+             "domain": {"model_validation": found}}
+    state_validation_error(plain)
+    assert plain["damage"]["mean"]["segmentation_error"] == "not included; " + found["message"]
+    annotated = {"damage": {"mean": {"segmentation_error": "included: measured",
+                                     "annotation_error": {"sufficient": True}}},
+                 "domain": {"model_validation": found}}
+    state_validation_error(annotated)
+    assert annotated["damage"]["mean"]["segmentation_error"] == "included: measured"

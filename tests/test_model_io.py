@@ -91,3 +91,18 @@ def test_info_on_tampered_model_is_one_line_error(tiny_model, capsys):
     assert main(["info", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "SHA-256" in err and "\n" not in err
+
+
+def test_model_readme_quotes_the_validation_damage_ratio():
+    from crackseg.model_readme import validation_lines
+
+    rows = [{"setting": "randomized", "n_volumes": 4, "matrix": 0.97, "particle": 0.96,
+             "crack": 0.82, "pore": 0.64,
+             "damage": {"predicted_vs_true": [[0.02, 0.03]] * 4, "median_factor": 1.63,
+                        "mean_ratio": 0.695}},
+            {"setting": "matbox", "n_volumes": 4, "matrix": 0.88, "particle": 0.88,
+             "crack": 0.49, "pore": 0.42}]
+    text = "\n".join(validation_lines({"model_domain": {"command": "x", "rows": rows}}))
+    assert "| randomized | 4 | 0.970 | 0.960 | 0.820 | 0.640 | 0.69 (per volume off by a median " \
+           "factor 1.63) |" in text
+    assert "| matbox | 4 | 0.880 | 0.880 | 0.490 | 0.420 | n/a |" in text
