@@ -6,6 +6,8 @@
 - :func:`find_checkpoint`, :func:`read_checkpoint`: the newest checkpoint of a
   run folder, its weights and crackseg record.
 - :func:`card_from_info`: the model card of such a record.
+- :func:`update_model_card`: an existing model directory with new validation
+  records (``crackseg export MODEL_DIR``), weights unchanged.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: only the user's
 own training output is read this way, and only to turn it into safetensors.
@@ -169,9 +171,7 @@ def export_model(run_or_ckpt, out_dir, *, name: str | None = None, overwrite: bo
     from crackseg.nets import build_network
 
     out = Path(out_dir)
-    if min_crack_solid_contact is not None and not 0 <= min_crack_solid_contact <= 1:
-        raise InputError(f"crack clean-up threshold {min_crack_solid_contact:g} "
-                         "(--crack-solid-contact): give a share between 0 and 1, e.g. 0.5")
+    _check_threshold(min_crack_solid_contact)
     if out.exists() and not overwrite:
         raise InputError(f"{out}: already exists; pass --overwrite to replace it")
     state, info = read_checkpoint(run_or_ckpt)
@@ -200,3 +200,72 @@ def export_model(run_or_ckpt, out_dir, *, name: str | None = None, overwrite: bo
         if evaluation_note:
             card["metrics"]["description"] = evaluation_note
     return save_model(net, card, out, overwrite=overwrite)
+
+
+def update_model_card(model_dir, out_dir, *, overwrite: bool = False,
+                      validation: dict | None = None,
+                      min_crack_solid_contact: float | None = None) -> Path:
+    """A model directory with new validation records (and clean-up threshold), weights unchanged.
+
+    The weights file is copied byte for byte, so ``weights_sha256`` (and
+    every output that names the model by it) stays valid; the README is
+    written afresh from the updated card.
+
+    Parameters
+    ----------
+    model_dir : path-like
+        Existing model directory.
+    out_dir : path-like
+        Directory to write (may be ``model_dir`` itself, with ``overwrite``).
+    overwrite : bool
+        Replace an existing ``out_dir``.
+    validation : dict, optional
+        Benchmark results by benchmark name; each replaces the card's entry
+        of that name, the others are kept.
+    min_crack_solid_contact : float, optional
+        Crack clean-up threshold (:mod:`crackseg.crack_support`).
+
+    Returns
+    -------
+    Path
+
+    Examples
+    --------
+    >>> update_model_card("models/nmc4-v5", "models/nmc4-v5", overwrite=True,  # doctest: +SKIP
+    ...                   validation={"model_domain": results})
+    PosixPath('models/nmc4-v5')
+    """
+    import json
+    import shutil
+
+    from crackseg.io import atomic_path
+    from crackseg.model_io import CARD, README, WEIGHTS, file_sha256, read_card
+    from crackseg.model_readme import model_readme
+
+    src, out = Path(model_dir), Path(out_dir)
+    card = read_card(src)
+    if file_sha256(src / WEIGHTS) != card.get("weights_sha256"):
+        raise ModelError(f"{src}: weights do not match the card's weights_sha256; re-export "
+                         "the model from its training run")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    _check_threshold(min_crack_solid_contact)
+    card = {**card, "validation": {**(card.get("validation") or {}), **(validation or {})}}
+    if min_crack_solid_contact is not None:
+        from crackseg.crack_support import CARD_KEY
+
+        card["postprocess"] = {**(card.get("postprocess") or {}),
+                               CARD_KEY: float(min_crack_solid_contact)}
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        tmp.mkdir()
+        shutil.copyfile(src / WEIGHTS, tmp / WEIGHTS)
+        (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n")
+        (tmp / README).write_text(model_readme(card))
+    return out
+
+
+def _check_threshold(value: float | None) -> None:
+    """One-line error for a crack clean-up threshold outside [0, 1]."""
+    if value is not None and not 0 <= value <= 1:
+        raise InputError(f"crack clean-up threshold {value:g} (--crack-solid-contact): give a "
+                         "share between 0 and 1, e.g. 0.5")

@@ -296,3 +296,28 @@ def test_malformed_randomized_recipe_is_a_one_line_error(tmp_path, capsys, spec,
     assert rc != 0
     assert words in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_export_updates_a_model_directory_card_keeping_its_weights(run_dir, tmp_path):
+    model = tmp_path / "m"
+    assert main(["export", str(run_dir), "-o", str(model), "--quiet"]) == 0
+    before = read_card(model)
+    bench = tmp_path / "model_domain_nmc4-m.json"
+    rows = [{"setting": "randomized", "n_volumes": 2, "matrix": 0.9, "particle": 0.9,
+             "crack": 0.5, "pore": 0.4, "damage": {"predicted_vs_true": [[0.01, 0.02]] * 2,
+                                                    "median_factor": 2.0, "mean_ratio": 0.5}}]
+    bench.write_text(json.dumps({"benchmark": "model_domain_nmc4-m", "command": "python md.py",
+                                 "machine": {}, "rows": rows}))
+    weights = (model / WEIGHTS).read_bytes()
+    assert main(["export", str(model), "-o", str(model), "--validation", str(bench)]) != 0
+    assert main(["export", str(model), "-o", str(model), "--overwrite", "--validation",
+                 str(bench), "--crack-solid-contact", "0.6"]) == 0
+    card = read_card(model)
+    assert (model / WEIGHTS).read_bytes() == weights
+    assert card["weights_sha256"] == before["weights_sha256"]
+    assert card["validation"]["model_domain"]["rows"] == rows
+    assert card["postprocess"] == {"min_crack_solid_contact": 0.6}
+    assert "median factor 2.00" in (model / "README.md").read_text()
+    load_model(model)
+    assert main(["export", str(model), "-o", str(tmp_path / "x"), "--eval-phantoms", "2"]) != 0
+    assert not (tmp_path / "x").exists()

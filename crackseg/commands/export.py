@@ -7,14 +7,18 @@ from crackseg.commands._options import add_output_options
 DESCRIPTION = """\
 Write a model directory (weights.safetensors, model_card.json, README.md) from a training
 run folder (its newest last.ckpt) or a .ckpt file. Optionally evaluate it on held-out
-phantoms and record per-class Dice (all voxels) in the card.
+phantoms and record per-class Dice (all voxels) in the card. Given a model directory instead,
+record new benchmark results (--validation) or a crack clean-up threshold in its card and
+README, weights unchanged.
 """
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="export a training run to a model directory",
                               description=DESCRIPTION)
-    p.add_argument("run", metavar="RUN_DIR_OR_CKPT", help="run folder or checkpoint file")
+    p.add_argument("run", metavar="RUN_DIR_OR_CKPT",
+                   help="run folder or checkpoint file; or a model directory, whose card gets "
+                        "the --validation records and --crack-solid-contact (weights unchanged)")
     p.add_argument("-o", "--output", required=True, help="model directory to write")
     p.add_argument("--name", help="model name (default: the output folder name)")
     p.add_argument("--description", default="", help="one-line description for the card")
@@ -61,10 +65,25 @@ def _validation(paths) -> dict:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from crackseg.data import synthetic_pairs
     from crackseg.errors import InputError
-    from crackseg.export import export_model, read_checkpoint
+    from crackseg.export import export_model, read_checkpoint, update_model_card
 
+    if (Path(args.run) / "model_card.json").is_file():
+        given = [f for f, v in (("--name", args.name), ("--description", args.description),
+                                ("--reproduce", args.reproduce),
+                                ("--eval-phantoms", args.eval_phantoms),
+                                ("--calibrate-phantoms", args.calibrate_phantoms)) if v]
+        if given:
+            raise InputError(f"{args.run} is a model directory: only --validation and "
+                             f"--crack-solid-contact update it ({', '.join(given)} need the "
+                             "training run)")
+        print(update_model_card(args.run, args.output, overwrite=args.overwrite,
+                                validation=_validation(args.validation),
+                                min_crack_solid_contact=args.crack_solid_contact))
+        return 0
     volumes, desc, cal, cal_desc = None, None, None, ""
     _, info = read_checkpoint(args.run)
     data = (info.get("training") or {}).get("data") or {}
