@@ -51,7 +51,8 @@ PLAN_MARGIN = 42
 voxels in its 0.5 µm tile of ``generate_electrode((128, 256, 256), seed=0)``)."""
 STEPS = {"envelope_mask": "envelope", "distance_map": "distance map",
          "gaussian_filter": "smoothing", "_seed_markers": "seeds", "_grid_seeds": "seeds",
-         "_seed_unflooded": "seeds", "flood": "flood", "watershed": "flood"}
+         "_seed_unflooded": "seeds", "flood": "flood", "watershed": "flood",
+         "coarse_to_fine_labels": "flood"}
 """Functions timed in the whole-volume run (present in one version of the code or another)."""
 
 

@@ -33,7 +33,8 @@ from scipy import ndimage as ndi
 
 from crackseg.errors import InputError
 from crackseg.labels import NMC4, LabelSchema
-from crackseg.particle_flood import bordered, flood
+from crackseg.particle_coarse import coarse_to_fine_labels
+from crackseg.particle_flood import bordered
 
 ENVELOPE_CLASSES = ("particle", "crack", "pore")
 DEFAULT_H = 0.5
@@ -306,14 +307,8 @@ def block_instances(seg, schema: LabelSchema = NMC4, *, origin, shape, voxel_siz
     image = bordered(dist, np.float64)
     del dist
     np.negative(image, out=image)  # flooded from the particle cores outwards
-    labels = np.zeros(image.shape, np.uint32)
-    inner = labels[(slice(1, -1),) * image.ndim]
-    inner[sub] = seeds
-    del seeds
-    mask = bordered(env, np.int8)
-    if seed_at.size:
-        flood(image, labels, mask)
-    del image, mask
+    inner = coarse_to_fine_labels(image, env, sub, seeds)
+    del image, seeds
     extra = _seed_unflooded(inner, env, n_seeds + 1)
     del env
     if not seed_at.size and not extra:

@@ -65,8 +65,14 @@ def flood_arrays(height: np.ndarray, seeds: np.ndarray, mask: np.ndarray):
     return bordered(height, np.float64), labels, bordered(mask, np.int8)
 
 
-def _kernel_flood(image, labels, mask) -> bool:
-    """Flood ``labels`` in place with scikit-image's routine; ``False`` when it is not callable so."""
+def _kernel_flood(image, labels, mask, markers=None) -> bool:
+    """Flood ``labels`` in place with scikit-image's routine; ``False`` when it is not callable so.
+
+    ``markers`` (flat indices into the bordered arrays; default: every
+    labelled voxel) are the voxels the flood starts from; labelled voxels
+    with no unlabelled neighbour in ``mask`` can be left out without
+    changing the result.
+    """
     try:
         from skimage.morphology._util import (
             _offsets_to_raveled_neighbors,
@@ -81,14 +87,15 @@ def _kernel_flood(image, labels, mask) -> bool:
     neighbours = _offsets_to_raveled_neighbors(image.shape, connectivity, center=offset)
     strides = np.array(image.strides, dtype=np.intp) // image.itemsize
     try:
-        _watershed_cy.watershed_raveled(image.ravel(), np.flatnonzero(labels), neighbours,
+        starts = np.flatnonzero(labels) if markers is None else np.asarray(markers, np.intp)
+        _watershed_cy.watershed_raveled(image.ravel(), starts, neighbours,
                                         mask.ravel(), strides, 0.0, labels.ravel(), False)
     except (TypeError, ValueError):  # another signature or buffer types: nothing was flooded
         return False
     return True
 
 
-def flood(image: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def flood(image: np.ndarray, labels: np.ndarray, mask: np.ndarray, markers=None) -> np.ndarray:
     """Seeded watershed of :func:`flood_arrays`' arrays; the labels without their border.
 
     ``labels`` is flooded in place: every voxel of ``mask`` that a seed
@@ -100,6 +107,9 @@ def flood(image: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.ndarray
     ndarray of uint32
         A view of ``labels`` without its border.
 
+    ``markers``: as for :func:`_kernel_flood` (the fallback floods from every
+    labelled voxel, which gives the same labels).
+
     Examples
     --------
     >>> import numpy as np
@@ -108,7 +118,7 @@ def flood(image: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.ndarray
     [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]
     """
     inner = (slice(1, -1),) * image.ndim
-    if not _kernel_flood(image, labels, mask):
+    if not _kernel_flood(image, labels, mask, markers):
         from skimage.segmentation import watershed
 
         labels[inner] = watershed(image[inner], labels[inner], mask=mask[inner].astype(bool))
