@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from crackseg.stats.representativeness import (
-    particles_needed,
-    representativeness,
+from crackseg.stats.representativeness import particles_needed, representativeness
+from crackseg.stats.slices import (
     section_crack_fractions,
+    section_measures,
+    section_particle_means,
 )
 from crackseg.stats.summary import summarize
 from crackseg.stats.table import particle_table
@@ -56,3 +57,14 @@ def test_small_samples_span_no_damage_to_severe_while_census_ci_is_narrow():
     lo, hi = rep["census_ci"]
     assert hi - lo < 0.5 * (one["p95"] - one["p05"])
     assert ("cross_section", 1) in rows
+
+
+def test_section_measures_in_one_read_equal_the_two_functions():
+    ph = generate_electrode((40, 48, 48), seed=4, imaging=False)
+    from crackseg.particles import particle_instances
+
+    inst = particle_instances(ph.labels)
+    fr, means = section_measures(ph.labels, inst, axis=1)
+    np.testing.assert_array_equal(fr, section_crack_fractions(ph.labels, inst, axis=1))
+    np.testing.assert_array_equal(means, section_particle_means(ph.labels, inst, axis=1))
+    assert fr.shape == means.shape == (48,) and np.isfinite(fr).any()

@@ -20,10 +20,10 @@ from crackseg.stats.bootstrap import (
 )
 from crackseg.stats.compare import cliffs_delta, compare_samples, read_manifest
 from crackseg.stats.distribution import distribution_statistics, population
-from crackseg.stats.representativeness import (
-    particles_needed,
-    representativeness,
+from crackseg.stats.representativeness import particles_needed, representativeness
+from crackseg.stats.slices import (
     section_crack_fractions,
+    section_measures,
     section_particle_means,
 )
 from crackseg.stats.spatial import (
@@ -46,7 +46,8 @@ __all__ = [
     "Interval", "bootstrap_ci", "bootstrap_columns", "bootstrap_many", "spatial_blocks",
     "cliffs_delta",
     "compare_samples", "read_manifest", "distribution_statistics", "population",
-    "particles_needed", "representativeness", "section_crack_fractions", "section_particle_means",
+    "particles_needed", "representativeness", "section_crack_fractions", "section_measures",
+    "section_particle_means",
     "correlation_length",
     "depth_profile", "hot_spots", "morans_i", "variogram", "summarize", "particle_table",
     "section_stack_table", "posterior_crack_fractions", "read_particle_samples", "write_particle_samples",

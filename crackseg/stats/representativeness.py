@@ -49,7 +49,7 @@ from scipy.spatial import cKDTree
 
 from crackseg.errors import InputError
 from crackseg.labels import NMC4, LabelSchema
-from crackseg.stats.slices import section_crack_fractions, section_particle_means
+from crackseg.stats.slices import section_measures
 
 DEFAULT_KS = (1, 5, 10, 20, 50, 100, 200, 500)
 
@@ -139,12 +139,11 @@ def representativeness(crack_fraction, coords, *, ks=DEFAULT_KS, n_draws: int = 
             est = cf[idx].mean(axis=1)
         rows.append(_summarise("neighbour_cluster", k, est, ref, severe_threshold, damaged_threshold))
     if seg is not None and instances is not None and schema.has("crack"):
-        fr = section_crack_fractions(seg, instances, schema=schema, axis=depth_axis)
+        fr, means = section_measures(seg, instances, schema=schema, axis=depth_axis)
         if np.isfinite(fr).any():
             rows.append(_summarise("cross_section", 1, fr, ref, severe_threshold, damaged_threshold,
                                    note="crack area / envelope area in one slice; every slice "
                                    "along the depth axis counted once"))
-        means = section_particle_means(seg, instances, schema=schema, axis=depth_axis)
         if np.isfinite(means).any():
             rows.append(_summarise(
                 "section_particles", 1, means, ref, severe_threshold, damaged_threshold,

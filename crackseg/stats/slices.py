@@ -70,15 +70,7 @@ def section_crack_fractions(seg, instances, *, schema: LabelSchema = NMC4, axis:
     >>> section_crack_fractions(seg, np.ones((2, 2, 2), np.uint32)).tolist()
     [0.25, 0.0]
     """
-    other = tuple(a for a in range(3) if a != axis)
-    env, crack = [], []
-    for s, inst in slabs_along(seg, instances, axis):
-        inside = inst > 0
-        env.append(inside.sum(axis=other))
-        crack.append(((s == schema.value("crack")) & inside).sum(axis=other))
-    env, crack = np.concatenate(env), np.concatenate(crack)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(env > 0, crack / env, np.nan)
+    return section_measures(seg, instances, schema=schema, axis=axis, means=False)[0]
 
 
 def section_particle_means(seg, instances, *, schema: LabelSchema = NMC4, axis: int = 0,
@@ -117,16 +109,51 @@ def section_particle_means(seg, instances, *, schema: LabelSchema = NMC4, axis: 
     >>> section_particle_means(seg, inst).round(4).tolist()   # particle 2 touches the edge
     [0.1667, 0.0]
     """
+    return section_measures(seg, instances, schema=schema, axis=axis,
+                            exclude_border=exclude_border, min_area=min_area, fractions=False)[1]
+
+
+def section_measures(seg, instances, *, schema: LabelSchema = NMC4, axis: int = 0,
+                     exclude_border: bool = True, min_area: int | None = None,
+                     fractions: bool = True, means: bool = True):
+    """:func:`section_crack_fractions` and :func:`section_particle_means` in one read of the volume.
+
+    Returns
+    -------
+    (numpy.ndarray or None, numpy.ndarray or None)
+        Crack fraction and mean particle damage of every slice along
+        ``axis`` (``None`` for the one not asked for).
+
+    Examples
+    --------
+    >>> seg = np.ones((2, 2, 2), np.uint8); seg[0, 0, 0] = 2
+    >>> fr, _ = section_measures(seg, np.ones((2, 2, 2), np.uint32), means=False)
+    >>> fr.tolist()
+    [0.25, 0.0]
+    """
     from crackseg.particles import DEFAULT_MIN_VOLUME_VOX
 
     min_area = DEFAULT_MIN_VOLUME_VOX if min_area is None else int(min_area)
     crack_value = schema.value("crack") if schema.has("crack") else None
-    out = []
+    other = tuple(a for a in range(3) if a != axis)
+    env, crack, out = [], [], []
     for s, inst in slabs_along(seg, instances, axis):
-        for i in range(s.shape[axis]):
-            out.append(_slice_mean(np.take(s, i, axis=axis), np.take(inst, i, axis=axis),
-                                   crack_value, min_area, exclude_border))
-    return np.asarray(out, dtype=np.float64)
+        if fractions:
+            inside = inst > 0
+            env.append(inside.sum(axis=other))
+            crack.append(((s == crack_value) & inside).sum(axis=other) if crack_value is not None
+                         else np.zeros(s.shape[axis], np.int64))
+            del inside
+        if means:
+            for i in range(s.shape[axis]):
+                out.append(_slice_mean(np.take(s, i, axis=axis), np.take(inst, i, axis=axis),
+                                       crack_value, min_area, exclude_border))
+    fr = None
+    if fractions:
+        env, crack = np.concatenate(env), np.concatenate(crack)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fr = np.where(env > 0, crack / env, np.nan)
+    return fr, (np.asarray(out, dtype=np.float64) if means else None)
 
 
 def _slice_mean(sec: np.ndarray, lab: np.ndarray, crack_value, min_area: int,

@@ -170,6 +170,38 @@ def _face_counts(dense: np.ndarray, core: tuple, n: int) -> list[np.ndarray]:
     return out
 
 
+def _class_counts(flat: np.ndarray, sf: np.ndarray, n: int, value: dict) -> dict:
+    """Voxels of each dense label (``flat``, 0..n) in all, and of the particle, crack and pore classes."""
+    k = int(sf.max(initial=0)) + 1
+    table = np.bincount(flat.astype(np.int64) * k + sf, minlength=(n + 1) * k).reshape(n + 1, k)
+    zeros = np.zeros(n + 1, np.int64)
+    sums = {"envelope": table.sum(axis=1)}
+    for key, cls in (("solid", "particle"), ("crack", "crack"), ("pore", "pore")):
+        v = value[cls]
+        sums[key] = table[:, v].copy() if v is not None and v < k else zeros
+    return sums
+
+
+def _coordinate_sums(d: np.ndarray, starts: tuple, n: int) -> np.ndarray:
+    """Sum of the voxel indices (offset by ``starts``) of each dense label of ``d``, per axis.
+
+    Summed one plane at a time (a plane's labels counted, times its index),
+    so that no full-size array of coordinates is made; exact for integers
+    below 2**53.
+
+    Examples
+    --------
+    >>> _coordinate_sums(np.array([[0, 1], [1, 2]]), (10, 0), 2).tolist()
+    [[10.0, 21.0, 11.0], [0.0, 1.0, 1.0]]
+    """
+    out = np.zeros((d.ndim, n + 1), np.int64)
+    for ax in range(d.ndim):
+        for i in range(d.shape[ax]):
+            out[ax] += (starts[ax] + i) * np.bincount(np.take(d, i, axis=ax).ravel(),
+                                                      minlength=n + 1)
+    return out.astype(np.float64)
+
+
 def _block_sums(s: np.ndarray, inst: np.ndarray, core: tuple, origin: tuple, *,
                 schema: LabelSchema, thickness: float, anisotropy) -> dict:
     """Per-label sums of one block (read with its halo); rows of labels that touch the core."""
@@ -182,26 +214,20 @@ def _block_sums(s: np.ndarray, inst: np.ndarray, core: tuple, origin: tuple, *,
     flat, sf = d.ravel(), sc.ravel()
     value = {c: (schema.value(c) if schema.has(c) else None) for c in ("particle", "crack", "pore")}
 
-    def count(mask=None):
-        return np.bincount(flat if mask is None else flat[mask], minlength=n + 1)
-
-    zeros = np.zeros(n + 1, np.int64)
-    sums = {"envelope": count()}
-    for key, cls in (("solid", "particle"), ("crack", "crack"), ("pore", "pore")):
-        sums[key] = count(sf == value[cls]) if value[cls] is not None else zeros
+    sums = _class_counts(flat, sf, n, value)
     dist = edt.edt(np.ascontiguousarray(dense, dtype=np.uint32), anisotropy=tuple(anisotropy),
                    black_border=False, parallel=1)[core]
     shell = (dist <= thickness).ravel() & (flat > 0)
     del dist
-    sums["shell"] = count(shell)
-    sums["shell_crack"] = count(shell & (sf == value["crack"])) if value["crack"] is not None \
-        else zeros
+    in_shell = flat[shell].astype(np.int64) * 2
+    if value["crack"] is not None:
+        in_shell += sf[shell] == value["crack"]
+    both = np.bincount(in_shell, minlength=2 * (n + 1)).reshape(n + 1, 2)
+    del in_shell, shell
+    sums["shell"] = both.sum(axis=1)
+    sums["shell_crack"] = both[:, 1] if value["crack"] is not None else np.zeros(n + 1, np.int64)
     starts = tuple(o + c.start for o, c in zip(origin, core))
-    sums["coord_sum"] = np.stack([
-        np.bincount(flat, weights=np.broadcast_to(
-            np.arange(starts[ax], starts[ax] + d.shape[ax], dtype=np.float64).reshape(
-                [-1 if a == ax else 1 for a in range(nd)]), d.shape).ravel(), minlength=n + 1)
-        for ax in range(nd)])
+    sums["coord_sum"] = _coordinate_sums(d, starts, n)
     sums["faces"] = np.stack(_face_counts(dense, core, n))
     bbox = np.tile(np.array([np.iinfo(np.int64).max] * nd + [-1] * nd, np.int64), (n + 1, 1))
     for i, obj in enumerate(ndimage.find_objects(d, max_label=n)):
