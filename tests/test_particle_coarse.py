@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from crackseg.particle_blocks import _grid_seeds, distance_map, envelope_mask
-from crackseg.particle_coarse import coarse_to_fine_labels
+from crackseg.particle_coarse import coarse_to_fine_labels, full_resolution_labels
 from crackseg.particle_flood import bordered, flood
 from crackseg.particles import instance_matching
 from crackseg.synthetic import generate_electrode
@@ -23,18 +23,12 @@ def flood_inputs(seg, origin):
     return image, env, sub, seeds
 
 
-def full_flood(image, env, sub, seeds):
-    labels = np.zeros(image.shape, np.uint32)
-    labels[(slice(1, -1),) * env.ndim][sub] = seeds
-    return flood(image, labels, bordered(env, np.int8)).copy()
-
-
 @pytest.mark.parametrize("origin", [(0, 0, 0), (1, 0, 1)])
 def test_coarse_to_fine_matches_full_resolution_flood(origin):
     seg = generate_electrode((48, 64, 64), seed=3, voxel_size_um=0.4, imaging=False).labels
     image, env, sub, seeds = flood_inputs(seg, origin)
     assert tuple(s.start for s in sub) == tuple(o % 2 for o in origin)
-    expected = full_flood(image, env, sub, seeds)
+    expected = full_resolution_labels(image, env, sub, seeds)
     got = coarse_to_fine_labels(image, env, sub, seeds)
     assert ((got > 0) == (expected > 0)).all()
     assert (got != expected).sum() <= 0.002 * env.sum()
@@ -50,7 +44,7 @@ def test_coarse_to_fine_2d_and_flat_seedless_parts():
     seg[2, 50:58] = 1  # one voxel thin: below the grid, reached from no seed
     image, env, sub, seeds = flood_inputs(seg, (0, 0))
     got = coarse_to_fine_labels(image, env, sub, seeds)
-    expected = full_flood(image, env, sub, seeds)
+    expected = full_resolution_labels(image, env, sub, seeds)
     np.testing.assert_array_equal(got, expected)
     assert len(np.unique(got[got > 0])) == 2 and (got[2, 50:58] == 0).all()
 
@@ -68,3 +62,13 @@ def test_flood_from_frontier_markers_only_is_the_same():
     frontier = ndi.binary_dilation((labels == 0) & (m > 0)) & (labels > 0)
     got = flood(image, labels, m, markers=np.flatnonzero(frontier))
     np.testing.assert_array_equal(got, expected)
+
+
+def test_seedless_block_is_left_unlabelled():
+    seg = np.zeros((20, 20), np.uint8)
+    seg[5, 3:15] = 1  # thin solid: an envelope without a seed on the grid
+    image, env, sub, seeds = flood_inputs(seg, (0, 0))
+    seeds[:] = 0
+    got = coarse_to_fine_labels(image, env, sub, seeds)
+    assert env.any() and got.shape == env.shape and not got.any()
+    np.testing.assert_array_equal(got, full_resolution_labels(image, env, sub, seeds))

@@ -59,12 +59,30 @@ def test_small_samples_span_no_damage_to_severe_while_census_ci_is_narrow():
     assert ("cross_section", 1) in rows
 
 
-def test_section_measures_in_one_read_equal_the_two_functions():
+def _slice_by_slice(seg, inst, axis, min_area):
+    """Crack fraction and mean profile damage of each slice, straight from the definitions."""
+    fr, means = [], []
+    for i in range(seg.shape[axis]):
+        s, lab = np.take(seg, i, axis=axis), np.take(inst, i, axis=axis)
+        inside = lab > 0
+        fr.append((s[inside] == 2).sum() / inside.sum() if inside.any() else np.nan)
+        edge = set(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]).tolist())
+        kept = [(s[lab == k] == 2).mean() for k in np.unique(lab[inside])
+                if k not in edge and (lab == k).sum() >= max(min_area, 1)]
+        means.append(np.mean(kept) if kept else np.nan)
+    return np.array(fr), np.array(means)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_section_measures_in_one_read_follow_the_definitions(axis):
     ph = generate_electrode((40, 48, 48), seed=4, imaging=False)
-    from crackseg.particles import particle_instances
+    from crackseg.particles import DEFAULT_MIN_VOLUME_VOX, particle_instances
 
     inst = particle_instances(ph.labels)
-    fr, means = section_measures(ph.labels, inst, axis=1)
-    np.testing.assert_array_equal(fr, section_crack_fractions(ph.labels, inst, axis=1))
-    np.testing.assert_array_equal(means, section_particle_means(ph.labels, inst, axis=1))
-    assert fr.shape == means.shape == (48,) and np.isfinite(fr).any()
+    fr, means = section_measures(ph.labels, inst, axis=axis)
+    want_fr, want_means = _slice_by_slice(ph.labels, inst, axis, DEFAULT_MIN_VOLUME_VOX)
+    np.testing.assert_allclose(fr, want_fr, rtol=1e-12)
+    np.testing.assert_allclose(means, want_means, rtol=1e-12)
+    assert np.isfinite(means).sum() > 10 and np.nanmax(fr) > 0
+    np.testing.assert_array_equal(fr, section_crack_fractions(ph.labels, inst, axis=axis))
+    np.testing.assert_array_equal(means, section_particle_means(ph.labels, inst, axis=axis))
