@@ -151,6 +151,7 @@ def measured_run(cmd: list[str], folder: Path, interval: float = 0.2) -> dict:
         last = now
     out, err = child.communicate()
     sys.stderr.write(err[-3000:])
+    (folder.parent / "stderr.txt").write_text(err)  # progress bars with their times (--keep)
     lines = out.strip().splitlines()
     for st in stages:
         st["seconds"] = round(st["seconds"], 1)

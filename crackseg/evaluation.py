@@ -86,10 +86,8 @@ def predict_labels(net, card: dict, image, *, sw_batch_size: int = 2) -> np.ndar
     >>> predict_labels(net, card, slice_yx).shape             # doctest: +SKIP
     (512, 512)
     """
-    import torch
-
     logits = predict_logits(net, card, image, sw_batch_size=sw_batch_size)
-    return logits.argmax(0).to(torch.uint8).numpy()
+    return np.argmax(logits.numpy(), axis=0).astype(np.uint8)
 
 
 def _predicted_labels(model, image) -> np.ndarray:

@@ -89,6 +89,9 @@ with the block loaded (the float64 image, uint32 labels and int8 mask of the
 flood, :mod:`crackseg.particle_flood`, and what the allocator keeps); 2 more
 per voxel cover the copies of blocks waiting for a worker.
 """
+ANALYSIS_WORKER_BYTES = 160 * 2**20
+"""Resident memory of an idle worker process of the statistics and domain checks
+(measured 139 MB: the interpreter with NumPy, SciPy, pandas and ``edt``), rounded up."""
 WORKER_BYTES = 100 * 2**20
 """Resident memory of an idle labelling worker process (measured 74 MB: the
 interpreter with NumPy, SciPy, scikit-image and ``edt`` imported), rounded up."""
@@ -190,6 +193,31 @@ def plan_for_memory(budget_bytes: float, chunk, margin, shape, workers: int,
         return {"chunk": c, "workers": 1, "fits": False,
                 "bytes": labelling_bytes(c, margin, shape, 1, context)}
     return {"chunk": best[0], "workers": best[1], "bytes": best[2], "fits": True}
+
+
+def workers_for_memory(max_memory_gb: float | None, workers: int, *, per_worker_bytes: float,
+                       fixed_bytes: float = 0.0) -> int:
+    """Most worker processes (up to ``workers``) that fit ``max_memory_gb`` beside this process.
+
+    ``n`` workers need ``n * per_worker_bytes + fixed_bytes`` of what this
+    process leaves of the budget; without a budget, ``workers``.  Returns 1
+    (work in this process) when two do not fit.
+
+    Examples
+    --------
+    >>> workers_for_memory(None, 2, per_worker_bytes=1e9)
+    2
+    >>> workers_for_memory(0.1, 2, per_worker_bytes=1e9)
+    1
+    """
+    if max_memory_gb is None or workers <= 1:
+        return max(1, int(workers))
+    release_free_memory()
+    left = float(max_memory_gb) * GIB - resident_bytes()
+    for n in range(int(workers), 1, -1):
+        if n * per_worker_bytes + fixed_bytes <= left:
+            return n
+    return 1
 
 
 def release_free_memory() -> None:

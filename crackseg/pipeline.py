@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,11 @@ from crackseg.io import atomic_path, read_volume, write_json
 STATS_DEFAULTS = {
     "confidence": 0.95, "n_resamples": 2000, "seed": 0, "method": "block", "block_size": None,
     "border": "exclude", "thresholds": (0.01, 0.05), "depth_axis": 0, "shell_um": None,
+    "max_memory_gb": None,
 }
-"""Default settings of the statistics step (see ``crackseg stats --help``)."""
+"""Default settings of the statistics step (see ``crackseg stats --help``); ``max_memory_gb``
+(``crackseg run --max-memory``) decides how many processes measure the particle table
+(:func:`crackseg.particle_chunks.workers_for_memory`; without it, one per core)."""
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -220,8 +224,10 @@ def particle_statistics(seg, instances, *, schema, voxel_size_um, posterior=None
     (pandas.DataFrame, dict)
         The particle table and the summary (as ``summary.json`` holds it).
     """
+    from crackseg.particle_chunks import ANALYSIS_WORKER_BYTES, default_workers, workers_for_memory
     from crackseg.stats.summary import summarize
     from crackseg.stats.table import particle_table, section_stack_table
+    from crackseg.stats.table_blocks import DEFAULT_MAX_MEMORY_GB as TABLE_MEMORY_GB
 
     say = say or (lambda msg: None)
     opts = {**STATS_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
@@ -230,7 +236,14 @@ def particle_statistics(seg, instances, *, schema, voxel_size_um, posterior=None
                          f"{np.shape(seg)}")
     annotated = _annotated_sections(seg, opts, schema)
     say("measuring particles" + (f" in {np.shape(seg)[0]} sections" if sections else ""))
-    measure = section_stack_table if sections else particle_table
+    # a volume is measured block by block on the cores its memory budget allows
+    # (the table does not depend on it)
+    # n workers: their interpreters, the table's working memory split between them and
+    # the blocks read here for them (a quarter more)
+    workers = workers_for_memory(opts.get("max_memory_gb"), default_workers(),
+                                 per_worker_bytes=ANALYSIS_WORKER_BYTES,
+                                 fixed_bytes=1.25e9 * TABLE_MEMORY_GB)
+    measure = section_stack_table if sections else partial(particle_table, workers=workers)
     table = measure(seg, instances, schema=schema, voxel_size_um=voxel_size_um,
                     depth_axis=opts["depth_axis"], shell_um=opts["shell_um"],
                     posterior=posterior, source=source)
@@ -555,6 +568,7 @@ def analyse_input(source, folder, *, model, overwrite: bool = False, resume: boo
     """
     from crackseg.batch import predict_to_folder
     from crackseg.report import write_report
+    from crackseg.tiling import DEFAULT_MAX_MEMORY_GB
 
     t0 = time.perf_counter()
     folder = Path(folder)
@@ -564,6 +578,8 @@ def analyse_input(source, folder, *, model, overwrite: bool = False, resume: boo
                           progress=progress, **predict_options)
     redo = overwrite or r["status"] == "done"
     summary = measure_folder(folder, overwrite=redo, say=lambda m: say(f"{source}: {m}"),
+                             max_memory_gb=predict_options.get("max_memory_gb")
+                             or DEFAULT_MAX_MEMORY_GB,
                              **(stats_options or {}))
     page = None
     if report:

@@ -135,6 +135,8 @@ def test_slabs_give_the_same_signals(monkeypatch):
     whole = segmentation_signals(seg, inst)
     monkeypatch.setattr(dm, "SLAB_VOXELS", seg.shape[1] * seg.shape[2] * 3)
     assert segmentation_signals(seg, inst) == whole
+    # slabs counted in two worker processes
+    assert segmentation_signals(seg, inst, workers=2) == whole
 
 
 def test_stack_of_sections_has_no_contacts_across_sections():

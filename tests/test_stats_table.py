@@ -152,6 +152,13 @@ def test_lazy_arrays_are_read_block_by_block(tmp_path, phantom):
     pd.testing.assert_frame_equal(lazy, whole, check_exact=False, rtol=1e-12)
 
 
+def test_blocks_measured_in_worker_processes_give_the_same_table(phantom):
+    whole = particle_table(phantom.labels, phantom.instances, voxel_size_um=phantom.voxel_size_um)
+    parallel = particle_table(phantom.labels, phantom.instances,
+                              voxel_size_um=phantom.voxel_size_um, chunk_size=24, workers=2)
+    pd.testing.assert_frame_equal(parallel, whole, check_exact=False, rtol=1e-12)
+
+
 def test_block_shape_follows_memory():
     from crackseg.stats.table_blocks import block_shape
 

@@ -44,7 +44,7 @@ import pandas as pd
 from crackseg.errors import InputError
 from crackseg.io import atomic_path
 from crackseg.labels import NMC4, LabelSchema
-from crackseg.stats.table_blocks import block_shape, particle_sums
+from crackseg.stats.table_blocks import DEFAULT_MAX_MEMORY_GB, block_shape, particle_sums
 
 #: Area correction of face counting: the mean of |n_z|+|n_y|+|n_x| over
 #: isotropic surface orientations is 3/2, so counted faces overestimate the
@@ -147,7 +147,8 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
                    depth_axis: int = 0, shell_um: float | None = None, shell_vox: float = 2.0,
                    posterior=None, min_volume_um3: float | None = None,
                    source: str = "segmentation", chunk_size=None,
-                   max_memory_gb: float | None = None, progress: bool = False) -> pd.DataFrame:
+                   max_memory_gb: float | None = None, progress: bool = False,
+                   workers: int = 1) -> pd.DataFrame:
     """One row per particle with its damage, size, shape and position.
 
     Arrays larger than ``max_memory_gb`` allows, and lazy arrays (Zarr,
@@ -193,6 +194,9 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
         Working memory of the measurement (default 1 GB).
     progress : bool
         Progress bar on stderr over the blocks.
+    workers : int
+        Processes measuring blocks in parallel; each gets an equal share of
+        ``max_memory_gb``.  The table does not depend on it.
 
     Returns
     -------
@@ -234,10 +238,13 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
     thickness = shell_um if (shell_um is not None and vs_known) else \
         shell_vox * (min(vs) if vs_known else 1.0)
     lazy = not (isinstance(seg, np.ndarray) and isinstance(instances, np.ndarray))
+    workers = max(1, int(workers))
+    if workers > 1:
+        max_memory_gb = (max_memory_gb or DEFAULT_MAX_MEMORY_GB) / workers
     block = block_shape(seg.shape, chunk_size=chunk_size, max_memory_gb=max_memory_gb, lazy=lazy)
     sums = particle_sums(seg, instances, schema=schema, thickness=thickness,
                          anisotropy=vs if vs_known else None, block=block, source=source,
-                         progress=progress)
+                         progress=progress, workers=workers)
     if sums["label"].size == 0:
         raise InputError(f"{source}: no particles found (no particle instances); nothing to measure")
     return _table_of_sums(sums, tuple(seg.shape), vs if vs_known else None, depth_axis,

@@ -31,7 +31,6 @@ Examples
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -271,9 +270,17 @@ def merge_sums(parts: list[dict], nd: int) -> dict:
     return out
 
 
+def _block_task(s: np.ndarray, inst: np.ndarray, core: tuple, origin: tuple, schema: LabelSchema,
+                source: str, thickness: float, anisotropy) -> dict:
+    """:func:`_block_sums` of one block after its checks (one worker task)."""
+    _check_block(s, inst, schema, source)
+    return _block_sums(s, inst, core, origin, schema=schema, thickness=thickness,
+                       anisotropy=anisotropy)
+
+
 def particle_sums(seg, instances, *, schema: LabelSchema = NMC4, thickness: float,
                   anisotropy=None, block=None, source: str = "segmentation",
-                  progress: bool = False) -> dict:
+                  progress: bool = False, workers: int = 1) -> dict:
     """Per-particle voxel sums of a segmentation and its instances, block by block.
 
     Parameters
@@ -294,6 +301,10 @@ def particle_sums(seg, instances, *, schema: LabelSchema = NMC4, thickness: floa
         Name of ``seg`` in error messages.
     progress : bool
         Progress bar on stderr (with more than one block).
+    workers : int
+        Processes measuring blocks in parallel (blocks are read here); with
+        one block, or ``workers=1``, everything runs in this process.  The
+        sums do not depend on it.
 
     Returns
     -------
@@ -305,7 +316,7 @@ def particle_sums(seg, instances, *, schema: LabelSchema = NMC4, thickness: floa
         between the particle and anything else, per axis); ``bbox`` (int64,
         (n, 2 ndim): half-open starts then stops).
     """
-    from tqdm.auto import tqdm
+    from crackseg.particle_chunks import _executor, run_tasks
 
     shape = tuple(seg.shape)
     nd = len(shape)
@@ -314,13 +325,22 @@ def particle_sums(seg, instances, *, schema: LabelSchema = NMC4, thickness: floa
     halo = shell_halo(thickness, anisotropy) if block != shape else (0,) * nd
     grid = list(blocks(shape, block, halo))
     parts: list[dict] = []
-    for read, core in tqdm(grid, desc="particle table", unit="block", file=sys.stderr,
-                           disable=not progress or len(grid) < 2, leave=False):
-        s, inst = np.asarray(seg[read]), np.asarray(instances[read])
-        _check_block(s, inst, schema, source)
-        parts.append(_block_sums(s, inst, core, tuple(r.start for r in read), schema=schema,
-                                 thickness=thickness, anisotropy=anisotropy))
-        del s, inst
+
+    def jobs():
+        for i, (read, core) in enumerate(grid):
+            yield i, (np.asarray(seg[read]), np.asarray(instances[read]), core,
+                      tuple(r.start for r in read), schema, source, thickness, anisotropy)
+
+    def keep(_, rows):
+        parts.append(rows)
         if len(parts) >= 64:
-            parts = [merge_sums(parts, nd)]
+            parts[:] = [merge_sums(parts, nd)]
+
+    pool = _executor(int(workers), len(grid))
+    try:
+        run_tasks(pool, _block_task, jobs(), keep, total=len(grid), desc="particle table",
+                  progress=progress and len(grid) > 1)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return merge_sums(parts, nd)
