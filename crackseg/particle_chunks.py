@@ -456,10 +456,11 @@ def scan_radius(seg, chunk, options: dict, pool, *, progress: bool):
     res = scan(chunk_grid(seg.shape, chunk, halo), "particles: scan")
     # A particle cut by the scan margin reads too wide: scan those chunks again, wider.
     wide = {i: r for i, (r, _) in res.items() if r > SCAN_MARGIN}
-    for i, r in sorted(wide.items()):
-        halo = tuple(min(math.ceil((r + 4) / a), 2 * c) for a, c in zip(anis, chunk))
-        c = chunk_grid(seg.shape, chunk, halo)[i]
-        res.update(scan([c], "particles: rescan"))
+    again = [chunk_grid(seg.shape, chunk, tuple(min(math.ceil((r + 4) / a), 2 * c)
+                                                for a, c in zip(anis, chunk)))[i]
+             for i, r in sorted(wide.items())]
+    if again:  # all in one pass, on every worker
+        res.update(scan(again, "particles: rescan"))
     radius = max((r for r, _ in res.values()), default=0.0)
     return radius, [res[i][1] for i in sorted(res)]
 

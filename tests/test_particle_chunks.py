@@ -77,6 +77,26 @@ def test_margin_grows_with_particles():
     assert context[0] - big[0] == pytest.approx(20, abs=2)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_scan_finds_the_radius_of_a_ball_wider_than_its_margin(workers):
+    """A ball of radius 24 (> the scan margin) cut by chunk faces: the wider rescan measures it."""
+    from crackseg.labels import NMC4
+    from crackseg.particle_blocks import block_radius
+
+    z, y, x = np.mgrid[:64, :64, :64]
+    seg = (((z - 30) ** 2 + (y - 33) ** 2 + (x - 31) ** 2) < 24**2).astype(np.uint8)
+    opts = {"schema": NMC4, "voxel_size_um": None, "closing_radius": 1}
+    whole = block_radius(seg, NMC4, voxel_size_um=None, closing_radius=1)
+    assert whole > pc.SCAN_MARGIN
+    pool = pc._executor(workers, 8)
+    try:
+        radius, sums = pc.scan_radius(seg, (32, 32, 32), opts, pool, progress=False)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    assert radius == pytest.approx(whole) and len(sums) == 8
+
+
 def test_interrupted_run_resumes(phantom, tmp_path, monkeypatch):
     ph, whole = phantom
     saved = pc.save_counts
