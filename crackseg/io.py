@@ -857,6 +857,33 @@ def ome_zarr_attrs(shape_ndim: int, voxel_size_um, name: str = "image") -> dict:
     }
 
 
+SLAB_CHUNK_PLANES = 32
+"""Planes per Zarr chunk along axis 0 of label volumes that are read slab by slab."""
+
+
+def slab_chunks(shape, *, edge: int = 256, planes: int = SLAB_CHUNK_PLANES) -> tuple[int, ...]:
+    """Zarr chunks of a label volume that later steps read in slabs of a few planes.
+
+    Readers of thin slabs (statistics, domain checks, figures) decompress
+    whole chunks; chunks ``planes`` thick along axis 0 (``edge`` wide along
+    the others) cut the data they decompress per slab several times over
+    cubes of ``edge``.  ``planes`` is lowered to the largest divisor of
+    ``edge`` within it, so that writers of ``edge``-sized cubes stay
+    chunk-aligned.  2-D shapes get ``edge`` squares.
+
+    Examples
+    --------
+    >>> slab_chunks((1024, 1024, 1024)), slab_chunks((20, 64, 64)), slab_chunks((171, 300), edge=171)
+    ((32, 256, 256), (20, 64, 64), (171, 171))
+    >>> slab_chunks((512, 512, 512), edge=171)
+    (19, 171, 171)
+    """
+    if len(shape) < 3:
+        return tuple(min(edge, int(s)) for s in shape)
+    z = max(d for d in range(1, min(planes, edge) + 1) if edge % d == 0)
+    return (min(z, int(shape[0])),) + tuple(min(edge, int(s)) for s in shape[1:])
+
+
 def create_zarr_volume(path: str | os.PathLike, shape, dtype, voxel_size_um=None, *,
                        chunks=None, fill_value=0, metadata: dict | None = None):
     """Create an empty OME-Zarr (v3) image at ``path`` for chunk-by-chunk writing.

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from crackseg.errors import CracksegError
-from crackseg.io import atomic_path, create_zarr_volume, write_volume
+from crackseg.io import atomic_path, create_zarr_volume, slab_chunks, write_volume
 
 TIFF_MAX_VOXELS = 1 << 28
 """Largest volume written as TIFF by ``format="auto"`` (about 645^3); larger -> Zarr."""
@@ -99,7 +99,7 @@ def write_instances(path, seg, label, fmt: str, *, voxel_size_um, overwrite: boo
     shape = tuple(seg.shape)
     with atomic_path(path, overwrite=overwrite) as tmp:
         arr = create_zarr_volume(tmp, shape, np.uint32, voxel_size_um,
-                                 chunks=tuple(min(256, s) for s in shape), metadata=meta)
+                                 chunks=slab_chunks(shape), metadata=meta)
         label(seg, voxel_size_um=voxel_size_um, out=arr, **options)
     import zarr
 

@@ -534,12 +534,15 @@ def _target(store: Path, keep: bool, out, shape, chunk, voxel_size_um):
         return np.zeros(shape, np.uint32), False
     import zarr
 
-    from crackseg.io import create_zarr_volume
+    from crackseg.io import create_zarr_volume, slab_chunks
 
     path = store / "instances.zarr"
     if (path / "0").exists():
         return zarr.open_array(str(path / "0"), mode="r+"), True
-    return create_zarr_volume(path, shape, np.uint32, voxel_size_um, chunks=tuple(chunk),
+    # thin along axis 0 for the slab readers after it, aligned with the chunk cores
+    chunks = slab_chunks(shape, edge=chunk[0])[:1] + tuple(chunk[1:]) if len(shape) == 3 \
+        else tuple(chunk)
+    return create_zarr_volume(path, shape, np.uint32, voxel_size_um, chunks=chunks,
                               metadata={"crackseg": "particles"}), True
 
 
