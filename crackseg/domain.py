@@ -187,8 +187,6 @@ def slab_counts(s: np.ndarray, inst: np.ndarray, core, vals: dict, env_vals: lis
     ``s`` and ``inst`` are the slab read with ``neck_distance + 1`` planes of
     context; ``core`` selects the planes counted.
     """
-    import edt
-
     lut = np.zeros(256, bool)
     lut[env_vals] = True
     s_core = s[core]
@@ -209,13 +207,42 @@ def slab_counts(s: np.ndarray, inst: np.ndarray, core, vals: dict, env_vals: lis
     contact = contact_mask(inst, planar=planar)
     if not contact.any():
         return out
-    free = np.ascontiguousarray(~contact, dtype=np.uint8)
-    if planar and free.ndim == 3:
-        dist = np.stack([edt.edt(f, black_border=False) for f in free])[core]
-    else:
-        dist = edt.edt(free, black_border=False, parallel=1)[core]
-    out["neck"] = int((crack & (dist <= neck_distance)).sum())
+    out["neck"] = int((crack & near_mask(contact, core, neck_distance, planar=planar)).sum())
     return out
+
+
+def near_mask(mask: np.ndarray, core, radius: int, *, planar: bool = False) -> np.ndarray:
+    """Voxels of ``mask[core]``'s region within Euclidean distance ``radius`` of a ``True`` voxel.
+
+    The same as thresholding a Euclidean distance transform of ``~mask`` at
+    ``radius``, by an OR of ``mask`` shifted by every offset of the ball (no
+    distance map: a few boolean passes).  ``core`` selects planes along axis
+    0; voxels outside ``mask`` count as far.  ``planar``: offsets within
+    sections only.
+
+    Examples
+    --------
+    >>> m = np.zeros((1, 1, 7), bool); m[0, 0, 3] = True
+    >>> near_mask(m, (slice(0, 1),), 2)[0, 0].astype(int).tolist()
+    [0, 1, 1, 1, 1, 1, 0]
+    """
+    nd = mask.ndim
+    r = int(radius)
+    core = (core,) if isinstance(core, slice) else tuple(core)
+    core = core + (slice(None),) * (nd - len(core))
+    box = [range(-r, r + 1)] * nd
+    if planar and nd == 3:
+        box[0] = range(0, 1)
+    padded = np.pad(mask, r)
+    near = np.zeros(mask[core].shape, bool)
+    for off in np.ndindex(*[len(b) for b in box]):
+        d = [b[i] for b, i in zip(box, off)]
+        if sum(x * x for x in d) > r * r:
+            continue
+        sl = tuple(slice(c.indices(n)[0] + r + o, c.indices(n)[1] + r + o)
+                   for c, n, o in zip(core, mask.shape, d))
+        near |= padded[sl]
+    return near
 
 
 def segmentation_signals(seg, instances, *, schema: LabelSchema = NMC4,

@@ -139,6 +139,21 @@ def test_slabs_give_the_same_signals(monkeypatch):
     assert segmentation_signals(seg, inst, workers=2) == whole
 
 
+@pytest.mark.parametrize("planar", [False, True])
+def test_near_mask_equals_a_thresholded_distance_map(planar):
+    import edt
+
+    from crackseg.domain import near_mask
+
+    mask = np.random.default_rng(3).random((12, 30, 28)) > 0.995
+    core = (slice(3, 9),)
+    free = np.ascontiguousarray(~mask, dtype=np.uint8)
+    dist = (np.stack([edt.edt(f, black_border=False) for f in free]) if planar
+            else edt.edt(free, black_border=False))
+    for radius in (1, 2, 3):
+        assert (near_mask(mask, core, radius, planar=planar) == (dist[core] <= radius)).all()
+
+
 def test_stack_of_sections_has_no_contacts_across_sections():
     inst = np.zeros((4, 20, 20), np.uint32)
     inst[:, 5:15, 5:15] = np.arange(1, 5)[:, None, None]   # one profile per section
