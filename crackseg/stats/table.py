@@ -146,16 +146,13 @@ def _check_inputs(seg, instances, schema, source):
 def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_size_um=None,
                    depth_axis: int = 0, shell_um: float | None = None, shell_vox: float = 2.0,
                    posterior=None, min_volume_um3: float | None = None,
-                   source: str = "segmentation", chunk_size=None,
-                   max_memory_gb: float | None = None, progress: bool = False,
-                   workers: int = 1) -> pd.DataFrame:
+                   source: str = "segmentation", chunk_size=None, max_memory_gb: float | None = None,
+                   progress: bool = False, workers: int = 1) -> pd.DataFrame:
     """One row per particle with its damage, size, shape and position.
 
-    Arrays larger than ``max_memory_gb`` allows, and lazy arrays (Zarr,
-    memory-mapped or compressed TIFF, HDF5 from ``read_volume(...,
-    lazy=True)``), are measured block by block
-    (:func:`crackseg.stats.table_blocks.particle_sums`) with the same result
-    as the whole array at once.
+    Arrays larger than ``max_memory_gb`` allows, and lazy arrays (Zarr, TIFF,
+    HDF5 from ``read_volume(..., lazy=True)``), are measured block by block
+    (:func:`crackseg.stats.table_blocks.particle_sums`), as the whole array.
 
     Parameters
     ----------
@@ -191,12 +188,11 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
         Block edge (voxels, one or per axis) of block-by-block measurement;
         default from ``max_memory_gb``.
     max_memory_gb : float, optional
-        Working memory of the measurement (default 1 GB).
+        Working memory of the measurement (default 1 GB), shared by the ``workers``.
     progress : bool
         Progress bar on stderr over the blocks.
     workers : int
-        Processes measuring blocks in parallel; each gets an equal share of
-        ``max_memory_gb``.  The table does not depend on it.
+        Processes measuring blocks in parallel (the table does not depend on it).
 
     Returns
     -------
@@ -238,10 +234,8 @@ def particle_table(seg, instances=None, *, schema: LabelSchema = NMC4, voxel_siz
     thickness = shell_um if (shell_um is not None and vs_known) else \
         shell_vox * (min(vs) if vs_known else 1.0)
     lazy = not (isinstance(seg, np.ndarray) and isinstance(instances, np.ndarray))
-    workers = max(1, int(workers))
-    if workers > 1:
-        max_memory_gb = (max_memory_gb or DEFAULT_MAX_MEMORY_GB) / workers
-    block = block_shape(seg.shape, chunk_size=chunk_size, max_memory_gb=max_memory_gb, lazy=lazy)
+    gb = (DEFAULT_MAX_MEMORY_GB if max_memory_gb is None else max_memory_gb) / max(1, int(workers))
+    block = block_shape(seg.shape, chunk_size=chunk_size, max_memory_gb=gb, lazy=lazy)
     sums = particle_sums(seg, instances, schema=schema, thickness=thickness,
                          anisotropy=vs if vs_known else None, block=block, source=source,
                          progress=progress, workers=workers)
