@@ -64,6 +64,7 @@ import math
 import numpy as np
 
 from crackseg.labels import NMC4, LabelSchema
+from crackseg.particle_chunks import ANALYSIS_WORKER_BYTES
 
 SIZE_MARGIN = 1.5
 """Particle diameters within [low / 1.5, high x 1.5] of the card's range pass (the
@@ -95,7 +96,7 @@ UNKNOWN_LINE = ("model's training domain unknown (its card records none): partic
                 "class fractions not checked against it")
 SLAB_VOXELS = 1 << 24
 """Voxels per slab read at a time (bounded memory on big or lazy volumes)."""
-SLAB_WORKER_BYTES = 160 * 2**20 + 30 * SLAB_VOXELS
+SLAB_WORKER_BYTES = ANALYSIS_WORKER_BYTES + 30 * SLAB_VOXELS
 """Memory of one worker of :func:`segmentation_signals`: its interpreter, a slab's working
 arrays (~20 bytes per voxel) and the slabs read for it in the calling process (2 x 5 bytes
 per voxel)."""
@@ -287,7 +288,7 @@ def segmentation_signals(seg, instances, *, schema: LabelSchema = NMC4,
     >>> round(s["crack_fraction_of_envelope"], 3), s["neck_crack_share"]
     (0.167, 0.0)
     """
-    from crackseg.particle_chunks import _executor, run_tasks
+    from crackseg.particle_chunks import map_tasks
 
     vals = _class_values(schema)
     env_vals = _envelope_values(schema)
@@ -304,13 +305,7 @@ def segmentation_signals(seg, instances, *, schema: LabelSchema = NMC4,
         for k, v in part.items():
             counts[k] += v
 
-    pool = _executor(int(workers), len(slabs))
-    try:
-        run_tasks(pool, slab_counts, jobs(), add, total=len(slabs), desc="domain checks",
-                  progress=False)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    map_tasks(slab_counts, jobs(), add, workers=workers, total=len(slabs), desc="domain checks")
     env = max(1, counts["env"])
     return {
         "crack_fraction_of_envelope": counts["crack"] / env if vals["crack"] is not None else None,

@@ -356,6 +356,20 @@ def run_tasks(pool, fn, jobs, on_result, *, total: int, desc: str, progress: boo
                 bar.update(1)
 
 
+def map_tasks(fn, jobs, on_result, *, workers: int, total: int, desc: str,
+              progress: bool = False) -> None:
+    """:func:`run_tasks` on a pool of ``workers`` processes made and closed here.
+
+    One worker, or one task, runs everything in this process.
+    """
+    pool = _executor(int(workers), total)
+    try:
+        run_tasks(pool, fn, jobs, on_result, total=total, desc=desc, progress=progress)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
 # ---------------------------------------------------------------- the store
 
 

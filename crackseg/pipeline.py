@@ -236,10 +236,9 @@ def particle_statistics(seg, instances, *, schema, voxel_size_um, posterior=None
                          f"{np.shape(seg)}")
     annotated = _annotated_sections(seg, opts, schema)
     say("measuring particles" + (f" in {np.shape(seg)[0]} sections" if sections else ""))
-    # a volume is measured block by block on the cores its memory budget allows
-    # (the table does not depend on it)
-    # n workers: their interpreters, the table's working memory split between them and
-    # the blocks read here for them (a quarter more)
+    # a volume is measured block by block on the cores the memory budget allows: n workers
+    # need their interpreters, the table's working memory (split between them) and the
+    # blocks read here for them (a quarter more); the table does not depend on n
     workers = workers_for_memory(opts.get("max_memory_gb"), default_workers(),
                                  per_worker_bytes=ANALYSIS_WORKER_BYTES,
                                  fixed_bytes=1.25e9 * TABLE_MEMORY_GB)

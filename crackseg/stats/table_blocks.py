@@ -316,7 +316,7 @@ def particle_sums(seg, instances, *, schema: LabelSchema = NMC4, thickness: floa
         between the particle and anything else, per axis); ``bbox`` (int64,
         (n, 2 ndim): half-open starts then stops).
     """
-    from crackseg.particle_chunks import _executor, run_tasks
+    from crackseg.particle_chunks import map_tasks
 
     shape = tuple(seg.shape)
     nd = len(shape)
@@ -336,11 +336,6 @@ def particle_sums(seg, instances, *, schema: LabelSchema = NMC4, thickness: floa
         if len(parts) >= 64:
             parts[:] = [merge_sums(parts, nd)]
 
-    pool = _executor(int(workers), len(grid))
-    try:
-        run_tasks(pool, _block_task, jobs(), keep, total=len(grid), desc="particle table",
-                  progress=progress and len(grid) > 1)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    map_tasks(_block_task, jobs(), keep, workers=workers, total=len(grid), desc="particle table",
+              progress=progress and len(grid) > 1)
     return merge_sums(parts, nd)
