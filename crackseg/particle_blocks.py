@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from crackseg.errors import InputError
+from crackseg.extrema import h_maxima
 from crackseg.labels import NMC4, LabelSchema
 from crackseg.particle_coarse import coarse_to_fine_labels
 from crackseg.particle_flood import bordered
@@ -200,7 +201,6 @@ def _grid_seeds(dist, env, h, origin, marker_step):
         The grid (slices of the block) and the seed labels on it (0: none).
     """
     import cc3d
-    from skimage.morphology import h_maxima
 
     sub = tuple(slice((-int(o)) % marker_step, None, marker_step) for o in origin)
     peaks = h_maxima(dist[sub], h).astype(bool)
