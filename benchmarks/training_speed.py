@@ -104,7 +104,8 @@ class StepClock(pl.Callback):
         Path(self.out).write_text(json.dumps(record))
 
 
-def recipe_command(recipe: Path, steps: int, clock: Path, work: Path) -> list[str]:
+def recipe_command(recipe: Path, steps: int, clock: Path, work: Path,
+                   accelerator: str | None = None) -> list[str]:
     """The ``crackseg train fit`` command line that times ``steps`` steps of ``recipe``."""
     import yaml
 
@@ -119,7 +120,8 @@ def recipe_command(recipe: Path, steps: int, clock: Path, work: Path) -> list[st
             "--trainer.default_root_dir", str(work),
             "--checkpoint.every_n_train_steps", "0",
             "--data.synthetic", json.dumps(synthetic), "--data.val_patches", "0",
-            f"--trainer.callbacks+={json.dumps(clock_cb)}"]
+            f"--trainer.callbacks+={json.dumps(clock_cb)}",
+            *(["--trainer.accelerator", accelerator] if accelerator else [])]
 
 
 def speed_from_clock(t: dict, warmup: int) -> dict:
@@ -148,13 +150,14 @@ def speed_from_clock(t: dict, warmup: int) -> dict:
     }
 
 
-def time_recipe(name: str, recipe: Path, warmup: int, steps: int, work: Path) -> dict:
+def time_recipe(name: str, recipe: Path, warmup: int, steps: int, work: Path,
+                accelerator: str | None = None) -> dict:
     """Run one recipe in a child process; its speed, settings, wall time and peak RSS."""
     from benchmarks.memory import measured
 
     clock = work / f"clock-{name}.json"
     clock.unlink(missing_ok=True)
-    cmd = recipe_command(recipe, warmup + steps, clock, work / name)
+    cmd = recipe_command(recipe, warmup + steps, clock, work / name, accelerator)
     load = [round(v, 2) for v in os.getloadavg()]
     child = measured(cmd)
     child["command"] = shlex.join(cmd)
@@ -181,6 +184,8 @@ def main(argv=None) -> int:
                     help="untimed first steps (default 5; quick 2)")
     ap.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=list(RECIPES),
                     help="which recipes (default both)")
+    ap.add_argument("--accelerator", default=None,
+                    help="Lightning accelerator (default: the recipe's; e.g. gpu)")
     ap.add_argument("--workdir", default=None,
                     help="folder for checkpoints and timestamps (default /tmp/crackseg-training-speed)")
     ap.add_argument("--out", default=None, help="results file (default benchmarks/results/...)")
@@ -197,7 +202,8 @@ def main(argv=None) -> int:
     runs = []
     for name in args.recipes:
         log(f"{name}: {RECIPES[name].name}, {warmup} + {steps} steps")
-        runs.append({"name": name, **time_recipe(name, RECIPES[name], warmup, steps, work)})
+        runs.append({"name": name, **time_recipe(name, RECIPES[name], warmup, steps, work,
+                                                    args.accelerator)})
         if "error" in runs[-1]:
             log(f"{name}: {runs[-1]['error']}")
     payload = {
