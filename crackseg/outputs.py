@@ -47,7 +47,8 @@ def write_image(path, arr, vs, fmt: str, *, overwrite: bool, meta: dict) -> Path
     path : path-like
         ``.tif`` file or ``.zarr`` folder.
     arr : array-like, shape (Z, Y, X) or (Y, X)
-        Copied in slabs of its Zarr chunks (or 64 slices) when written as Zarr.
+        Copied in slabs of its Zarr chunks (or 64 slices) when written as Zarr,
+        into chunks as wide but at most 32 planes thick (:func:`crackseg.io.slab_chunks`).
     vs : tuple of float or None
         Voxel size (µm).
     fmt : {"tif", "zarr"}
@@ -55,10 +56,14 @@ def write_image(path, arr, vs, fmt: str, *, overwrite: bool, meta: dict) -> Path
     path = Path(path)
     if fmt == "tif":
         return write_volume(path, np.asarray(arr[...]), vs, overwrite=overwrite, metadata=meta)
+    src = getattr(arr, "chunks", None)
+    # slab-friendly chunks (thin along axis 0) for the slab readers after it, aligned with
+    # the source's chunks, which are copied whole
+    chunks = (slab_chunks(arr.shape, edge=src[0])[:1] + tuple(src[1:])
+              if src is not None and len(arr.shape) == 3 else src)
     with atomic_path(path, overwrite=overwrite) as tmp:
-        dst = create_zarr_volume(tmp, arr.shape, arr.dtype, vs,
-                                 chunks=getattr(arr, "chunks", None), metadata=meta)
-        step = (getattr(arr, "chunks", None) or (64,))[0]
+        dst = create_zarr_volume(tmp, arr.shape, arr.dtype, vs, chunks=chunks, metadata=meta)
+        step = (src or (64,))[0]
         for z in range(0, arr.shape[0], step):
             dst[z:z + step] = np.asarray(arr[z:z + step])
     return path

@@ -76,8 +76,9 @@ CONTEXT_BYTES_PER_VOXEL = 12
 """Peak memory (bytes) per voxel of a block's distance-map context (envelope and distance
 map, before the labelled part is cut out of it); measured with ``block_memory`` of
 ``benchmarks/particle_speed.py``."""
-SCAN_MARGIN = 16
-"""Margin (voxels) of the radius scan; chunks with larger radii are scanned again wider."""
+SCAN_MARGIN = 32
+"""Margin (voxels) of the radius scan; chunks with larger radii are scanned again wider
+(particles up to 64 voxels across, most at 0.3-1 µm voxels, need no second pass)."""
 LABEL_BYTES_PER_VOXEL = 21
 """Peak memory (bytes) per voxel of a block (chunk plus margins) while it is labelled.
 

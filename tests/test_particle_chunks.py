@@ -79,18 +79,18 @@ def test_margin_grows_with_particles():
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_scan_finds_the_radius_of_a_ball_wider_than_its_margin(workers):
-    """A ball of radius 24 (> the scan margin) cut by chunk faces: the wider rescan measures it."""
+    """A ball of radius 36 (> the scan margin) cut by chunk faces: the wider rescan measures it."""
     from crackseg.labels import NMC4
     from crackseg.particle_blocks import block_radius
 
-    z, y, x = np.mgrid[:64, :64, :64]
-    seg = (((z - 30) ** 2 + (y - 33) ** 2 + (x - 31) ** 2) < 24**2).astype(np.uint8)
+    z, y, x = np.mgrid[:88, :88, :88]
+    seg = (((z - 42) ** 2 + (y - 45) ** 2 + (x - 43) ** 2) < 36**2).astype(np.uint8)
     opts = {"schema": NMC4, "voxel_size_um": None, "closing_radius": 1}
     whole = block_radius(seg, NMC4, voxel_size_um=None, closing_radius=1)
     assert whole > pc.SCAN_MARGIN
     pool = pc._executor(workers, 8)
     try:
-        radius, sums = pc.scan_radius(seg, (32, 32, 32), opts, pool, progress=False)
+        radius, sums = pc.scan_radius(seg, (44, 44, 44), opts, pool, progress=False)
     finally:
         if pool is not None:
             pool.shutdown()
