@@ -861,6 +861,25 @@ SLAB_CHUNK_PLANES = 32
 """Planes per Zarr chunk along axis 0 of label volumes that are read slab by slab."""
 
 
+def thin_chunks(chunks, *, planes: int = SLAB_CHUNK_PLANES) -> tuple[int, ...]:
+    """3-D ``chunks`` at most ``planes`` thick along axis 0, aligned with the given ones.
+
+    The first edge becomes its largest divisor within ``planes``, so that
+    writers of blocks of the given chunks stay chunk-aligned; 2-D chunks are
+    returned as they are.
+
+    Examples
+    --------
+    >>> thin_chunks((192, 192, 192)), thin_chunks((171, 171, 171)), thin_chunks((64, 64))
+    ((32, 192, 192), (19, 171, 171), (64, 64))
+    """
+    chunks = tuple(int(c) for c in chunks)
+    if len(chunks) < 3:
+        return chunks
+    z = max(d for d in range(1, min(planes, chunks[0]) + 1) if chunks[0] % d == 0)
+    return (z,) + chunks[1:]
+
+
 def slab_chunks(shape, *, edge: int = 256, planes: int = SLAB_CHUNK_PLANES) -> tuple[int, ...]:
     """Zarr chunks of a label volume that later steps read in slabs of a few planes.
 
@@ -880,7 +899,7 @@ def slab_chunks(shape, *, edge: int = 256, planes: int = SLAB_CHUNK_PLANES) -> t
     """
     if len(shape) < 3:
         return tuple(min(edge, int(s)) for s in shape)
-    z = max(d for d in range(1, min(planes, edge) + 1) if edge % d == 0)
+    z = thin_chunks((edge,) * 3, planes=planes)[0]
     return (min(z, int(shape[0])),) + tuple(min(edge, int(s)) for s in shape[1:])
 
 

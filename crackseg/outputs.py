@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from crackseg.errors import CracksegError
-from crackseg.io import atomic_path, create_zarr_volume, slab_chunks, write_volume
+from crackseg.io import atomic_path, create_zarr_volume, slab_chunks, thin_chunks, write_volume
 
 TIFF_MAX_VOXELS = 1 << 28
 """Largest volume written as TIFF by ``format="auto"`` (about 645^3); larger -> Zarr."""
@@ -48,7 +48,7 @@ def write_image(path, arr, vs, fmt: str, *, overwrite: bool, meta: dict) -> Path
         ``.tif`` file or ``.zarr`` folder.
     arr : array-like, shape (Z, Y, X) or (Y, X)
         Copied in slabs of its Zarr chunks (or 64 slices) when written as Zarr,
-        into chunks as wide but at most 32 planes thick (:func:`crackseg.io.slab_chunks`).
+        into chunks as wide but at most 32 planes thick (:func:`crackseg.io.thin_chunks`).
     vs : tuple of float or None
         Voxel size (µm).
     fmt : {"tif", "zarr"}
@@ -57,10 +57,8 @@ def write_image(path, arr, vs, fmt: str, *, overwrite: bool, meta: dict) -> Path
     if fmt == "tif":
         return write_volume(path, np.asarray(arr[...]), vs, overwrite=overwrite, metadata=meta)
     src = getattr(arr, "chunks", None)
-    # slab-friendly chunks (thin along axis 0) for the slab readers after it, aligned with
-    # the source's chunks, which are copied whole
-    chunks = (slab_chunks(arr.shape, edge=src[0])[:1] + tuple(src[1:])
-              if src is not None and len(arr.shape) == 3 else src)
+    # thin along axis 0 for the slab readers after it; the source's chunks are copied whole
+    chunks = thin_chunks(src) if src is not None else None
     with atomic_path(path, overwrite=overwrite) as tmp:
         dst = create_zarr_volume(tmp, arr.shape, arr.dtype, vs, chunks=chunks, metadata=meta)
         step = (src or (64,))[0]

@@ -549,15 +549,13 @@ def _target(store: Path, keep: bool, out, shape, chunk, voxel_size_um):
         return np.zeros(shape, np.uint32), False
     import zarr
 
-    from crackseg.io import create_zarr_volume, slab_chunks
+    from crackseg.io import create_zarr_volume, thin_chunks
 
     path = store / "instances.zarr"
     if (path / "0").exists():
         return zarr.open_array(str(path / "0"), mode="r+"), True
     # thin along axis 0 for the slab readers after it, aligned with the chunk cores
-    chunks = slab_chunks(shape, edge=chunk[0])[:1] + tuple(chunk[1:]) if len(shape) == 3 \
-        else tuple(chunk)
-    return create_zarr_volume(path, shape, np.uint32, voxel_size_um, chunks=chunks,
+    return create_zarr_volume(path, shape, np.uint32, voxel_size_um, chunks=thin_chunks(chunk),
                               metadata={"crackseg": "particles"}), True
 
 
