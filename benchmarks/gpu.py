@@ -69,8 +69,9 @@ def model_rows(path: str, big, small, device: str) -> list[dict]:
     rows = []
     _, cpu_labels, _ = timed_predict(model, small, "cpu", "fp32")
     for precision in ("fp32", "bf16"):
-        seconds, _, settings = timed_predict(model, big, device, precision)
-        _, labels, _ = timed_predict(model, small, device, precision)
+        seconds, labels, settings = timed_predict(model, big, device, precision)
+        if big is not small:
+            _, labels, _ = timed_predict(model, small, device, precision)
         rows.append({"model": model[1].get("name"), "device": device, "precision": precision,
                      "size": list(big.shape), "seconds": round(seconds, 2),
                      "mvoxel_per_s": round(big.size / seconds / 1e6, 2),
